@@ -1,0 +1,1 @@
+"""Benchmarks of ../shared/BENCHMARKS.md: run with ``python -m benchmarks``."""

@@ -1,0 +1,191 @@
+"""Automatic chunking and explicit rechunking by navigation/signal kind.
+
+The rule everywhere: signal dims whole (algorithms work on whole signals),
+navigation dims split so that one chunk is near dask's ``array.chunk-size``.
+Trailing navigation dims are kept whole first, so a chunk is a run of whole
+rows: contiguous in memory and in row-chunked HDF5 files.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import dask
+import dask.array as dsa
+import numpy as np
+import xarray as xr
+from dask.utils import parse_bytes
+
+from .dims import check_dims, navigation_dims, signal_dims
+from .options import OPTIONS
+
+ChunkSpec = int | str | Mapping[Hashable, Any]
+
+
+def target_chunk_bytes() -> int:
+    """Dask's ``array.chunk-size`` in bytes."""
+    return parse_bytes(dask.config.get("array.chunk-size"))
+
+
+def _balanced(size: int, most: int) -> int:
+    """Chunk length <= ``most`` that splits ``size`` into equal-ish parts."""
+    most = max(1, min(size, most))
+    return math.ceil(size / math.ceil(size / most))
+
+
+def navigation_chunks(
+    shape: Mapping[Hashable, int], bytes_per_pixel: int, target: int | None = None
+) -> dict[Hashable, int]:
+    """Chunk lengths for navigation dims so a chunk holds about ``target`` bytes.
+
+    ``shape`` maps the navigation dims, in array order, to their sizes;
+    ``bytes_per_pixel`` is the size of the signal part of one chunk. The
+    last dims are kept whole while they fit, then one dim is split evenly
+    and the dims before it get length 1.
+
+    Examples
+    --------
+    >>> navigation_chunks({"y": 256, "x": 256}, 4096, target=2**27)
+    {'y': 128, 'x': 256}
+    >>> navigation_chunks({"y": 10, "x": 10}, 2**30, target=2**27)
+    {'y': 1, 'x': 1}
+    """
+    target = target_chunk_bytes() if target is None else target
+    budget = max(1, target // max(1, bytes_per_pixel))
+    chunks: dict[Hashable, int] = {}
+    for dim in reversed(list(shape)):
+        size = shape[dim]
+        chunks[dim] = size if size <= budget else _balanced(size, budget)
+        budget = max(1, budget // size)
+    return {d: chunks[d] for d in shape}
+
+
+def auto_chunks(da: xr.DataArray) -> dict[Hashable, int]:
+    """The automatic chunking of ``da``: signal dims whole, navigation near the target.
+
+    Warns (``UserWarning``) when the result has more chunks than the
+    ``max_tasks`` option, which happens only for arrays whose single signal
+    is about as large as a chunk.
+    """
+    sig = signal_dims(da)
+    pixel_bytes = math.prod(da.sizes[d] for d in sig) * da.dtype.itemsize
+    chunks = navigation_chunks(
+        {d: da.sizes[d] for d in navigation_dims(da)}, pixel_bytes
+    )
+    chunks.update({d: da.sizes[d] for d in sig})
+    warn_if_many_chunks(da, chunks)
+    return chunks
+
+
+def count_chunks(da: xr.DataArray, chunks: Mapping[Hashable, int]) -> int:
+    """Number of blocks ``da`` would have with regular ``chunks`` by dim."""
+    return math.prod(math.ceil(da.sizes[d] / max(1, chunks[d])) for d in chunks)
+
+
+def warn_if_many_chunks(da: xr.DataArray, chunks: Mapping[Hashable, int]) -> None:
+    n = count_chunks(da, chunks)
+    if n > OPTIONS["max_tasks"]:
+        warnings.warn(
+            f"this chunking makes {n} chunks (over {OPTIONS['max_tasks']}), so "
+            "dask's per-task overhead will dominate; pass larger chunks or raise "
+            "dask's 'array.chunk-size'",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _spec_by_dim(
+    da: xr.DataArray, spec: ChunkSpec, dims: tuple[Hashable, ...], kind: str
+) -> dict[Hashable, Any]:
+    """Expand one rechunk argument (``"auto"``, ``-1``, int, dict) over ``dims``."""
+    if isinstance(spec, Mapping):
+        check_dims(da, spec, f"{kind} chunk dim")
+        wrong = [d for d in spec if d not in dims]
+        if wrong:
+            raise ValueError(
+                f"{wrong[0]!r} is not a {kind} dim; the {kind} dims are {dims}"
+            )
+        return dict(spec)
+    if spec == "auto" or spec == -1 or spec is None:
+        return dict.fromkeys(dims, spec)
+    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool) and spec > 0:
+        return dict.fromkeys(dims, int(spec))
+    raise ValueError(
+        f"{kind} chunks must be 'auto', -1, a positive int or a dict by dim "
+        f"name, not {spec!r}"
+    )
+
+
+def resolve_chunks(
+    da: xr.DataArray, navigation: ChunkSpec = "auto", signal: ChunkSpec = -1
+) -> dict[Hashable, int | tuple[int, ...]]:
+    """Chunk lengths by dim for :func:`rechunk` (``"auto"`` resolved to numbers)."""
+    nav, sig = navigation_dims(da), signal_dims(da)
+    by_dim = _spec_by_dim(da, navigation, nav, "navigation")
+    by_dim.update(_spec_by_dim(da, signal, sig, "signal"))
+    current = dict(zip(da.dims, da.chunks)) if da.chunks is not None else {}
+    out: dict[Hashable, Any] = {}
+    for d in da.dims:
+        spec = by_dim.get(d, current.get(d, -1))
+        if spec is None:
+            spec = current.get(d, -1)
+        out[d] = da.sizes[d] if spec == -1 else spec
+    if any(v == "auto" for v in out.values()):
+        # signal "auto": let dask size those dims with the others fixed
+        sig_auto = [d for d in sig if out[d] == "auto"]
+        if sig_auto:
+            normalized = dsa.core.normalize_chunks(
+                tuple(out[d] if d in sig_auto else -1 for d in da.dims),
+                da.shape,
+                dtype=da.dtype,
+            )
+            for d, c in zip(da.dims, normalized):
+                if d in sig_auto:
+                    out[d] = c
+        pixel_bytes = da.dtype.itemsize * math.prod(
+            max(out[d]) if isinstance(out[d], tuple) else out[d] for d in sig
+        )
+        fixed = {d: out[d] for d in nav if out[d] != "auto"}
+        # fixed navigation chunks take their share of the budget first
+        pixel_bytes *= math.prod(
+            max(c) if isinstance(c, tuple) else c for c in fixed.values()
+        )
+        auto = navigation_chunks(
+            {d: da.sizes[d] for d in nav if d not in fixed}, pixel_bytes
+        )
+        out.update(auto)
+    return out
+
+
+def rechunk(
+    da: xr.DataArray, navigation: ChunkSpec = "auto", signal: ChunkSpec = -1
+) -> xr.DataArray:
+    """Rechunk ``da`` by kind of dim; the result is always dask-backed.
+
+    Parameters
+    ----------
+    da : DataArray
+    navigation, signal : "auto", -1, int or dict
+        For the navigation and signal dims: ``"auto"`` (the automatic rule of
+        :func:`auto_chunks`), ``-1`` (whole), an int for every dim of that
+        kind, or a dict by dim name (dims not named keep their chunks).
+
+    Raises
+    ------
+    ValueError
+        If a dict names an unknown dim or a dim of the other kind.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xsignal
+    >>> da = xr.DataArray(np.zeros((8, 6, 4)), dims=("y", "x", "energy"))
+    >>> xsignal.rechunk(da, navigation={"y": 2}).chunks
+    ((2, 2, 2, 2), (6,), (4,))
+    >>> xsignal.rechunk(da, navigation=3, signal=2).chunks
+    ((3, 3, 2), (3, 3), (2, 2))
+    """
+    chunks = resolve_chunks(da, navigation, signal)
+    return da.chunk(chunks)

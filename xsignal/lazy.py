@@ -88,7 +88,7 @@ def compute(
     --------
     >>> import numpy as np, xarray as xr, xsignal
     >>> lazy = xr.DataArray(np.arange(6.0)).chunk(2)
-    >>> xsignal.compute(lazy, progress=False).values
+    >>> lazy.signal.compute(progress=False).values
     array([0., 1., 2., 3., 4., 5.])
     """
     with progress_bar(progress, desc="compute"):

@@ -235,3 +235,19 @@ def test_blocks_under_a_distributed_client():
     ):
         items = list(da.signal.blocks())
     np.testing.assert_array_equal(assemble(da, items), da.values)
+
+
+def test_compute_with_progress_on_a_distributed_client(capsys):
+    distributed = pytest.importorskip("distributed")
+    da = spectrum_image((6, 5, 32), chunks={"y": 2}).data
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
+        out = da.signal.compute(progress=True)
+        total, same = xsignal.compute(da.sum(), 7, progress=True)
+    np.testing.assert_array_equal(out.values, da.values)
+    assert float(total) == pytest.approx(float(da.values.sum(dtype="f8")))
+    assert same == 7

@@ -16,7 +16,7 @@ import xarray as xr
 from .chunks import auto_chunks, check_dims, rechunk, warn_if_many_chunks
 from .dims import navigation_dims, signal_dims
 from .handles import close_file
-from .progress import progress_bar
+from .progress import compute_with_progress
 
 
 def is_lazy(da: xr.DataArray) -> bool:
@@ -91,8 +91,7 @@ def compute(
     >>> lazy.signal.compute(progress=False).values
     array([0., 1., 2., 3., 4., 5.])
     """
-    with progress_bar(progress, desc="compute"):
-        out = da.compute()
+    (out,) = compute_with_progress(da, progress=progress, desc="compute")
     if close_file:
         _close_file(da)
     return out
@@ -115,8 +114,7 @@ def compute_all(*objs: Any, progress: bool | None = None) -> tuple[Any, ...]:
     >>> float(total), float(peak)
     (15.0, 5.0)
     """
-    with progress_bar(progress, desc="compute"):
-        return dask.compute(*objs)
+    return compute_with_progress(*objs, progress=progress, desc="compute")
 
 
 def change_dtype(

@@ -6,6 +6,9 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
+from typing import Any
+
+import dask
 
 from .options import OPTIONS
 
@@ -53,3 +56,39 @@ def progress_bar(
         bar = TqdmCallback(delay=delay, desc=desc, leave=True)
     with bar:
         yield
+
+
+def distributed_client() -> Any:
+    """The active ``dask.distributed`` client, or None (without importing it)."""
+    if "distributed" not in sys.modules:
+        return None
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+def compute_with_progress(
+    *objs: Any, progress: bool | None = None, desc: str | None = None
+) -> tuple[Any, ...]:
+    """``dask.compute(*objs)`` with a progress bar when one is wanted.
+
+    Local schedulers get :func:`progress_bar`; on a ``dask.distributed``
+    client, whose tasks run elsewhere, distributed's own progress bar
+    follows the futures instead.
+    """
+    client = distributed_client() if show_progress(progress) else None
+    if client is None:
+        with progress_bar(progress, desc):
+            return dask.compute(*objs)
+    from distributed import progress as distributed_progress
+
+    lazy = [i for i, obj in enumerate(objs) if dask.is_dask_collection(obj)]
+    futures = client.compute([objs[i] for i in lazy])
+    distributed_progress(futures)
+    results = list(objs)
+    for i, value in zip(lazy, client.gather(futures)):
+        results[i] = value
+    return tuple(results)

@@ -44,3 +44,19 @@ def test_info_missing_file_is_a_clear_error(tmp_path):
 def test_bad_command_lines_exit_non_zero(args):
     out = run(*args, check=False)
     assert out.returncode != 0 and "usage" in out.stderr
+
+
+def test_demo_on_a_local_cluster(tmp_path):
+    pytest.importorskip("distributed")
+    out = run(
+        "--workers",
+        "2",
+        "demo",
+        "--size",
+        "tiny",
+        "--dir",
+        str(tmp_path),
+        "--no-progress",
+    )
+    assert "local cluster of 2 worker processes" in out.stdout
+    assert "navigator image" in out.stdout

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,7 +88,7 @@ def run_demo(args: argparse.Namespace) -> int:
     state = DemoState(folder=folder, shape=shape, progress=progress)
     print(
         f"xsignal {xsignal.__version__} demo: {'x'.join(map(str, shape))} "
-        f"float32 spectrum image in {folder}"
+        f"float32 spectrum image in {folder}, on {args.scheduler_name}"
     )
     timings = []
     for title, step in DEMO_STEPS:
@@ -144,11 +146,58 @@ def info_text(da: xr.DataArray, path: Path) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def scheduler(address: str | None, workers: int | None) -> Iterator[str]:
+    """Run the block on a dask.distributed cluster when asked; yield its name.
+
+    ``address`` connects to a running scheduler; ``workers`` starts a local
+    cluster of that many single-threaded worker processes on loopback.
+    Neither: dask's threaded scheduler.
+    """
+    if not address and not workers:
+        yield "threads"
+        return
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as err:
+        raise SystemExit(
+            "xsignal: --scheduler/--workers need dask.distributed: "
+            'pip install "xsignal[distributed]"'
+        ) from err
+    if address:
+        with Client(address) as client:
+            yield f"distributed {client.scheduler.address}"
+        return
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster),
+    ):
+        yield f"local cluster of {workers} worker processes"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xsignal", description="HyperSpy's lazy signal toolbox for xarray."
     )
     parser.add_argument("--version", action="version", version=xsignal.__version__)
+    parser.add_argument(
+        "--scheduler",
+        default=os.environ.get("DASK_SCHEDULER_ADDRESS"),
+        metavar="ADDRESS",
+        help="run on this dask.distributed scheduler "
+        "(default: $DASK_SCHEDULER_ADDRESS, else dask's threads)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="start a local dask.distributed cluster of N worker processes",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the lazy pipeline on synthetic data")
@@ -170,8 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.workers is not None and args.workers < 1:
+        parser.error("--workers must be a positive number")
+    with scheduler(args.scheduler, args.workers) as name:
+        args.scheduler_name = name
+        return args.func(args)
 
 
 if __name__ == "__main__":

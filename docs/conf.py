@@ -1,0 +1,29 @@
+"""Sphinx configuration for the xsignal documentation."""
+
+import sphinx_autosummary_accessors
+
+import xsignal
+
+project = "xsignal"
+author = "xsignal developers"
+copyright = "2026, xsignal developers"
+version = release = xsignal.__version__
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.intersphinx",
+    "sphinx.ext.doctest",
+    "numpydoc",
+    "sphinx_autosummary_accessors",
+]
+templates_path = ["_templates", sphinx_autosummary_accessors.templates_path]
+exclude_patterns = ["_build"]
+autosummary_generate = True
+numpydoc_show_class_members = False
+numpydoc_class_members_toctree = False
+numpydoc_validation_checks: set[str] = set()
+numpydoc_xref_param_type = False  # no intersphinx: the build is offline
+intersphinx_mapping = {}
+html_theme = "alabaster"
+nitpicky = False

@@ -88,7 +88,7 @@ def test_xsignal_compute_runs_one_pass():
 
 
 @pytest.mark.parametrize("rechunk", [False, True])
-def test_change_dtype(si, backend, rechunk):
+def test_change_dtype(si, backend, rechunk, scheduler):
     out = si.signal.change_dtype("float64", rechunk=rechunk)
     assert out.dtype == np.float64
     assert out.signal.is_lazy is (backend == "dask")
@@ -120,7 +120,7 @@ def assemble(da, blocks_iter, nav_mask=None):
     return out
 
 
-def test_blocks_cover_the_array_in_order(si, backend):
+def test_blocks_cover_the_array_in_order(si, backend, scheduler):
     items = list(si.signal.blocks())
     starts = [(w["y"].start, w["x"].start) for w, _ in items]
     assert starts == sorted(starts)

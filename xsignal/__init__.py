@@ -53,3 +53,46 @@ __all__ = [
 # --- decomposition (issue 5) -------------------------------------------------
 
 # --- reductions, histogram, roi, stacking, rebin (issue 6) -------------------
+from . import reductions as _reductions  # noqa: E402
+from .reductions import (  # noqa: E402
+    indexmax,
+    indexmin,
+    navigator,
+    valuemax,
+    valuemin,
+)
+
+# sum/max/min shadow builtins inside the module only; here they are
+# attributes (xsignal.sum), never bare names
+max = _reductions.max
+mean = _reductions.mean
+min = _reductions.min
+nanmax = _reductions.nanmax
+nanmean = _reductions.nanmean
+nanmin = _reductions.nanmin
+nanstd = _reductions.nanstd
+nansum = _reductions.nansum
+nanvar = _reductions.nanvar
+std = _reductions.std
+sum = _reductions.sum
+var = _reductions.var
+
+__all__ += [
+    "indexmax",
+    "indexmin",
+    "max",
+    "mean",
+    "min",
+    "nanmax",
+    "nanmean",
+    "nanmin",
+    "nanstd",
+    "nansum",
+    "nanvar",
+    "navigator",
+    "std",
+    "sum",
+    "valuemax",
+    "valuemin",
+    "var",
+]

@@ -54,6 +54,7 @@ __all__ = [
 
 # --- reductions, histogram, roi, stacking, rebin (issue 6) -------------------
 from . import reductions as _reductions  # noqa: E402
+from .rebin import rebin  # noqa: E402
 from .reductions import (  # noqa: E402
     indexmax,
     indexmin,
@@ -90,6 +91,7 @@ __all__ += [
     "nansum",
     "nanvar",
     "navigator",
+    "rebin",
     "std",
     "sum",
     "valuemax",

@@ -16,6 +16,7 @@ from . import chunks as _chunks
 from . import dims as _dims
 from . import handles as _handles
 from . import lazy as _lazy
+from . import rebin as _rebin
 from . import reductions as _reductions
 
 
@@ -187,3 +188,7 @@ class SignalAccessor:
     def navigator(self) -> xr.DataArray:
         """Call :func:`xsignal.navigator` on this DataArray."""
         return _reductions.navigator(self._da)
+
+    def rebin(self, factors: Any, *, trim: bool = False) -> xr.DataArray:
+        """Call :func:`xsignal.rebin` on this DataArray."""
+        return _rebin.rebin(self._da, factors, trim=trim)

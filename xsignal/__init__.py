@@ -62,6 +62,8 @@ from .reductions import (  # noqa: E402
     valuemax,
     valuemin,
 )
+from .roi import CircleROI, RectangularROI  # noqa: E402
+from .roi import roi as roi  # noqa: E402  (the function; the module is xsignal.roi)
 
 # sum/max/min shadow builtins inside the module only; here they are
 # attributes (xsignal.sum), never bare names
@@ -79,6 +81,8 @@ sum = _reductions.sum
 var = _reductions.var
 
 __all__ += [
+    "CircleROI",
+    "RectangularROI",
     "indexmax",
     "indexmin",
     "max",
@@ -92,6 +96,7 @@ __all__ += [
     "nanvar",
     "navigator",
     "rebin",
+    "roi",
     "std",
     "sum",
     "valuemax",

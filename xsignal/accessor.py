@@ -18,6 +18,7 @@ from . import handles as _handles
 from . import lazy as _lazy
 from . import rebin as _rebin
 from . import reductions as _reductions
+from .roi import roi as _apply_roi
 
 
 @xr.register_dataarray_accessor("signal")
@@ -192,3 +193,7 @@ class SignalAccessor:
     def rebin(self, factors: Any, *, trim: bool = False) -> xr.DataArray:
         """Call :func:`xsignal.rebin` on this DataArray."""
         return _rebin.rebin(self._da, factors, trim=trim)
+
+    def roi(self, roi: Any, dims: Any = None) -> xr.DataArray:
+        """Call :func:`xsignal.roi` on this DataArray."""
+        return _apply_roi(self._da, roi, dims=dims)

@@ -54,6 +54,7 @@ __all__ = [
 
 # --- reductions, histogram, roi, stacking, rebin (issue 6) -------------------
 from . import reductions as _reductions  # noqa: E402
+from .histograms import histogram  # noqa: E402
 from .rebin import rebin  # noqa: E402
 from .reductions import (  # noqa: E402
     indexmax,
@@ -62,8 +63,8 @@ from .reductions import (  # noqa: E402
     valuemax,
     valuemin,
 )
-from .roi import CircleROI, RectangularROI  # noqa: E402
-from .roi import roi as roi  # noqa: E402  (the function; the module is xsignal.roi)
+from .rois import CircleROI, RectangularROI  # noqa: E402
+from .rois import roi as roi  # noqa: E402  (the function)
 
 # sum/max/min shadow builtins inside the module only; here they are
 # attributes (xsignal.sum), never bare names
@@ -83,6 +84,7 @@ var = _reductions.var
 __all__ += [
     "CircleROI",
     "RectangularROI",
+    "histogram",
     "indexmax",
     "indexmin",
     "max",

@@ -15,10 +15,11 @@ import xarray as xr
 from . import chunks as _chunks
 from . import dims as _dims
 from . import handles as _handles
+from . import histograms as _histogram
 from . import lazy as _lazy
 from . import rebin as _rebin
 from . import reductions as _reductions
-from .roi import roi as _apply_roi
+from .rois import roi as _apply_roi
 
 
 @xr.register_dataarray_accessor("signal")
@@ -193,6 +194,20 @@ class SignalAccessor:
     def rebin(self, factors: Any, *, trim: bool = False) -> xr.DataArray:
         """Call :func:`xsignal.rebin` on this DataArray."""
         return _rebin.rebin(self._da, factors, trim=trim)
+
+    def histogram(
+        self,
+        bins: Any = "fd",
+        range: Any = None,
+        density: bool = False,
+        *,
+        dims: Any = None,
+        max_bins: int = 10000,
+    ) -> xr.DataArray:
+        """Call :func:`xsignal.histogram` on this DataArray."""
+        return _histogram.histogram(
+            self._da, bins, range, density, dims=dims, max_bins=max_bins
+        )
 
     def roi(self, roi: Any, dims: Any = None) -> xr.DataArray:
         """Call :func:`xsignal.roi` on this DataArray."""

@@ -167,6 +167,13 @@ def test_per_pixel_histograms(backend):
     for j, i in itertools.product(range(SHAPE[0]), range(SHAPE[1])):
         want, _ = np.histogram(finite(values[j, i]), bins=8, range=(0, 20))
         np.testing.assert_array_equal(h.values[j, i], want)
+    # explicit edges with a narrower range, per pixel (the vectorised path)
+    edges = [0.0, 5.0, 10.0, 50.0]
+    h = xsignal.histogram(da, bins=edges, range=(2, 30), dims="signal").compute()
+    for j, i in [(0, 0), (5, 3), (11, 9)]:
+        v = finite(values[j, i])
+        want, _ = np.histogram(v[(v >= 2) & (v <= 30)], bins=edges)
+        np.testing.assert_array_equal(h.values[j, i], want)
     # histograms over y only: one per (x, energy), dims in the array's order
     h = xsignal.histogram(da, bins=[0, 5, 50], dims="y", density=True).compute()
     assert h.dims == ("x", "energy", "bin")

@@ -126,12 +126,17 @@ def _partial(
     mean, m2, m3 = _moments(v)
     points = ranks = empty
     if quantiles:
+        v = np.sort(v)  # cheaper than np.percentile's partition at 1001 ranks
         if n <= N_QUANTILES + 1:
-            points = np.sort(v)
+            points = v
             ranks = np.arange(1.0, n + 1)
         else:
-            points = np.percentile(v, np.linspace(0, 100, N_QUANTILES + 1))
-            ranks = 1 + np.linspace(0, n - 1, N_QUANTILES + 1)
+            # numpy's linear-interpolation percentiles, from the sorted values
+            position = np.linspace(0, n - 1, N_QUANTILES + 1)
+            below = np.minimum(position.astype(np.intp), n - 2)
+            frac = position - below
+            points = v[below] + frac * (v[below + 1] - v[below])
+            ranks = 1 + position
     return _Partial(n, float(v.min()), float(v.max()), mean, m2, m3, points, ranks)
 
 
@@ -399,13 +404,22 @@ def _count_block(
     n_lanes = math.prod(kept)
     n_bins = edges.size - 1
     v = np.asarray(block).reshape(n_lanes, -1)
-    index = np.searchsorted(edges, v, side="right") - 1
-    index[v == edges[-1]] = n_bins - 1
-    ok = (index >= 0) & (index < n_bins) & (v >= lo) & (v <= hi)
-    if v.dtype.kind == "f":
-        ok &= ~np.isnan(v)
-    flat = (np.arange(n_lanes)[:, None] * n_bins + index)[ok]
-    counts = np.bincount(flat, minlength=n_lanes * n_bins).astype(np.int64)
+    clip = lo > edges[0] or hi < edges[-1]  # a range narrower than the edges
+    if n_lanes <= 16:
+        # np.histogram is fast (sorted blocks) and skips NaN with given edges
+        counts = np.empty((n_lanes, n_bins), np.int64)
+        for i, lane in enumerate(v):
+            if clip:
+                lane = lane[(lane >= lo) & (lane <= hi)]
+            counts[i] = np.histogram(lane, edges)[0]
+    else:  # many short lanes: one vectorised pass
+        index = np.searchsorted(edges, v, side="right") - 1
+        index[v == edges[-1]] = n_bins - 1
+        ok = (index >= 0) & (index < n_bins)  # NaN sorts past the last edge
+        if clip:
+            ok &= (v >= lo) & (v <= hi)
+        flat = (np.arange(n_lanes)[:, None] * n_bins + index)[ok]
+        counts = np.bincount(flat, minlength=n_lanes * n_bins).astype(np.int64)
     n_reduced = block.ndim - n_keep
     return counts.reshape(*kept, *([1] * n_reduced), n_bins)
 

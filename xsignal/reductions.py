@@ -222,10 +222,8 @@ def _value_extremum(da: xr.DataArray, dim: Hashable, which: str) -> xr.DataArray
     dtype = np.result_type(coord.dtype, np.float64) if has_nan else coord.dtype
 
     def lookup(i: np.ndarray) -> np.ndarray:
-        values = coord[np.clip(i, 0, None)].astype(dtype)
-        if has_nan:
-            values[i < 0] = np.nan
-        return values
+        values = np.asarray(coord[np.clip(i, 0, None)], dtype=dtype)
+        return np.where(i < 0, np.nan, values) if has_nan else values
 
     out = xr.apply_ufunc(
         lookup, index, dask="parallelized", output_dtypes=[dtype], keep_attrs=True

@@ -115,6 +115,19 @@ def test_streaming_quartiles_within_the_documented_bound(chunks, seed):
     assert math.isclose(s.m3, (centred**3).sum(), rel_tol=1e-6, abs_tol=1e-6)
 
 
+@pytest.mark.parametrize("chunks", [(3, 500), (20, 1000), (200, 1000)])
+def test_streaming_quartiles_with_ties(chunks):
+    # integer-valued data: the exact quartiles sit inside long runs of ties
+    rng = np.random.default_rng(5)
+    values = rng.poisson(3.0, size=(200, 1000)).astype("float32")
+    s = xh.statistics(dask.array.from_array(values, chunks=chunks))
+    assert (s.q25, s.q75) == tuple(np.percentile(values, [25, 75]))
+    h = xsignal.histogram(
+        xr.DataArray(values).chunk(dict(zip(("dim_0", "dim_1"), chunks))), bins="fd"
+    )
+    assert h.sizes["bin"] == np.histogram_bin_edges(values, "fd").size - 1
+
+
 def test_quartiles_from_many_large_blocks():
     rng = np.random.default_rng(3)
     values = rng.normal(size=(50, 4000))  # blocks larger than the summary

@@ -176,8 +176,16 @@ def _quantile(parts: Sequence[_Partial], q: float) -> float:
             count += np.searchsorted(p.points, grid, side="right")
         else:
             count += np.interp(grid, p.points, p.ranks, left=0.0, right=float(p.n))
-    target = 1 + q * (n - 1)  # 1-based rank of numpy's linear quantile
-    return float(np.interp(target, count, grid))
+    # numpy's linear quantile: x_(k) + frac * (x_(k+1) - x_(k)), 1-based k;
+    # x_(k) is the smallest value with at least k values <= it (a step
+    # inversion, right with ties, where interpolating the counts is not)
+    target = 1 + q * (n - 1)
+    k = math.floor(target)
+    frac = target - k
+    last = grid.size - 1
+    below = grid[min(int(np.searchsorted(count, k, side="left")), last)]
+    above = grid[min(int(np.searchsorted(count, k + 1, side="left")), last)]
+    return float(below + frac * (above - below))
 
 
 def _merge(parts: Sequence[_Partial], quantiles: bool) -> Stats:

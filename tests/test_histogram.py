@@ -159,6 +159,10 @@ def test_known_bins_read_no_data():
         h2 = xsignal.histogram(da, bins=5, range=(0, 10), density=True)
         h3 = da.signal.histogram(bins=[0, 5, 50], dims="signal")
     assert all(xsignal.is_lazy(h) for h in (h1, h2, h3))
+    # an int without range needs min and max: one statistics pass, no more
+    with raise_if_dask_computes(1) as counter:
+        h4 = xsignal.histogram(da, bins=5)
+    assert counter.total_computes == 1 and xsignal.is_lazy(h4)
 
 
 @pytest.mark.parametrize("bins", [6, "scott", [0.0, 2.0, 3.0, 8.0, 40.0]])

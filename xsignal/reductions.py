@@ -78,9 +78,29 @@ def _reduce(
     return with_marking(out, signal_dims(da))
 
 
-def _doc(name: str, numpy_name: str, nan: bool) -> str:
+_TITLES = {
+    "sum": "Sum",
+    "mean": "Mean",
+    "max": "Maximum",
+    "min": "Minimum",
+    "std": "Standard deviation",
+    "var": "Variance",
+}
+_DTYPES = {
+    "sum": "Integers and booleans accumulate in ``int64`` (``uint64`` when "
+    "unsigned), so they never wrap around; floats keep their dtype.",
+    "mean": "Integers give ``float64``; floats keep their dtype.",
+    "std": "Integers give ``float64``; floats keep their dtype.",
+    "var": "Integers give ``float64``; floats keep their dtype.",
+    "max": "The dtype of ``da``.",
+    "min": "The dtype of ``da``.",
+}
+
+
+def _doc(method: str, nan: bool) -> str:
     what = "ignoring NaN" if nan else "propagating NaN"
-    return f"""{name.capitalize()} of ``da`` over ``dims``, {what}.
+    numpy_name = ("nan" if nan else "") + method
+    return f"""{_TITLES[method]} of ``da`` over ``dims``, {what}.
 
     Like :func:`numpy.{numpy_name}`, with the dims given by kind or by name.
 
@@ -91,12 +111,15 @@ def _doc(name: str, numpy_name: str, nan: bool) -> str:
     dims : "navigation", "signal", str, list of str or None
         The dims to reduce: ``"navigation"`` (default) or ``"signal"`` for
         every dim of that kind, a name, a list of names, or ``None`` for all.
+    **kwargs
+        Passed to xarray's reduction (``ddof``, ``min_count``...).
 
     Returns
     -------
     xarray.DataArray
         Over the remaining dims, with their coords, the attrs and the signal
-        marking kept; lazy when ``da`` is lazy.
+        marking kept; lazy when ``da`` is lazy, with the chunks of the
+        remaining dims unchanged. {_DTYPES[method]}
 
     Raises
     ------
@@ -114,7 +137,7 @@ def _make(method: str, nan: bool, extra: str = "") -> Any:
         return _reduce(da, dims, method, skipna=nan, **kwargs)
 
     reduction.__name__ = reduction.__qualname__ = numpy_name
-    reduction.__doc__ = _doc(numpy_name, numpy_name, nan) + extra
+    reduction.__doc__ = _doc(method, nan) + extra
     return reduction
 
 
@@ -132,8 +155,10 @@ def _example(name: str, result: str) -> str:
 
 
 _DDOF = """
-    Other keyword arguments (``ddof=1`` for the sample estimate) are passed to
-    xarray's reduction.
+    Notes
+    -----
+    ``ddof=0`` (default) divides by N as numpy does; ``ddof=1`` gives the
+    sample estimate.
 """
 
 
@@ -336,15 +361,37 @@ valuemin.__doc__ = _with_params(valuemin.__doc__)
 
 # --- the reductions themselves (names shadowing builtins come last) --------
 
-nanmean = _make("mean", True, _example("nanmean", "array([1., 3.])"))
-nanstd = _make("std", True, _DDOF)
-nanvar = _make("var", True, _DDOF)
-nanmax = _make("max", True)
-nanmin = _make("min", True)
-nansum = _make("sum", True, _example("nansum", "array([1., 6.])"))
-mean = _make("mean", False, _example("mean", "array([nan,  3.])"))
-std = _make("std", False, _DDOF)
-var = _make("var", False, _DDOF)
-max = _make("max", False)
-min = _make("min", False)
-sum = _make("sum", False)
+_RESULTS = {
+    "sum": "array([nan,  6.])",
+    "mean": "array([nan,  3.])",
+    "max": "array([nan,  4.])",
+    "min": "array([nan,  2.])",
+    "std": "array([nan,  1.])",
+    "var": "array([nan,  1.])",
+    "nansum": "array([1., 6.])",
+    "nanmean": "array([1., 3.])",
+    "nanmax": "array([1., 4.])",
+    "nanmin": "array([1., 2.])",
+    "nanstd": "array([0., 1.])",
+    "nanvar": "array([0., 1.])",
+}
+
+
+def _full(method: str, nan: bool) -> Any:
+    name = ("nan" if nan else "") + method
+    extra = _DDOF if method in ("std", "var") else ""
+    return _make(method, nan, extra + _example(name, _RESULTS[name]))
+
+
+nanmean = _full("mean", True)
+nanstd = _full("std", True)
+nanvar = _full("var", True)
+nanmax = _full("max", True)
+nanmin = _full("min", True)
+nansum = _full("sum", True)
+mean = _full("mean", False)
+std = _full("std", False)
+var = _full("var", False)
+max = _full("max", False)
+min = _full("min", False)
+sum = _full("sum", False)

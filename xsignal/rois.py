@@ -109,6 +109,14 @@ class CircleROI(_ROI):
     coordinate satisfies ``r_inner <= d <= r`` (both edges included; with
     ``r_inner=0`` the centre pixel is always in).
 
+    Notes
+    -----
+    HyperSpy's ``CircleROI`` measures distances from a centre moved by about
+    half a pixel (``cx + 0.5 * scale``, ``cy + 0.5 * scale``), so for the
+    same numbers its disc is shifted half a pixel along each axis from this
+    one, and the two masks can differ by a ring of edge pixels. Here the
+    centre given is the centre used.
+
     Examples
     --------
     >>> import numpy as np, xarray as xr, xsignal

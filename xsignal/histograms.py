@@ -27,8 +27,9 @@ narrower than 1), computed from statistics of the non-NaN values inside
 
 The bins must be known to build the counting graph, so a rule (or an int
 without ``range``) on lazy data computes its statistics pass once when
-:func:`histogram` is called; the counts themselves stay lazy. Explicit edges,
-or an int with ``range``, read no data.
+:func:`histogram` is called; the counts themselves stay lazy (so data on
+disk is read twice: once for the statistics, once when the counts are
+computed). Explicit edges, or an int with ``range``, read no data until then.
 
 ``"knuth"`` (Knuth 2006, maximum posterior of a piecewise-constant density
 over equal bins) and ``"blocks"`` (Bayesian blocks, Scargle et al. 2013,

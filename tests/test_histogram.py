@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import dask
 import dask.array
 import numpy as np
 import pytest
@@ -349,3 +350,12 @@ def test_bool_data_and_attrs():
     assert h.attrs["title"] == "b"
     h = xsignal.histogram(make(sample()), bins=3)
     assert h["bin"].attrs["units"] == "eV"
+
+
+def test_processes_scheduler():
+    # the statistics pass and the counts pickle to worker processes
+    values = sample()
+    da = make(values, lazy=True)
+    with dask.config.set(scheduler="processes", num_workers=2):
+        h = xsignal.histogram(da, bins="fd").compute()
+    check_counts(h, values)

@@ -227,3 +227,18 @@ def test_extrema_of_one_spectrum(backend):
     allnan = da * np.nan
     assert np.isnan(float(xsignal.valuemin(allnan)))
     assert int(xsignal.indexmax(allnan)) == -1
+
+
+def test_star_import_keeps_builtins():
+    namespace: dict = {}
+    exec("from xsignal import *", namespace)
+    assert "sum" not in namespace and "max" not in namespace
+    assert "min" not in namespace and "nansum" in namespace
+
+
+@pytest.mark.parametrize("name", [*NAMES, "indexmax", "valuemin", "navigator"])
+def test_accessor_matches_function(name):
+    da = make(data_with_nan())
+    got = getattr(da.signal, name)()
+    want = getattr(xsignal, name)(da)
+    xr.testing.assert_identical(got, want)

@@ -66,8 +66,8 @@ from .reductions import (  # noqa: E402
 from .rois import CircleROI, RectangularROI  # noqa: E402
 from .rois import roi as roi  # noqa: E402  (the function)
 
-# sum/max/min shadow builtins inside the module only; here they are
-# attributes (xsignal.sum), never bare names
+# sum/max/min are attributes (xsignal.sum) but stay out of __all__, so that
+# ``from xsignal import *`` never shadows the builtins of those names
 max = _reductions.max
 mean = _reductions.mean
 min = _reductions.min
@@ -87,9 +87,7 @@ __all__ += [
     "histogram",
     "indexmax",
     "indexmin",
-    "max",
     "mean",
-    "min",
     "nanmax",
     "nanmean",
     "nanmin",
@@ -100,7 +98,6 @@ __all__ += [
     "rebin",
     "roi",
     "std",
-    "sum",
     "valuemax",
     "valuemin",
     "var",

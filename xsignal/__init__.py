@@ -53,3 +53,52 @@ __all__ = [
 # --- decomposition (issue 5) -------------------------------------------------
 
 # --- reductions, histogram, roi, stacking, rebin (issue 6) -------------------
+from . import reductions as _reductions  # noqa: E402
+from .histograms import histogram  # noqa: E402
+from .rebin import rebin  # noqa: E402
+from .reductions import (  # noqa: E402
+    indexmax,
+    indexmin,
+    navigator,
+    valuemax,
+    valuemin,
+)
+from .rois import CircleROI, RectangularROI  # noqa: E402
+from .rois import roi as roi  # noqa: E402  (the function)
+
+# sum/max/min are attributes (xsignal.sum) but stay out of __all__, so that
+# ``from xsignal import *`` never shadows the builtins of those names
+max = _reductions.max
+mean = _reductions.mean
+min = _reductions.min
+nanmax = _reductions.nanmax
+nanmean = _reductions.nanmean
+nanmin = _reductions.nanmin
+nanstd = _reductions.nanstd
+nansum = _reductions.nansum
+nanvar = _reductions.nanvar
+std = _reductions.std
+sum = _reductions.sum
+var = _reductions.var
+
+__all__ += [
+    "CircleROI",
+    "RectangularROI",
+    "histogram",
+    "indexmax",
+    "indexmin",
+    "mean",
+    "nanmax",
+    "nanmean",
+    "nanmin",
+    "nanstd",
+    "nansum",
+    "nanvar",
+    "navigator",
+    "rebin",
+    "roi",
+    "std",
+    "valuemax",
+    "valuemin",
+    "var",
+]

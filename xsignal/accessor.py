@@ -15,7 +15,11 @@ import xarray as xr
 from . import chunks as _chunks
 from . import dims as _dims
 from . import handles as _handles
+from . import histograms as _histogram
 from . import lazy as _lazy
+from . import rebin as _rebin
+from . import reductions as _reductions
+from .rois import roi as _apply_roi
 
 
 @xr.register_dataarray_accessor("signal")
@@ -119,3 +123,92 @@ class SignalAccessor:
     # --- decomposition (issue 5) --------------------------------------------
 
     # --- reductions, histogram, roi, rebin (issue 6) ------------------------
+    def sum(self, dims: Any = "navigation", **kwargs: Any) -> xr.DataArray:
+        """Call :func:`xsignal.sum` on this DataArray."""
+        return _reductions.sum(self._da, dims, **kwargs)
+
+    def mean(self, dims: Any = "navigation", **kwargs: Any) -> xr.DataArray:
+        """Call :func:`xsignal.mean` on this DataArray."""
+        return _reductions.mean(self._da, dims, **kwargs)
+
+    def max(self, dims: Any = "navigation", **kwargs: Any) -> xr.DataArray:
+        """Call :func:`xsignal.max` on this DataArray."""
+        return _reductions.max(self._da, dims, **kwargs)
+
+    def min(self, dims: Any = "navigation", **kwargs: Any) -> xr.DataArray:
+        """Call :func:`xsignal.min` on this DataArray."""
+        return _reductions.min(self._da, dims, **kwargs)
+
+    def std(self, dims: Any = "navigation", **kwargs: Any) -> xr.DataArray:
+        """Call :func:`xsignal.std` on this DataArray."""
+        return _reductions.std(self._da, dims, **kwargs)
+
+    def var(self, dims: Any = "navigation", **kwargs: Any) -> xr.DataArray:
+        """Call :func:`xsignal.var` on this DataArray."""
+        return _reductions.var(self._da, dims, **kwargs)
+
+    def nansum(self, dims: Any = "navigation", **kwargs: Any) -> xr.DataArray:
+        """Call :func:`xsignal.nansum` on this DataArray."""
+        return _reductions.nansum(self._da, dims, **kwargs)
+
+    def nanmean(self, dims: Any = "navigation", **kwargs: Any) -> xr.DataArray:
+        """Call :func:`xsignal.nanmean` on this DataArray."""
+        return _reductions.nanmean(self._da, dims, **kwargs)
+
+    def nanmax(self, dims: Any = "navigation", **kwargs: Any) -> xr.DataArray:
+        """Call :func:`xsignal.nanmax` on this DataArray."""
+        return _reductions.nanmax(self._da, dims, **kwargs)
+
+    def nanmin(self, dims: Any = "navigation", **kwargs: Any) -> xr.DataArray:
+        """Call :func:`xsignal.nanmin` on this DataArray."""
+        return _reductions.nanmin(self._da, dims, **kwargs)
+
+    def nanstd(self, dims: Any = "navigation", **kwargs: Any) -> xr.DataArray:
+        """Call :func:`xsignal.nanstd` on this DataArray."""
+        return _reductions.nanstd(self._da, dims, **kwargs)
+
+    def nanvar(self, dims: Any = "navigation", **kwargs: Any) -> xr.DataArray:
+        """Call :func:`xsignal.nanvar` on this DataArray."""
+        return _reductions.nanvar(self._da, dims, **kwargs)
+
+    def indexmax(self, dim: Hashable | None = None) -> xr.DataArray:
+        """Call :func:`xsignal.indexmax` on this DataArray."""
+        return _reductions.indexmax(self._da, dim)
+
+    def indexmin(self, dim: Hashable | None = None) -> xr.DataArray:
+        """Call :func:`xsignal.indexmin` on this DataArray."""
+        return _reductions.indexmin(self._da, dim)
+
+    def valuemax(self, dim: Hashable | None = None) -> xr.DataArray:
+        """Call :func:`xsignal.valuemax` on this DataArray."""
+        return _reductions.valuemax(self._da, dim)
+
+    def valuemin(self, dim: Hashable | None = None) -> xr.DataArray:
+        """Call :func:`xsignal.valuemin` on this DataArray."""
+        return _reductions.valuemin(self._da, dim)
+
+    def navigator(self) -> xr.DataArray:
+        """Call :func:`xsignal.navigator` on this DataArray."""
+        return _reductions.navigator(self._da)
+
+    def rebin(self, factors: Any, *, trim: bool = False) -> xr.DataArray:
+        """Call :func:`xsignal.rebin` on this DataArray."""
+        return _rebin.rebin(self._da, factors, trim=trim)
+
+    def histogram(
+        self,
+        bins: Any = "fd",
+        range: Any = None,
+        density: bool = False,
+        *,
+        dims: Any = None,
+        max_bins: int = 10000,
+    ) -> xr.DataArray:
+        """Call :func:`xsignal.histogram` on this DataArray."""
+        return _histogram.histogram(
+            self._da, bins, range, density, dims=dims, max_bins=max_bins
+        )
+
+    def roi(self, roi: Any, dims: Any = None) -> xr.DataArray:
+        """Call :func:`xsignal.roi` on this DataArray."""
+        return _apply_roi(self._da, roi, dims=dims)

@@ -80,6 +80,59 @@ DEMO_STEPS: list[tuple[str, DemoStep]] = [
 ]
 
 
+def step_roi_virtual_detector(state: DemoState) -> str:
+    """A region's mean spectrum and an energy-window image, from ROIs, lazily."""
+    da = state.data
+    ydim, xdim = da.signal.navigation_dims[-2:]
+    x, y = da[xdim].values, da[ydim].values
+    radius = 0.25 * min(np.ptp(x), np.ptp(y))
+    disc = xsignal.CircleROI(cx=float(np.median(x)), cy=float(np.median(y)), r=radius)
+    region = disc(da)
+    spectrum = xsignal.nanmean(region, "navigation")
+    peak = xsignal.valuemax(spectrum)
+    members = xsignal.nansum(region.isel(energy=0).notnull(), None)
+    energy = da["energy"].values
+    lo, hi = np.quantile(energy, [0.45, 0.55])
+    window = xsignal.RectangularROI(left=lo, top=y.min(), right=hi, bottom=y.max())
+    # a virtual detector over (energy, y): the window image over the navigation
+    image = xsignal.nansum(window(da, dims=("energy", ydim)), "energy")
+    spectrum, peak, members, image = xsignal.compute(
+        spectrum, peak, members, image, progress=state.progress
+    )
+    state.results["roi_spectrum"] = spectrum
+    state.results["window_image"] = image
+    return (
+        f"circle ROI r={radius:g} around the centre ({int(members)} pixels): mean "
+        f"spectrum peaks at {float(peak):g} eV; {lo:g}-{hi:g} eV window image "
+        f"{dict(image.sizes)}: mean {float(image.mean()):.4g}"
+    )
+
+
+DEMO_STEPS.append(
+    (
+        "ROI spectrum and energy-window image (virtual detector)",
+        step_roi_virtual_detector,
+    )
+)
+
+
+def step_histogram(state: DemoState) -> str:
+    """Histogram of the spectrum image's values, bins by the streaming fd rule."""
+    start = time.perf_counter()
+    hist = xsignal.histogram(state.data, bins="fd")
+    stats_seconds = time.perf_counter() - start
+    (hist,) = xsignal.compute(hist, progress=state.progress)
+    state.results["histogram"] = hist
+    mode = float(hist["bin"][int(hist.argmax("bin"))])
+    return (
+        f"{hist.sizes['bin']} bins (fd rule, statistics pass {stats_seconds:.2f} s), "
+        f"{int(hist.sum())} values, mode near {mode:.4g}"
+    )
+
+
+DEMO_STEPS.append(("histogram of all values", step_histogram))
+
+
 def run_demo(args: argparse.Namespace) -> int:
     shape = DEMO_SIZES[args.size]
     folder = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="xsignal-"))

@@ -1,0 +1,168 @@
+"""W61 (issue 6): an ROI's mean spectrum and an fd histogram of the M file.
+
+- ``W61-roi``: a disc of radius a quarter of the field at the centre, the
+  NaN-ignoring mean spectrum of its pixels, computed from the file.
+- ``W61-hist``: the histogram of every value with numpy's ``"fd"`` rule.
+
+Baselines: raw h5py loops over the on-disk chunks (for fd the raw baseline
+reads everything into memory and calls ``np.histogram``, exact quartiles),
+xarray+dask by hand, and HyperSpy 2.5 lazily (optional, in its own venv).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+from pathlib import Path
+
+import h5py
+import numpy as np
+import xarray as xr
+
+import xsignal
+from benchmarks.common import Context, Row, median_time
+
+HS_PYTHON = Path("/work/hs-venv/bin/python")
+
+
+def disc(shape: tuple[int, ...]) -> tuple[float, float, float]:
+    """(cx, cy, r) in index units of the centre disc of the navigation."""
+    ny, nx = shape[:2]
+    return (nx - 1) / 2, (ny - 1) / 2, min(nx - 1, ny - 1) / 4
+
+
+def disc_mask(shape: tuple[int, ...]) -> np.ndarray:
+    cx, cy, r = disc(shape)
+    y, x = np.ogrid[: shape[0], : shape[1]]
+    return (x - cx) ** 2 + (y - cy) ** 2 <= r**2
+
+
+def raw_roi(path) -> np.ndarray:
+    with h5py.File(path, "r") as f:
+        dset = f["data"]
+        mask = disc_mask(dset.shape)
+        total = np.zeros(dset.shape[-1])
+        count = 0
+        for sl in dset.iter_chunks():
+            m = mask[sl[0], sl[1]]
+            if m.any():
+                total += dset[sl][m].sum(axis=0, dtype="f8")
+                count += int(m.sum())
+        return total / count
+
+
+def by_hand_roi(path) -> np.ndarray:
+    da = xr.open_dataarray(path, engine="h5netcdf", chunks={})
+    mask = xr.DataArray(disc_mask(da.shape), dims=("y", "x"))
+    return da.where(mask).mean(("y", "x")).values
+
+
+def xsignal_roi(path) -> np.ndarray:
+    da = _open(path)
+    cx, cy, r = disc(da.shape)
+    step = float(da["x"][1] - da["x"][0])  # coords are in nm: scale the disc
+    region = xsignal.CircleROI(cx * step, cy * step, r * step)(da)
+    return xsignal.nanmean(region, "navigation").compute().values
+
+
+def raw_hist(path) -> np.ndarray:
+    with h5py.File(path, "r") as f:
+        values = f["data"][...]
+    return np.histogram(values, bins="fd")[0]
+
+
+def xsignal_hist(path) -> np.ndarray:
+    return xsignal.histogram(_open(path), bins="fd").compute().values
+
+
+def _open(path) -> xr.DataArray:
+    opener = getattr(xsignal, "open", None)
+    if opener is not None:
+        return opener(path)
+    return xr.open_dataarray(path, engine="h5netcdf", chunks={})
+
+
+HS_SCRIPT = textwrap.dedent(
+    """
+    import json, statistics, sys, time, h5py, numpy as np
+    import hyperspy.api as hs
+    nc, hspy, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    import os
+    if not os.path.exists(hspy):
+        with h5py.File(nc, "r") as f:
+            hs.signals.Signal1D(f["data"][...]).save(hspy, overwrite=True)
+    s = hs.load(hspy, lazy=True)
+    ny, nx = s.axes_manager.navigation_shape[::-1]
+    cx, cy, r = (nx - 1) / 2, (ny - 1) / 2, min(nx - 1, ny - 1) / 4
+    def roi():
+        return hs.roi.CircleROI(cx, cy, r)(s).nanmean(axis=(0, 1)).compute()
+    def hist():
+        return s.get_histogram(bins="fd").compute()
+    out = {}
+    for name, fn in (("roi", roi), ("hist", hist)):
+        try:
+            fn()
+            times = []
+            for _ in range(repeats):
+                t = time.perf_counter(); fn(); times.append(time.perf_counter() - t)
+            out[name] = statistics.median(times)
+        except Exception as e:
+            out[name] = repr(e)[:200]
+    print(json.dumps(out))
+    """
+)
+
+
+def hyperspy_times(path: Path, repeats: int) -> dict:
+    """Median seconds per workload from HyperSpy, or {} when unavailable."""
+    if not HS_PYTHON.exists():
+        return {}
+    hspy = path.with_suffix(".hspy")
+    try:
+        done = subprocess.run(
+            [str(HS_PYTHON), "-c", HS_SCRIPT, str(path), str(hspy), str(repeats)],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except Exception:  # no hyperspy, or it failed: skip silently
+        return {}
+
+
+def run(ctx: Context) -> list[Row]:
+    path = ctx.data_file("M")
+    rows = []
+    roi = {}
+    for tool, fn in (
+        ("raw", raw_roi),
+        ("xarray+dask", by_hand_roi),
+        ("xsignal", xsignal_roi),
+    ):
+        seconds, roi[tool] = median_time(lambda fn=fn: fn(path), ctx.repeats)
+        base = None if tool == "raw" else "raw"
+        rows.append(Row("W61-roi", tool, seconds, baseline=base))
+    for tool in ("xarray+dask", "xsignal"):
+        np.testing.assert_allclose(roi[tool], roi["raw"], rtol=1e-5)
+    hist = {}
+    for tool, fn in (("raw", raw_hist), ("xsignal", xsignal_hist)):
+        seconds, hist[tool] = median_time(lambda fn=fn: fn(path), ctx.repeats)
+        bins = len(hist[tool])
+        base = None if tool == "raw" else "raw"
+        rows.append(Row("W61-hist", tool, seconds, baseline=base, extra=f"{bins} bins"))
+    hs = hyperspy_times(path, ctx.repeats)
+    for key, workload in (("roi", "W61-roi"), ("hist", "W61-hist")):
+        value = hs.get(key)
+        if isinstance(value, float):
+            rows.append(Row(workload, "hyperspy", value))
+            rows[-1].extra = "xsignal/hyperspy ratio in the xsignal row"
+            mine = next(
+                r for r in rows if r.workload == workload and r.tool == "xsignal"
+            )
+            mine.extra += f" {mine.seconds / value:.2f}x hyperspy"
+        elif value is not None:
+            rows.append(
+                Row(workload, "hyperspy", float("nan"), extra=f"failed: {value}")
+            )
+    return rows

@@ -7,7 +7,7 @@ where the documentation lives.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 import xarray as xr
@@ -16,6 +16,7 @@ from . import chunks as _chunks
 from . import dims as _dims
 from . import handles as _handles
 from . import lazy as _lazy
+from . import mapping as _mapping
 
 
 @xr.register_dataarray_accessor("signal")
@@ -115,6 +116,56 @@ class SignalAccessor:
     # --- files (issue 3) ----------------------------------------------------
 
     # --- map (issue 4) ------------------------------------------------------
+    def map(
+        self,
+        func: Callable[..., Any],
+        *,
+        vectorized: bool = False,
+        ragged: bool = False,
+        output_dtype: Any = None,
+        output_signal_sizes: Mapping[Hashable, int] | None = None,
+        lazy_output: bool | None = None,
+        progress: bool | None = None,
+        **kwargs: Any,
+    ) -> xr.DataArray:
+        """Call :func:`xsignal.map` on this DataArray."""
+        return _mapping.map(
+            self._da,
+            func,
+            vectorized=vectorized,
+            ragged=ragged,
+            output_dtype=output_dtype,
+            output_signal_sizes=output_signal_sizes,
+            lazy_output=lazy_output,
+            progress=progress,
+            **kwargs,
+        )
+
+    def map_blocks(
+        self,
+        func: Callable[..., Any],
+        *,
+        chunks: Mapping[Hashable, Any] | None = None,
+        dtype: Any = None,
+        **kwargs: Any,
+    ) -> xr.DataArray:
+        """Call :func:`xsignal.map_blocks` on this DataArray."""
+        return _mapping.map_blocks(self._da, func, chunks=chunks, dtype=dtype, **kwargs)
+
+    def map_overlap(
+        self,
+        func: Callable[..., Any],
+        depth: int | Mapping[Hashable, int],
+        boundary: Any = "reflect",
+        *,
+        trim: bool = True,
+        dtype: Any = None,
+        **kwargs: Any,
+    ) -> xr.DataArray:
+        """Call :func:`xsignal.map_overlap` on this DataArray."""
+        return _mapping.map_overlap(
+            self._da, func, depth, boundary, trim=trim, dtype=dtype, **kwargs
+        )
 
     # --- decomposition (issue 5) --------------------------------------------
 

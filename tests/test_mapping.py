@@ -458,3 +458,19 @@ def test_map_overlap_bad_depth(si):
         si.signal.map_overlap(lambda b: b, {"z": 1})
     with pytest.raises(ValueError, match="negative"):
         si.signal.map_overlap(lambda b: b, {"x": -1})
+
+
+def test_demo_map_step(tmp_path):
+    from xsignal.cli import DemoState, step_map, step_open, step_write
+
+    state = DemoState(folder=tmp_path, shape=(6, 5, 64), progress=False)
+    step_write(state)
+    step_open(state)
+    text = step_map(state)
+    assert "centre of mass of 30 spectra" in text
+    image = state.results["centre_of_mass"]
+    data = state.data.values
+    energy = state.data.energy.values
+    ref = (data * energy).sum(-1) / data.sum(-1)
+    np.testing.assert_allclose(image.values, ref, rtol=1e-5)
+    state.data.close()

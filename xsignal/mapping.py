@@ -110,6 +110,8 @@ class _PixelLoop:
 
     def __call__(self, block: np.ndarray, *args: np.ndarray) -> np.ndarray:
         n_nav = len(self.nav)
+        block = _unwrap(block)
+        args = tuple(_unwrap(a) for a in args)
         iterated = args[: len(self.names)]
         offsets = [int(o[0]) if len(o) else 0 for o in args[len(self.names) :]]
         nav_shape = block.shape[:n_nav]
@@ -217,6 +219,14 @@ class _PixelLoop:
             return ()
         local = np.unravel_index(i, nav_shape)
         return tuple(int(a) + o for a, o in zip(local, offsets))
+
+
+def _unwrap(block: Any) -> np.ndarray:
+    # blockwise passes a contracted dim as a list of its chunks; ours have one
+    # chunk each, and unwrapping avoids the copy that concatenate=True makes
+    while isinstance(block, list):
+        (block,) = block
+    return block
 
 
 def _unpickle_loop(payload: bytes) -> _PixelLoop:
@@ -587,7 +597,7 @@ def _build_graph(
         out_ind,
         *args,
         new_axes=dict(zip(out_ind[n_nav:], out_shape)),
-        concatenate=True,
+        concatenate=False,
         dtype=dtype,
         meta=np.empty((0,) * len(out_ind), dtype=dtype),
         name=f"map-{_func_name(loop.func)}-{loop.token}",

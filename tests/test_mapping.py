@@ -8,6 +8,8 @@ import dask
 import numpy as np
 import pytest
 import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import ndimage
 
 import xsignal
@@ -474,3 +476,39 @@ def test_demo_map_step(tmp_path):
     ref = (data * energy).sum(-1) / data.sum(-1)
     np.testing.assert_allclose(image.values, ref, rtol=1e-5)
     state.data.close()
+
+
+def test_marking_not_last_dims_order():
+    da = spectrum_image((4, 3, 8), rank=2, seed=2).data
+    moved = da.transpose("energy", "x", "y")  # signal dim first, nav reversed
+    out = moved.signal.map(lambda s: s[:2])
+    assert out.dims == ("x", "y", "sig_0")
+    np.testing.assert_array_equal(out.values, da.values[..., :2].transpose(1, 0, 2))
+
+
+@st.composite
+def chunked_case(draw):
+    ny, nx, ne = (
+        draw(st.integers(1, 6)),
+        draw(st.integers(1, 6)),
+        draw(st.integers(1, 5)),
+    )
+    chunks = {"y": draw(st.integers(1, ny)), "x": draw(st.integers(1, nx))}
+    k_chunks = {"y": draw(st.integers(1, ny)), "x": draw(st.integers(1, nx))}
+    return (ny, nx, ne), chunks, k_chunks, draw(st.booleans())
+
+
+@settings(max_examples=25, deadline=None)
+@given(chunked_case())
+def test_random_chunkings_match_numpy(case):
+    (ny, nx, ne), chunks, k_chunks, vectorized = case
+    rng = np.random.default_rng(ny * 100 + nx * 10 + ne)
+    da = xr.DataArray(rng.random((ny, nx, ne)), dims=("y", "x", "e")).chunk(chunks)
+    k = xr.DataArray(rng.random((nx, ny, 2)), dims=("x", "y", "c")).chunk(k_chunks)
+    if vectorized:
+        out = da.signal.map(lambda b, k: b.sum(-1)[..., None] * k, vectorized=True, k=k)
+    else:
+        out = da.signal.map(lambda s, k: s.sum() * k, k=k)
+    assert out.chunks[:2] == da.chunks[:2]
+    ref = da.values.sum(-1)[..., None] * k.values.transpose(1, 0, 2)
+    np.testing.assert_allclose(out.values, ref)

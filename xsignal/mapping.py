@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import re
 import uuid
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
@@ -48,6 +49,12 @@ __all__ = ["map", "map_blocks", "map_overlap"]
 
 def _func_name(func: Callable) -> str:
     return getattr(func, "__qualname__", None) or repr(func)
+
+
+def _task_label(func: Callable) -> str:
+    """A short name for dask's task keys and dashboard (``<lambda>`` -> ``lambda``)."""
+    label = re.sub(r"\W", "", _func_name(func).split(".")[-1])
+    return label or "func"
 
 
 def _where(nav: Sequence[Hashable], index: Sequence[int]) -> str:
@@ -470,10 +477,14 @@ def map(  # noqa: A001  (the public name, like xarray's Dataset.map)
     Notes
     -----
     The output shape and dtype are inferred by calling ``func`` once on the
-    first pixel, which computes that one pixel of a lazy input; give both
+    first pixel (with ``vectorized=True``: on a block of that one pixel),
+    which computes that one pixel of a lazy input; give both
     ``output_dtype`` and ``output_signal_sizes`` (or ``ragged=True``) to
-    build the graph without reading anything. ``func`` and ``kwargs`` must
-    pickle to run on the processes or distributed schedulers.
+    build the graph without reading anything. A dtype inferred from the
+    first pixel is used for every pixel: pass ``output_dtype`` when, for
+    example, the first result is an int and later ones are floats.
+    ``func`` and ``kwargs`` must pickle to run on the processes or
+    distributed schedulers.
 
     Examples
     --------
@@ -546,7 +557,7 @@ def map(  # noqa: A001  (the public name, like xarray's Dataset.map)
     )
     if lazy:
         _check_picklable(loop)
-        result = _build_graph(loop, data, its, out_sig, out_shape, dtype)
+        result = _build_graph(loop, data, its)
     else:
         result = _run_in_memory(loop, data, its, progress)
 
@@ -576,15 +587,10 @@ def _aligned(value: xr.DataArray, nav_chunks: tuple[tuple[int, ...], ...]) -> An
     return dsa.from_array(np.asarray(value.values), chunks=chunks)
 
 
-def _build_graph(
-    loop: _PixelLoop,
-    data: Any,
-    its: dict[str, Any],
-    out_sig: tuple[Hashable, ...],
-    out_shape: tuple[int, ...],
-    dtype: np.dtype,
-) -> Any:
+def _build_graph(loop: _PixelLoop, data: Any, its: dict[str, Any]) -> Any:
+    """The lazy result: ``loop`` on every block of ``data`` and the iterated kwargs."""
     n_nav = len(loop.nav)
+    out_shape, dtype = loop.out_shape, loop.dtype
     nav_ind = tuple(f"n{i}" for i in range(n_nav))
     args: list[Any] = [data, nav_ind + tuple(f"s{i}" for i in range(data.ndim - n_nav))]
     for j, a in enumerate(its.values()):
@@ -600,7 +606,7 @@ def _build_graph(
         concatenate=False,
         dtype=dtype,
         meta=np.empty((0,) * len(out_ind), dtype=dtype),
-        name=f"map-{_func_name(loop.func)}-{loop.token}",
+        name=f"map-{_task_label(loop.func)}-{loop.token}",
     )
 
 

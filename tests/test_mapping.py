@@ -512,3 +512,17 @@ def test_random_chunkings_match_numpy(case):
     assert out.chunks[:2] == da.chunks[:2]
     ref = da.values.sum(-1)[..., None] * k.values.transpose(1, 0, 2)
     np.testing.assert_allclose(out.values, ref)
+
+
+def test_result_of_the_wrong_type_names_the_pixel(si):
+    def fn(s):
+        return "no peak" if s.sum() == si.values[2, 1].sum() else s.sum()
+
+    with pytest.raises(ValueError, match=r"'no peak' on pixel \(y=2, x=1\)"):
+        si.signal.map(fn).compute()
+    out = si.signal.map(fn, ragged=True).values  # anything goes with ragged
+    assert out[2, 1] == "no peak"
+    # None becomes NaN in a float output (numpy's conversion): failed fits
+    target = si.values[2, 1].sum()
+    nan = si.signal.map(lambda s: None if s.sum() == target else 1.0).values
+    assert np.isnan(nan[2, 1]) and np.isnan(nan).sum() == 1

@@ -185,9 +185,21 @@ class _PixelLoop:
                         "the first pixel; pass ragged=True for outputs whose "
                         "shape changes from pixel to pixel"
                     )
-            raise ValueError(  # same shapes, so a value numpy could not convert
-                f"the results of {_func_name(self.func)} cannot be converted to "
-                f"{self.dtype}; pass output_dtype"
+            for i, r in enumerate(results):  # same shapes: find the bad value
+                try:
+                    np.asarray(r, dtype=self.dtype)
+                except (ValueError, TypeError) as err:
+                    index = self._index(i, nav_shape, offsets)
+                    raise ValueError(
+                        f"{_func_name(self.func)} returned {r!r} on "
+                        f"{_where(self.nav, index)}, which cannot be converted "
+                        f"to {self.dtype} (the dtype of the first pixel's "
+                        "result); pass output_dtype, or ragged=True for "
+                        "arbitrary objects"
+                    ) from err
+            raise ValueError(
+                f"the results of {_func_name(self.func)} cannot be assembled "
+                f"into an array of {self.dtype}"
             )
         return out
 

@@ -444,6 +444,33 @@ def test_map_blocks_changed_dim_by_name(si):
         si.signal.map_blocks(lambda b: b, chunks={"e": 3})
 
 
+def test_map_blocks_drop_and_new_dims(si):
+    def stats(b):  # reduce the energy axis to two numbers per pixel
+        return np.stack([b.min(-1), b.max(-1)], axis=-1)
+
+    out = si.signal.map_blocks(stats, drop_dims=["energy"], new_dims={"stat": 2})
+    assert out.dims == ("y", "x", "stat")
+    assert out.signal.signal_dims == ("stat",)
+    assert out.signal.is_lazy == si.signal.is_lazy
+    xr.testing.assert_identical(out.x, si.x)
+    ref = np.stack([si.values.min(-1), si.values.max(-1)], axis=-1)
+    np.testing.assert_array_equal(out.values, ref)
+
+
+def test_map_blocks_split_dropped_dim_is_made_whole(si):
+    lazy = si.chunk({"y": 2, "energy": 8})
+    out = lazy.signal.map_blocks(lambda b: b.sum(-1), drop_dims=["energy"])
+    assert out.chunks == lazy.chunks[:2]
+    np.testing.assert_allclose(out.values, si.values.sum(-1), rtol=1e-5)
+
+
+def test_map_blocks_undeclared_shape_change(si):
+    with pytest.raises(ValueError, match="declared; pass chunks"):
+        si.signal.map_blocks(lambda b: b[..., ::2]).compute()
+    with pytest.raises(ValueError, match="already a dim"):
+        si.signal.map_blocks(lambda b: b, new_dims={"x": 2})
+
+
 def test_map_overlap_matches_a_whole_array_filter(si, scheduler):
     def smooth(b):
         return ndimage.uniform_filter(b, size=(3, 3, 1), mode="mirror")

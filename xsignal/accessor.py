@@ -7,7 +7,7 @@ where the documentation lives.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import xarray as xr
@@ -146,11 +146,21 @@ class SignalAccessor:
         func: Callable[..., Any],
         *,
         chunks: Mapping[Hashable, Any] | None = None,
+        drop_dims: Sequence[Hashable] = (),
+        new_dims: Mapping[Hashable, int] | None = None,
         dtype: Any = None,
         **kwargs: Any,
     ) -> xr.DataArray:
         """Call :func:`xsignal.map_blocks` on this DataArray."""
-        return _mapping.map_blocks(self._da, func, chunks=chunks, dtype=dtype, **kwargs)
+        return _mapping.map_blocks(
+            self._da,
+            func,
+            chunks=chunks,
+            drop_dims=drop_dims,
+            new_dims=new_dims,
+            dtype=dtype,
+            **kwargs,
+        )
 
     def map_overlap(
         self,

@@ -666,13 +666,13 @@ def _by_axis(
     return {da.dims.index(d): v for d, v in spec.items()}
 
 
-def _wrap(da: xr.DataArray, result: Any, dims: tuple[Hashable, ...]) -> xr.DataArray:
+def _wrap(
+    da: xr.DataArray,
+    result: Any,
+    dims: tuple[Hashable, ...],
+    new_signal: Sequence[Hashable] = (),
+) -> xr.DataArray:
     """``result`` as a DataArray with ``da``'s coords on dims whose size is kept."""
-    if result.ndim != len(dims):
-        raise ValueError(
-            f"the function returned {result.ndim} dims where {len(dims)} "
-            f"{dims} were expected"
-        )
     sizes = dict(zip(dims, result.shape))
     coords = {
         name: coord.variable
@@ -682,10 +682,34 @@ def _wrap(da: xr.DataArray, result: Any, dims: tuple[Hashable, ...]) -> xr.DataA
     out = xr.DataArray(
         result, dims=dims, coords=coords, name=da.name, attrs=dict(da.attrs)
     )
-    out.attrs[SIGNAL_DIMS_ATTR] = encode_signal_dims(
-        [d for d in signal_dims(da) if d in dims]
-    )
+    kept = [d for d in signal_dims(da) if d in dims]
+    out.attrs[SIGNAL_DIMS_ATTR] = encode_signal_dims([*kept, *new_signal])
     return out
+
+
+class _CheckedBlocks:
+    """Calls ``func`` on a block and checks the shape it returns.
+
+    dask trusts the declared chunks; a function returning another shape
+    would give an array whose metadata lie, so say so at once instead.
+    """
+
+    def __init__(self, func: Callable, dims: tuple[Hashable, ...]) -> None:
+        self.func = func
+        self.dims = dims
+
+    def __call__(self, block: np.ndarray, block_info: Any = None, **kwargs: Any):
+        out = np.asarray(self.func(block, **kwargs))
+        expected = tuple(block_info[None]["chunk-shape"]) if block_info else None
+        if expected is not None and out.shape != expected:
+            where = block_info[None]["chunk-location"]
+            raise ValueError(
+                f"{_func_name(self.func)} returned shape {out.shape} for block "
+                f"{where} where {dict(zip(self.dims, expected))} was declared; "
+                "pass chunks={dim: size} for dims whose size it changes, "
+                "drop_dims for dims it removes and new_dims for dims it adds"
+            )
+        return out
 
 
 def map_blocks(
@@ -693,14 +717,17 @@ def map_blocks(
     func: Callable[..., Any],
     *,
     chunks: Mapping[Hashable, Any] | None = None,
+    drop_dims: Sequence[Hashable] = (),
+    new_dims: Mapping[Hashable, int] | None = None,
     dtype: Any = None,
     **kwargs: Any,
 ) -> xr.DataArray:
     """Call ``func`` on every dask block of ``da`` (dask's ``map_blocks``).
 
     ``func(block, **kwargs)`` gets a numpy block with the array's dims in
-    the array's order and returns a block with the same number of dims. An
-    in-memory array is one block and gives an in-memory result.
+    the array's order and returns a numpy block: the same dims, without
+    ``drop_dims``, with ``new_dims`` appended at the end. An in-memory array
+    is one block and gives an in-memory result.
 
     Parameters
     ----------
@@ -710,6 +737,12 @@ def map_blocks(
         Output chunks of the dims whose size ``func`` changes, by dim name
         (an int for every block or a tuple of chunk sizes); those dims lose
         their coords.
+    drop_dims : sequence of names
+        Dims that ``func`` removes (reduces over); they are rechunked whole
+        first so a block holds all of them.
+    new_dims : dict, optional
+        ``{name: size}`` of dims that ``func`` adds after the others; they
+        are marked as signal dims of the result.
     dtype : numpy dtype, optional
         Output dtype; default ``da``'s.
     **kwargs
@@ -718,50 +751,69 @@ def map_blocks(
     Returns
     -------
     DataArray
-        Same dims, coords (of unchanged dims), attrs and signal marking.
+        Coords of the dims whose size is unchanged, attrs, and the signal
+        marking of the remaining signal dims (plus ``new_dims``).
 
     Raises
     ------
     TypeError
         If ``func`` is not callable.
     ValueError
-        If ``chunks`` names an unknown dim.
+        If ``chunks`` or ``drop_dims`` name an unknown dim, ``new_dims``
+        an existing one, or (at compute) ``func`` returns a block of
+        another shape than declared.
 
     Examples
     --------
     >>> import numpy as np, xarray as xr, xsignal
-    >>> da = xr.DataArray(np.arange(8.0).reshape(4, 2), dims=("x", "e"))
-    >>> xsignal.map_blocks(da.chunk({"x": 2}), lambda b: b - b.mean()).values
+    >>> da = xr.DataArray(np.arange(8.0).reshape(4, 2), dims=("x", "e")).chunk(2)
+    >>> xsignal.map_blocks(da, lambda b: b - b.mean()).values
     array([[-1.5, -0.5],
            [ 0.5,  1.5],
            [-1.5, -0.5],
            [ 0.5,  1.5]])
-    >>> xsignal.map_blocks(da.chunk({"x": 2}), lambda b: b[:1], chunks={"x": 1}).x.size
+    >>> xsignal.map_blocks(da, lambda b: b[:1], chunks={"x": 1}).x.size
     2
+    >>> out = xsignal.map_blocks(da, lambda b: b.sum(-1), drop_dims=["e"])
+    >>> out.dims, out.values
+    (('x',), array([ 1.,  5.,  9., 13.]))
     """
     if not callable(func):
         raise TypeError(f"func must be callable, not {type(func).__name__}")
     by_axis = _by_axis(da, chunks or {}, "chunks dim")
+    drop = check_dims(da, drop_dims, "drop_dims dim")
+    new = dict(new_dims or {})
+    clash = [d for d in new if d in da.dims and d not in drop]
+    if clash:
+        raise ValueError(f"new_dims names {clash[0]!r}, which is already a dim")
     dtype = np.dtype(dtype) if dtype is not None else da.dtype
     lazy = is_lazy(da)
     data = da.data if lazy else dsa.from_array(np.asarray(da.values), chunks=-1)
+    drop_axes = [da.dims.index(d) for d in drop]
+    if any(len(data.chunks[i]) > 1 for i in drop_axes):
+        data = data.rechunk(dict.fromkeys(drop_axes, -1))
+    kept = [i for i in range(data.ndim) if i not in drop_axes]
     out_chunks = tuple(
         _expand(by_axis[i], data.shape[i], len(data.chunks[i]))
         if i in by_axis
         else data.chunks[i]
-        for i in range(data.ndim)
-    )
+        for i in kept
+    ) + tuple((int(n),) for n in new.values())
+    out_dims = (*(da.dims[i] for i in kept), *new)
+    n_out = len(out_dims)
     result = dsa.map_blocks(
-        func,
+        _CheckedBlocks(func, out_dims),
         data,
         chunks=out_chunks,
+        drop_axis=drop_axes or None,
+        new_axis=list(range(len(kept), n_out)) or None,
         dtype=dtype,
-        meta=np.empty((0,) * data.ndim, dtype),
+        meta=np.empty((0,) * n_out, dtype),
         **kwargs,
     )
     if not lazy:
         result = result.compute(scheduler="sync")
-    return _wrap(da, result, da.dims)
+    return _wrap(da, result, out_dims, list(new))
 
 
 def _expand(spec: Any, size: int, n_blocks: int) -> tuple[int, ...]:

@@ -420,6 +420,16 @@ def test_distributed_cluster(client, tmp_path):
     np.testing.assert_allclose(out.compute().values, ref, rtol=1e-6)
     with pytest.raises(TypeError, match="'lock'.*pickled"):
         da.signal.map(lambda s, lock: s[0], lock=threading.Lock())
+
+    def fails_at(s, k):
+        if k == 13.0:  # k[x=1, y=5] = 1 * 8 + 5
+            raise KeyError("no peak")
+        return s[0]
+
+    with pytest.raises(KeyError, match=r"pixel \(y=5, x=1\)"):
+        da.signal.map(
+            fails_at, k=k, output_dtype="f4", output_signal_sizes={}
+        ).compute()
     da.close()
 
 

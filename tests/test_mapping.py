@@ -563,3 +563,19 @@ def test_result_of_the_wrong_type_names_the_pixel(si):
     target = si.values[2, 1].sum()
     nan = si.signal.map(lambda s: None if s.sum() == target else 1.0).values
     assert np.isnan(nan[2, 1]) and np.isnan(nan).sum() == 1
+
+
+def test_complex_output_dtype(si):
+    out = si.signal.map(lambda s: np.sqrt(np.complex128(s[:3]) - 50))
+    assert out.dtype == np.complex128
+    np.testing.assert_allclose(out.values, np.sqrt(si.values[..., :3] - 50 + 0j))
+
+
+def test_all_navigation_dims_gives_scalars(backend):
+    da = xr.DataArray(np.arange(6.0).reshape(2, 3), dims=("y", "x"))
+    da = da.signal.set_signal_dims()  # no signal dims: every pixel is a number
+    da = da.chunk({"y": 1}) if backend == "dask" else da
+    seen = []
+    out = da.signal.map(lambda v, e: seen.append(np.ndim(v)) or v**e, e=2)
+    np.testing.assert_array_equal(out.values, np.arange(6.0).reshape(2, 3) ** 2)
+    assert set(seen) == {0}

@@ -49,6 +49,9 @@ __all__ = [
 # --- files (issue 3) ---------------------------------------------------------
 
 # --- map (issue 4) -----------------------------------------------------------
+from .mapping import map, map_blocks, map_overlap  # noqa: E402, A004
+
+__all__ += ["map", "map_blocks", "map_overlap"]
 
 # --- decomposition (issue 5) -------------------------------------------------
 

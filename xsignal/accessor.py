@@ -7,7 +7,7 @@ where the documentation lives.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import xarray as xr
@@ -17,6 +17,7 @@ from . import dims as _dims
 from . import handles as _handles
 from . import histograms as _histogram
 from . import lazy as _lazy
+from . import mapping as _mapping
 from . import rebin as _rebin
 from . import reductions as _reductions
 from .rois import roi as _apply_roi
@@ -119,6 +120,66 @@ class SignalAccessor:
     # --- files (issue 3) ----------------------------------------------------
 
     # --- map (issue 4) ------------------------------------------------------
+    def map(
+        self,
+        func: Callable[..., Any],
+        *,
+        vectorized: bool = False,
+        ragged: bool = False,
+        output_dtype: Any = None,
+        output_signal_sizes: Mapping[Hashable, int] | None = None,
+        lazy_output: bool | None = None,
+        progress: bool | None = None,
+        **kwargs: Any,
+    ) -> xr.DataArray:
+        """Call :func:`xsignal.map` on this DataArray."""
+        return _mapping.map(
+            self._da,
+            func,
+            vectorized=vectorized,
+            ragged=ragged,
+            output_dtype=output_dtype,
+            output_signal_sizes=output_signal_sizes,
+            lazy_output=lazy_output,
+            progress=progress,
+            **kwargs,
+        )
+
+    def map_blocks(
+        self,
+        func: Callable[..., Any],
+        *,
+        chunks: Mapping[Hashable, Any] | None = None,
+        drop_dims: Sequence[Hashable] = (),
+        new_dims: Mapping[Hashable, int] | None = None,
+        dtype: Any = None,
+        **kwargs: Any,
+    ) -> xr.DataArray:
+        """Call :func:`xsignal.map_blocks` on this DataArray."""
+        return _mapping.map_blocks(
+            self._da,
+            func,
+            chunks=chunks,
+            drop_dims=drop_dims,
+            new_dims=new_dims,
+            dtype=dtype,
+            **kwargs,
+        )
+
+    def map_overlap(
+        self,
+        func: Callable[..., Any],
+        depth: int | Mapping[Hashable, int],
+        boundary: Any = "reflect",
+        *,
+        trim: bool = True,
+        dtype: Any = None,
+        **kwargs: Any,
+    ) -> xr.DataArray:
+        """Call :func:`xsignal.map_overlap` on this DataArray."""
+        return _mapping.map_overlap(
+            self._da, func, depth, boundary, trim=trim, dtype=dtype, **kwargs
+        )
 
     # --- decomposition (issue 5) --------------------------------------------
 

@@ -80,6 +80,29 @@ DEMO_STEPS: list[tuple[str, DemoStep]] = [
 ]
 
 
+def _centre_of_mass(spectrum: np.ndarray, energy: np.ndarray) -> float:
+    """Centre of mass of one spectrum, in the units of ``energy``."""
+    return float((spectrum * energy).sum() / spectrum.sum())
+
+
+def step_map(state: DemoState) -> str:
+    da = state.data
+    (sig,) = da.signal.signal_dims[:1]
+    energy = np.asarray(da[sig].values, dtype=da.dtype)
+    com = da.signal.map(_centre_of_mass, energy=energy, output_dtype="f8")
+    (image,) = xsignal.compute(com, progress=state.progress)
+    state.results["centre_of_mass"] = image
+    pixels = da.signal.navigation_size
+    return (
+        f"centre of mass of {pixels} spectra (a Python function per pixel): "
+        f"{float(image.min()):.2f} .. {float(image.max()):.2f} "
+        f"{da[sig].attrs.get('units', '')}".rstrip()
+    )
+
+
+DEMO_STEPS.append(("map a function over every spectrum", step_map))
+
+
 def step_roi_virtual_detector(state: DemoState) -> str:
     """A region's mean spectrum and an energy-window image, from ROIs, lazily."""
     da = state.data

@@ -1,0 +1,354 @@
+"""W2 map: centre of mass of each spectrum (M file) and of each 4D-STEM pattern.
+
+Tools, all timed in this run on the same file (medians of ``ctx.repeats``):
+
+- raw: an h5py loop over the on-disk chunks, vectorized numpy on each;
+- xarray apply_ufunc: ``xr.apply_ufunc(..., vectorize=True, dask="parallelized")``
+  with the per-pixel function, as a user of xarray would write it;
+- xsignal map (per pixel) and xsignal map (vectorized=True), on the file opened
+  with ``xsignal.open`` (or xarray's h5netcdf reader before the files issue);
+- xsignal map on an h5py-backed dask array: the same calls without xarray's
+  reader, to separate map's own cost from the reader's;
+- HyperSpy 2.5 lazy ``map`` (when ``/work/hs-venv/bin/python`` has HyperSpy), in a
+  subprocess, on the same data converted to ``.hspy`` there: uncompressed like
+  the netCDF file (the fair baseline), and for the spectra also gzip-compressed
+  (HyperSpy's default when saving), whose decompression dominates its time.
+
+Per-pixel time is mostly the user's function: map's own cost is about 0.25 us
+per pixel in memory and 0.45 us lazily (HyperSpy 2.5: about 0.9 us lazily),
+against some 8 us for one call of ``com_pixel`` on 1024 values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import dask.array as dsa
+import h5py
+import numpy as np
+import xarray as xr
+
+import xsignal
+from benchmarks.common import DATA_DIR, Context, Row, median_time
+
+HS_PYTHON = Path(os.environ.get("XSIGNAL_HS_PYTHON", "/work/hs-venv/bin/python"))
+
+
+# --- the functions a user would write -----------------------------------------
+
+
+def com_pixel(s: np.ndarray, weights: np.ndarray) -> float:
+    """Centre of mass of one spectrum."""
+    return (s * weights).sum() / s.sum()
+
+
+def com_block(b: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Centre of mass of every spectrum of a block (..., energy)."""
+    return (b * weights).sum(-1) / b.sum(-1)
+
+
+def com_pattern(p: np.ndarray, ky: np.ndarray, kx: np.ndarray) -> np.ndarray:
+    """Centre of mass (row, column) of one 2D pattern."""
+    total = p.sum()
+    return np.array([(p.sum(1) * ky).sum() / total, (p.sum(0) * kx).sum() / total])
+
+
+def com_patterns(b: np.ndarray, ky: np.ndarray, kx: np.ndarray) -> np.ndarray:
+    """Centre of mass (row, column) of every pattern of a block (..., ky, kx)."""
+    total = b.sum((-2, -1))
+    rows = (b.sum(-1) * ky).sum(-1) / total
+    cols = (b.sum(-2) * kx).sum(-1) / total
+    return np.stack([rows, cols], axis=-1)
+
+
+# --- readers ------------------------------------------------------------------
+
+
+def open_xsignal(path: Path) -> xr.DataArray:
+    opener = getattr(xsignal, "open", None)
+    if opener is not None:
+        return opener(path)
+    return xr.open_dataarray(path, engine="h5netcdf", chunks={})
+
+
+class H5Array:
+    """An h5py-backed DataArray (dask chunks = file chunks); close() to release."""
+
+    def __init__(self, path: Path) -> None:
+        meta = xr.open_dataarray(path, engine="h5netcdf")
+        self.file = h5py.File(path, "r")
+        dset = self.file[meta.name]
+        data = dsa.from_array(dset, chunks=dset.chunks, lock=False)
+        self.da = xr.DataArray(
+            data, dims=meta.dims, coords=meta.coords, attrs=meta.attrs, name=meta.name
+        )
+        meta.close()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def raw(path: Path, block_fn, name: str, out_shape: tuple[int, ...], **kw):
+    """The machine's limit: an h5py loop over the on-disk chunks."""
+    with h5py.File(path, "r") as f:
+        dset = f[name]
+        n_nav = dset.ndim - (1 if block_fn is com_block else 2)
+        out = np.empty(dset.shape[:n_nav] + out_shape, dtype="f8")
+        for sl in dset.iter_chunks():
+            out[sl[:n_nav]] = block_fn(dset[sl], **kw)
+        return out
+
+
+# --- HyperSpy in its own environment ------------------------------------------
+
+HS_SCRIPT = textwrap.dedent(
+    """
+    import json, statistics, sys, time
+    from pathlib import Path
+    import numpy as np, h5py, hyperspy.api as hs
+
+    src, dst, name, kind, repeats, compression = sys.argv[1:7]
+    repeats = int(repeats)
+    dst = Path(dst)
+    if not dst.exists():
+        with h5py.File(src, "r") as f:
+            dset = f[name]
+            data, chunks = dset[()], dset.chunks
+        cls = hs.signals.Signal1D if kind == "1d" else hs.signals.Signal2D
+        tmp = dst.with_suffix(".tmp.hspy")
+        compression = None if compression == "none" else compression
+        cls(data).save(tmp, chunks=chunks, compression=compression, overwrite=True)
+        tmp.rename(dst)
+
+    def com_pixel(s, weights):
+        return (s * weights).sum() / s.sum()
+
+    def com_pattern(p, ky, kx):
+        total = p.sum()
+        return np.array([(p.sum(1) * ky).sum() / total, (p.sum(0) * kx).sum() / total])
+
+    def work():
+        s = hs.load(dst, lazy=True)
+        shape = s.axes_manager.signal_shape[::-1]
+        if kind == "1d":
+            kw = {"weights": np.arange(shape[-1], dtype="f4")}
+            fn = com_pixel
+        else:
+            kw = {"ky": np.arange(shape[0], dtype="f4"),
+                  "kx": np.arange(shape[1], dtype="f4")}
+            fn = com_pattern
+        out = s.map(fn, inplace=False, lazy_output=False, show_progressbar=False, **kw)
+        return np.asarray(out.data)
+
+    result = work()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = work()
+        times.append(time.perf_counter() - start)
+    np.save(dst.with_suffix(".result.npy"), result)
+    print(json.dumps({"seconds": statistics.median(times)}))
+    """
+)
+
+
+def hyperspy_map(
+    ctx: Context, path: Path, name: str, kind: str, compression: str = "none"
+) -> tuple[float, np.ndarray] | None:
+    """Median time of HyperSpy's lazy map and its result, or None without HyperSpy.
+
+    The data are saved as ``.hspy`` with ``compression`` ("none", like the
+    netCDF file, or "gzip", HyperSpy's default when saving).
+    """
+    if not HS_PYTHON.exists():
+        return None
+    dst = DATA_DIR / f"{path.stem}_{compression}.hspy"
+    try:
+        done = subprocess.run(
+            [str(HS_PYTHON), "-c", HS_SCRIPT, str(path), str(dst), name, kind]
+            + [str(ctx.repeats), compression],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=True,
+        )
+    except (subprocess.SubprocessError, OSError) as err:
+        stderr = getattr(err, "stderr", "") or ""
+        print(f"HyperSpy baseline skipped: {err}\n{stderr[-2000:]}", file=sys.stderr)
+        return None
+    seconds = json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
+    return seconds, np.load(dst.with_suffix(".result.npy"))
+
+
+# --- 4D-STEM data -------------------------------------------------------------
+
+
+def stem_file(ctx: Context) -> Path:
+    """A 64x64 scan of 128x128 patterns (32x32 of 64x64 with --quick), float32."""
+    scan, det = (32, 64) if ctx.quick else (64, 128)
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    path = DATA_DIR / f"stem_{scan}x{scan}x{det}x{det}.nc"
+    if path.exists():
+        return path
+    rng = np.random.default_rng(0)
+    k = np.arange(det)
+    tmp = path.with_suffix(".tmp")
+    import h5netcdf
+
+    with h5netcdf.File(tmp, "w") as f:
+        f.dimensions = {"scan_y": scan, "scan_x": scan, "ky": det, "kx": det}
+        var = f.create_variable(
+            "data", ("scan_y", "scan_x", "ky", "kx"), "f4", chunks=(2, scan, det, det)
+        )
+        var.attrs["signal_dims"] = json.dumps(["ky", "kx"])
+        for row in range(scan):
+            # a bright disc whose centre drifts across the scan, plus counts
+            cy = det / 2 + 4 * np.sin(row / 7) + np.zeros(scan)
+            cx = det / 2 + 4 * np.cos(np.arange(scan) / 9)
+            r2 = (k[None, :, None] - cy[:, None, None]) ** 2 + (
+                k[None, None, :] - cx[:, None, None]
+            ) ** 2
+            mean = 2 + 50 * (r2 < (det / 8) ** 2)
+            var[row] = rng.poisson(mean).astype("f4")
+    tmp.rename(path)
+    return path
+
+
+# --- the workloads --------------------------------------------------------------
+
+
+def run_spectra(ctx: Context) -> list[Row]:
+    path = ctx.data_file("M")
+    n_e = ctx.size("M")[-1]
+    weights = np.arange(n_e, dtype="f4")
+    results: dict[str, np.ndarray] = {}
+    rows: list[Row] = []
+
+    def by_hand() -> np.ndarray:
+        da = xr.open_dataarray(path, engine="h5netcdf", chunks={})
+        out = xr.apply_ufunc(
+            com_pixel,
+            da,
+            input_core_dims=[["energy"]],
+            vectorize=True,
+            dask="parallelized",
+            output_dtypes=[np.float32],
+            kwargs={"weights": weights},
+        )
+        return out.values
+
+    def per_pixel() -> np.ndarray:
+        return open_xsignal(path).signal.map(com_pixel, weights=weights).values
+
+    def vectorized() -> np.ndarray:
+        da = open_xsignal(path)
+        return da.signal.map(com_block, vectorized=True, weights=weights).values
+
+    h5 = H5Array(path)
+
+    def per_pixel_h5() -> np.ndarray:
+        return h5.da.signal.map(com_pixel, weights=weights).values
+
+    def vectorized_h5() -> np.ndarray:
+        return h5.da.signal.map(com_block, vectorized=True, weights=weights).values
+
+    tools = [
+        ("raw", lambda: raw(path, com_block, "data", (), weights=weights)),
+        ("xarray apply_ufunc", by_hand),
+        ("xsignal map", per_pixel),
+        ("xsignal map vectorized", vectorized),
+        ("xsignal map (h5py reader)", per_pixel_h5),
+        ("xsignal map vectorized (h5py reader)", vectorized_h5),
+    ]
+    seconds = {}
+    for tool, fn in tools:
+        seconds[tool], results[tool] = median_time(fn, ctx.repeats)
+    h5.close()
+    hs = hyperspy_map(ctx, path, "data", "1d")
+    if hs is not None:
+        seconds["HyperSpy map"], results["HyperSpy map"] = hs
+        gz = hyperspy_map(ctx, path, "data", "1d", "gzip")
+        if gz is not None:
+            tool = "HyperSpy map (gzip .hspy)"
+            seconds[tool], results[tool] = gz
+    for tool, value in results.items():
+        np.testing.assert_allclose(value, results["raw"], rtol=1e-4, err_msg=tool)
+    hs_base = "HyperSpy map" if hs is not None else "xarray apply_ufunc"
+    for tool, s in seconds.items():
+        base, extra = "raw", ""
+        if tool.startswith("xsignal map") and "vectorized" not in tool:
+            base = hs_base
+            extra = f"{s / seconds['raw']:.2f}x raw"
+            for hs_tool in ("HyperSpy map", "HyperSpy map (gzip .hspy)"):
+                if hs_tool in seconds:
+                    extra += f"; {hs_tool} / xsignal = {seconds[hs_tool] / s:.1f}"
+        rows.append(
+            Row("W2", tool, s, baseline=None if tool == "raw" else base, extra=extra)
+        )
+    return rows
+
+
+def run_stem(ctx: Context) -> list[Row]:
+    path = stem_file(ctx)
+    with h5py.File(path, "r") as f:
+        det = f["data"].shape[-2:]
+    ky, kx = (np.arange(n, dtype="f4") for n in det)
+    sizes = {"axis": 2}
+
+    def per_pixel() -> np.ndarray:
+        da = open_xsignal(path)
+        return da.signal.map(
+            com_pattern, ky=ky, kx=kx, output_signal_sizes=sizes
+        ).values
+
+    def vectorized() -> np.ndarray:
+        da = open_xsignal(path)
+        return da.signal.map(com_patterns, vectorized=True, ky=ky, kx=kx).values
+
+    h5 = H5Array(path)
+
+    def per_pixel_h5() -> np.ndarray:
+        return h5.da.signal.map(
+            com_pattern, ky=ky, kx=kx, output_signal_sizes=sizes
+        ).values
+
+    def vectorized_h5() -> np.ndarray:
+        return h5.da.signal.map(com_patterns, vectorized=True, ky=ky, kx=kx).values
+
+    tools = [
+        ("raw", lambda: raw(path, com_patterns, "data", (2,), ky=ky, kx=kx)),
+        ("xsignal map", per_pixel),
+        ("xsignal map vectorized", vectorized),
+        ("xsignal map (h5py reader)", per_pixel_h5),
+        ("xsignal map vectorized (h5py reader)", vectorized_h5),
+    ]
+    seconds, results = {}, {}
+    for tool, fn in tools:
+        seconds[tool], results[tool] = median_time(fn, ctx.repeats)
+    h5.close()
+    hs = hyperspy_map(ctx, path, "data", "2d")
+    if hs is not None:
+        seconds["HyperSpy map"], results["HyperSpy map"] = hs
+    for tool, value in results.items():
+        np.testing.assert_allclose(value, results["raw"], rtol=1e-4, err_msg=tool)
+    rows = []
+    for tool, s in seconds.items():
+        base, extra = "raw", ""
+        if tool.startswith("xsignal map") and "vectorized" not in tool:
+            extra = f"{s / seconds['raw']:.2f}x raw"
+            if hs is not None:
+                base = "HyperSpy map"
+                extra += f"; HyperSpy / xsignal = {seconds[base] / s:.1f}"
+        rows.append(
+            Row("W2-4D", tool, s, baseline=None if tool == "raw" else base, extra=extra)
+        )
+    return rows
+
+
+def run(ctx: Context) -> list[Row]:
+    return run_spectra(ctx) + run_stem(ctx)

@@ -47,6 +47,10 @@ __all__ = [
 ]
 
 # --- files (issue 3) ---------------------------------------------------------
+from .io import open, save  # noqa: E402,A004
+from .stacking import stack  # noqa: E402
+
+__all__ += ["open", "save", "stack"]
 
 # --- map (issue 4) -----------------------------------------------------------
 

@@ -15,6 +15,7 @@ import xarray as xr
 from . import chunks as _chunks
 from . import dims as _dims
 from . import handles as _handles
+from . import io as _io
 from . import lazy as _lazy
 
 
@@ -113,6 +114,18 @@ class SignalAccessor:
         )
 
     # --- files (issue 3) ----------------------------------------------------
+    def save(
+        self,
+        path: Any,
+        *,
+        chunks: Any = None,
+        compression: str | None = "gzip",
+        overwrite: bool = False,
+    ) -> None:
+        """Call :func:`xsignal.save` on this DataArray."""
+        return _io.save(
+            self._da, path, chunks=chunks, compression=compression, overwrite=overwrite
+        )
 
     # --- map (issue 4) ------------------------------------------------------
 

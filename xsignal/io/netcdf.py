@@ -1,0 +1,365 @@
+"""netCDF4 files (written by ``save``, xarray's h5netcdf engine, netCDF-C).
+
+Reading goes straight through h5py: the dimension scales give the dims,
+coordinates are read at once (they are small), and the data variable
+becomes a dask array with one task per on-disk chunk (see
+:mod:`xsignal.io.common`). CF decoding (scale factors, integer fill values,
+times) is left to :func:`xarray.decode_cf`, which keeps the data lazy.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ..chunks import navigation_chunks
+from ..dims import SIGNAL_DIMS_ATTR, navigation_dims, signal_dims
+from .common import clean_attr, dask_chunks, lazy_array, source_for
+
+DEFAULT_CHUNK_BYTES = 4 * 2**20
+
+# attributes of the netCDF4/HDF5 machinery, never shown to users
+_RESERVED = {
+    "CLASS",
+    "NAME",
+    "DIMENSION_LIST",
+    "REFERENCE_LIST",
+    "_Netcdf4Dimid",
+    "_Netcdf4Coordinates",
+    "_nc3_strict",
+    "_NCProperties",
+    "coordinates",
+}
+_NOT_A_VARIABLE = "This is a netCDF dimension but not a netCDF variable"
+_ANONYMOUS = "__xarray_dataarray_variable__"
+
+
+def is_netcdf(handle) -> bool:
+    """True for a netCDF4 file: the netCDF marker or netCDF dimension scales."""
+    if "_NCProperties" in handle.attrs:
+        return True
+    import h5py
+
+    for obj in handle.values():
+        if isinstance(obj, h5py.Dataset) and (
+            "DIMENSION_LIST" in obj.attrs or "_Netcdf4Dimid" in obj.attrs
+        ):
+            return True
+    return False
+
+
+def _is_scale(dset) -> bool:
+    return clean_attr(dset.attrs.get("CLASS", b"")) == "DIMENSION_SCALE"
+
+
+def _is_dimension_only(dset) -> bool:
+    return clean_attr(dset.attrs.get("NAME", "")).startswith(_NOT_A_VARIABLE)
+
+
+def _basename(name: str) -> str:
+    return name.rsplit("/", 1)[-1]
+
+
+def _dims(dset) -> tuple[str, ...]:
+    """Dim names of a netCDF variable, from its dimension scales."""
+    if _is_scale(dset):
+        return (_basename(dset.name),)
+    dims = []
+    for i, scales in enumerate(dset.dims):
+        dims.append(_basename(scales[0].name) if len(scales) else f"phony_dim_{i}")
+    return tuple(dims)
+
+
+def _attrs(obj) -> dict[str, Any]:
+    return {k: clean_attr(v) for k, v in obj.attrs.items() if k not in _RESERVED}
+
+
+def candidates(handle) -> list[str]:
+    """Data variables at the file's root: not dimension scales, not coordinates."""
+    import h5py
+
+    datasets = {k: v for k, v in handle.items() if isinstance(v, h5py.Dataset)}
+    coords: set[str] = set()
+    for dset in datasets.values():
+        coords.update(clean_attr(dset.attrs.get("coordinates", "")).split())
+    return [k for k, v in datasets.items() if not _is_scale(v) and k not in coords]
+
+
+def read_netcdf(
+    handle, variable: str | None, *, chunks: Any, token: str
+) -> xr.DataArray:
+    """One data variable of an open netCDF4 file as a lazy DataArray."""
+    path = handle.filename
+    names = candidates(handle)
+    if variable is None:
+        if not names:
+            raise ValueError(f"{path} has no data variable")
+        if len(names) > 1:
+            raise ValueError(
+                f"{path} has several data variables {names}; pass variable= "
+                "to choose one"
+            )
+        variable = names[0]
+    key = variable.lstrip("/")
+    if key not in handle or not hasattr(handle[key], "shape"):
+        raise ValueError(
+            f"{path} has no variable {variable!r}; its data variables are {names}"
+        )
+    dset = handle[key]
+    dims = _dims(dset)
+    attrs = _attrs(dset)
+    # A NaN fill value on float data masks nothing: leave it out so decoding
+    # does not add a pass over the data.
+    fill = attrs.get("_FillValue")
+    if fill is not None and dset.dtype.kind == "f" and np.all(np.isnan(fill)):
+        del attrs["_FillValue"]
+    marking = attrs.get(SIGNAL_DIMS_ATTR)
+    probe = xr.DataArray(np.empty((0,) * len(dims)), dims=dims, attrs=attrs)
+    sig = signal_dims(probe) if marking is not None else ()
+    src = source_for(handle, key, token)
+    data = lazy_array(
+        src, dask_chunks(dset.shape, dims, dset.dtype, dset.chunks, chunks, sig)
+    )
+    coords = _coords(handle, dset, dims)
+    name: Hashable | None = _basename(dset.name)
+    ds = xr.Dataset({"__data__": xr.Variable(dims, data, attrs)}, coords=coords)
+    ds = xr.decode_cf(ds)
+    out = ds["__data__"].rename(None if name == _ANONYMOUS else name)
+    out.encoding.update(_encoding(dset))
+    out.encoding["source"] = path
+    return out
+
+
+def _coords(handle, dset, dims: tuple[str, ...]) -> dict[str, xr.Variable]:
+    """Dimension coordinates and the variable's listed coordinates, in memory."""
+    coords: dict[str, xr.Variable] = {}
+    parent = dset.parent
+    names = list(dims) + clean_attr(dset.attrs.get("coordinates", "")).split()
+    for name in names:
+        if name in coords or name not in parent:
+            continue
+        var = parent[name]
+        if not hasattr(var, "shape") or _is_dimension_only(var):
+            continue
+        attrs = _attrs(var)
+        fill = attrs.get("_FillValue")
+        if fill is not None and var.dtype.kind == "f" and np.all(np.isnan(fill)):
+            del attrs["_FillValue"]
+        values = var[()]
+        if var.dtype.kind in "SO":
+            values = np.asarray(values).astype(str)
+        coords[name] = xr.Variable(_dims(var), values, attrs)
+    return coords
+
+
+def _encoding(dset) -> dict[str, Any]:
+    return {
+        "dtype": dset.dtype,
+        "chunksizes": dset.chunks,
+        "compression": dset.compression,
+        "original_shape": dset.shape,
+    }
+
+
+# --- save --------------------------------------------------------------------
+
+
+def save_chunks(
+    da: xr.DataArray, chunks: Mapping[Hashable, int] | Sequence[int] | None = None
+) -> tuple[int, ...]:
+    """The on-disk chunk shape :func:`save` writes ``da`` with.
+
+    Given ``chunks`` (a dict by dim name, dims left out whole, or a tuple in
+    dim order; ``-1``/``None`` = whole dim) win; else the dask chunks
+    (irregular ones give the largest chunk of each dim, with a warning);
+    else whole signals and navigation rows up to about 4 MiB.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> da = xr.DataArray(np.zeros((256, 256, 1024), "f4")[:, :, :1],
+    ...                   dims=("y", "x", "e"))
+    >>> save_chunks(da.chunk({"y": 10}))
+    (10, 256, 1)
+    >>> save_chunks(da, {"y": 4})
+    (4, 256, 1)
+    """
+    shape = dict(da.sizes)
+    if chunks is not None:
+        if isinstance(chunks, Mapping):
+            unknown = [d for d in chunks if d not in shape]
+            if unknown:
+                raise ValueError(
+                    f"chunks names {unknown[0]!r}, which is not a dim of this "
+                    f"array; its dims are {da.dims}"
+                )
+            spec = [chunks.get(d, -1) for d in da.dims]
+        else:
+            spec = list(chunks)
+            if len(spec) != da.ndim:
+                raise ValueError(
+                    f"chunks {tuple(spec)} has {len(spec)} entries but the "
+                    f"array has {da.ndim} dims {da.dims}"
+                )
+        out = []
+        for d, c in zip(da.dims, spec):
+            if c is None or c == -1:
+                c = shape[d]
+            if isinstance(c, bool) or not isinstance(c, int | np.integer) or c < 1:
+                raise ValueError(
+                    f"chunk length for {d!r} must be a positive int, -1 or None, "
+                    f"not {c!r}"
+                )
+            out.append(int(min(c, shape[d])) or 1)
+        return tuple(out)
+    if da.chunks is not None:
+        out = tuple(max(c) if c else 1 for c in da.chunks)
+        irregular = [
+            d
+            for d, c in zip(da.dims, da.chunks)
+            if len(set(c[:-1])) > 1 or (len(c) > 1 and c[-1] > c[0])
+        ]
+        if irregular:
+            warnings.warn(
+                f"the dask chunks along {irregular} are irregular; saving with "
+                f"on-disk chunks {dict(zip(da.dims, out))} (the largest of each "
+                "dim), which is what the file gives back when opened. Pass "
+                "chunks= to choose.",
+                UserWarning,
+                stacklevel=3,
+            )
+        return out
+    sig = signal_dims(da)
+    pixel = int(np.prod([shape[d] for d in sig])) * da.dtype.itemsize
+    by_dim = navigation_chunks(
+        {d: shape[d] for d in navigation_dims(da)}, pixel, DEFAULT_CHUNK_BYTES
+    )
+    by_dim.update({d: shape[d] for d in sig})
+    return tuple(max(1, by_dim[d]) for d in da.dims)
+
+
+def compression_encoding(compression: str | None) -> dict[str, Any]:
+    """netCDF encoding for ``compression``: None, "gzip", "lzf" or an hdf5plugin
+    filter name ("zstd", "blosc", "lz4", "bitshuffle", ...)."""
+    if compression is None:
+        return {}
+    if not isinstance(compression, str):
+        raise TypeError(f"compression must be a string or None, not {compression!r}")
+    name = compression.lower()
+    if name in ("gzip", "zlib"):
+        return {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+    if name == "lzf":
+        return {"compression": "lzf", "shuffle": True}
+    try:
+        import hdf5plugin
+    except ImportError:
+        raise ValueError(
+            f"compression {compression!r} is not one of None, 'gzip', 'lzf'; "
+            "other filters need the hdf5plugin package"
+        ) from None
+    classes = {
+        k.lower(): v
+        for k, v in vars(hdf5plugin).items()
+        if isinstance(v, type) and hasattr(v, "filter_id")
+    }
+    if name not in classes:
+        raise ValueError(
+            f"unknown compression {compression!r}; choose None, 'gzip', 'lzf' "
+            f"or an hdf5plugin filter: {sorted(classes)}"
+        )
+    flt = classes[name]()
+    return {"compression": flt.filter_id, "compression_opts": flt.filter_options}
+
+
+def save(
+    da: xr.DataArray,
+    path: str | os.PathLike,
+    *,
+    chunks: Mapping[Hashable, int] | Sequence[int] | None = None,
+    compression: str | None = "gzip",
+    overwrite: bool = False,
+) -> None:
+    """Save ``da`` to a chunked netCDF4/HDF5 file, atomically.
+
+    Written through xarray's ``h5netcdf`` engine, so any netCDF4 reader
+    opens it; :func:`xsignal.open` gives back the values, coords, attrs,
+    signal marking, and dask chunks equal to the on-disk chunks. Lazy data
+    is written block by block, never whole in memory. The file is written
+    to a temporary file in the target's folder and renamed over the target
+    only once complete: a failure (a raising task, a full disk, an
+    interrupt) leaves no half-written file and any existing file
+    untouched. Saving over the file a lazy ``da`` was read from works: the
+    open file keeps being read until the rename replaces it.
+
+    Parameters
+    ----------
+    path : path-like
+        Target file (conventionally ``.nc``).
+    chunks : dict by dim name or tuple in dim order, optional
+        On-disk chunks; default the dask chunks (irregular ones: the largest
+        of each dim, with a warning), else whole signals and about 4 MiB.
+    compression : {"gzip", "lzf", None} or an hdf5plugin filter name
+        "gzip" (level 4, with byte shuffling) is readable everywhere;
+        "lzf" is faster but h5py-only; hdf5plugin filters ("zstd", "blosc",
+        ...) need that package to write and to read.
+    overwrite : bool
+        Replace an existing file; ``False`` raises ``FileExistsError``.
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and ``overwrite`` is False.
+    ValueError, TypeError
+        Bad ``chunks`` or ``compression``.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, xarray as xr, xsignal
+    >>> da = xr.DataArray(np.arange(24.0).reshape(2, 3, 4), dims=("y", "x", "e"))
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.nc")
+    >>> xsignal.save(da.signal.set_signal_dims("x", "e"), path)
+    >>> back = xsignal.open(path, lazy=False)
+    >>> back.signal.signal_dims, float(back.sum())
+    (('x', 'e'), 276.0)
+    """
+    if not isinstance(da, xr.DataArray):
+        raise TypeError(f"expected an xarray.DataArray, got {type(da).__name__}")
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
+    if not target.parent.is_dir():
+        raise FileNotFoundError(f"no folder {target.parent} to save {target.name} in")
+    encoding = {
+        "chunksizes": save_chunks(da, chunks),
+        **compression_encoding(compression),
+    }
+    if da.dtype.kind == "f":
+        encoding["_FillValue"] = None  # no fill value: NaN stays NaN, no masking pass
+    name = da.name if da.name is not None else _ANONYMOUS
+    if name in da.coords:
+        name = _ANONYMOUS
+    out = da.rename(name)
+    out.encoding = {}
+    for coord in out.coords.values():
+        coord.encoding = {}
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.xsignal-tmp")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "You are writing invalid netcdf")
+            out.to_dataset().to_netcdf(
+                tmp,
+                engine="h5netcdf",
+                encoding={name: encoding},
+                invalid_netcdf=compression not in (None, "gzip", "zlib"),
+            )
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -9,6 +9,7 @@ times) is left to :func:`xarray.decode_cf`, which keeps the data lazy.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 import warnings
@@ -278,6 +279,24 @@ def compression_encoding(compression: str | None) -> dict[str, Any]:
     return {"compression": flt.filter_id, "compression_opts": flt.filter_options}
 
 
+@contextlib.contextmanager
+def _writable_scheduler():
+    """Threads instead of dask's process pool while writing.
+
+    The write tasks hold the open output file, which cannot go to other
+    processes; a ``dask.distributed`` client is fine (xarray locks and
+    reopens the file on the workers).
+    """
+    import dask
+    import dask.multiprocessing
+
+    if dask.base.get_scheduler() is dask.multiprocessing.get:
+        with dask.config.set(scheduler="threads"):
+            yield
+    else:
+        yield
+
+
 def save(
     da: xr.DataArray,
     path: str | os.PathLike,
@@ -351,7 +370,7 @@ def save(
         coord.encoding = {}
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.xsignal-tmp")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _writable_scheduler():
             warnings.filterwarnings("ignore", "You are writing invalid netcdf")
             out.to_dataset().to_netcdf(
                 tmp,

@@ -132,7 +132,13 @@ class H5Source:
             out = self._read_chunk(dset, key)
             if out is not None:
                 return out
-        return dset[key]
+        try:
+            return dset[key]
+        except OSError as err:  # h5py's message does not name the file
+            raise ValueError(
+                f"cannot read {self.name} from {self.path}: the file is damaged "
+                f"or truncated ({err})"
+            ) from err
 
     def _read_chunk(self, dset, key: Any) -> np.ndarray | None:
         """Read ``key`` as one whole raw chunk, or None when it is not one."""

@@ -43,17 +43,13 @@ _ANONYMOUS = "__xarray_dataarray_variable__"
 
 
 def is_netcdf(handle) -> bool:
-    """True for a netCDF4 file: the netCDF marker or netCDF dimension scales."""
+    """True for a netCDF4 file: the netCDF-4 markers netCDF-C and h5netcdf write.
+
+    HDF5 files that merely use dimension scales are read as plain HDF5.
+    """
     if "_NCProperties" in handle.attrs:
         return True
-    import h5py
-
-    for obj in handle.values():
-        if isinstance(obj, h5py.Dataset) and (
-            "DIMENSION_LIST" in obj.attrs or "_Netcdf4Dimid" in obj.attrs
-        ):
-            return True
-    return False
+    return any("_Netcdf4Dimid" in obj.attrs for obj in handle.values())
 
 
 def _is_scale(dset) -> bool:

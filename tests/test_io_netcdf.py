@@ -289,3 +289,22 @@ def test_dask_array_with_nan_round_trips(tmp_path, opened):
     back = xsignal.open(tmp_path / "a.nc")
     opened.append(back)
     np.testing.assert_array_equal(back.values, da.values)
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_saved_file_reads_the_same_through_xarray(tmp_path, lazy):
+    da = make(lazy)
+    xsignal.save(da, tmp_path / "a.nc")
+    with xr.open_dataarray(tmp_path / "a.nc", engine="h5netcdf") as ref:
+        xr.testing.assert_identical(ref.compute(), da.compute())
+
+
+@pytest.mark.parametrize("dtype", ["int16", "uint8", "float64", "complex64", "bool"])
+def test_dtypes_round_trip(tmp_path, dtype, opened):
+    values = (np.arange(24).reshape(2, 3, 4) % 5).astype(dtype)
+    da = xr.DataArray(values, dims=("y", "x", "e")).chunk({"y": 1})
+    xsignal.save(da, tmp_path / "a.nc", compression="gzip")
+    back = xsignal.open(tmp_path / "a.nc")
+    opened.append(back)
+    assert back.dtype == values.dtype
+    np.testing.assert_array_equal(back.values, values)

@@ -368,13 +368,112 @@ def save(
     try:
         with warnings.catch_warnings(), _writable_scheduler():
             warnings.filterwarnings("ignore", "You are writing invalid netcdf")
-            out.to_dataset().to_netcdf(
-                tmp,
-                engine="h5netcdf",
-                encoding={name: encoding},
-                invalid_netcdf=compression not in (None, "gzip", "zlib"),
-            )
+            if _fast_path_ok(out):
+                _write_streaming(out, tmp, encoding)
+            else:
+                out.to_dataset().to_netcdf(
+                    tmp,
+                    engine="h5netcdf",
+                    encoding={name: encoding},
+                    invalid_netcdf=compression not in (None, "gzip", "zlib"),
+                )
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _fast_path_ok(da: xr.DataArray) -> bool:
+    """Numbers, and no dask.distributed client (whose workers cannot share
+    our open output file: xarray's writer handles that case)."""
+    if da.dtype.kind not in "iuf":
+        return False
+    if da.chunks is None:
+        return True
+    try:
+        from distributed import default_client
+
+        default_client()
+    except (ImportError, ValueError):
+        return True
+    return False
+
+
+class _ChunkWriter:
+    """``dask.array.store`` target: whole raw chunks written as they are."""
+
+    def __init__(self, dset, raw: bool) -> None:
+        self.dset = dset
+        self.chunks = dset.chunks
+        self.raw = raw and dset.chunks is not None
+
+    def __setitem__(self, key: tuple, block: np.ndarray) -> None:
+        if self.raw and self._whole_chunk(key, block):
+            block = np.ascontiguousarray(block, dtype=self.dset.dtype)
+            offsets = tuple(sl.start or 0 for sl in key)
+            self.dset.id.write_direct_chunk(offsets, block)
+        else:
+            self.dset[key] = block
+
+    def _whole_chunk(self, key: tuple, block: np.ndarray) -> bool:
+        if len(key) != len(self.chunks) or block.shape != self.chunks:
+            return False
+        return all(
+            isinstance(sl, slice) and (sl.start or 0) % c == 0
+            for sl, c in zip(key, self.chunks)
+        )
+
+
+def _write_streaming(da: xr.DataArray, tmp: Path, encoding: dict) -> None:
+    """Coords and metadata through xarray, then the data straight into HDF5.
+
+    xarray (h5netcdf engine) writes the coordinates with their encoding;
+    the data variable is added with h5netcdf and filled with h5py, block by
+    block for lazy data, whole raw chunks without going through HDF5's
+    selection code (the file is the same as xarray's own writer makes).
+    """
+    import dask.array as dsa
+    import h5netcdf
+    import h5py
+
+    name = da.name
+    ds = da.to_dataset()
+    coords_only = ds.drop_vars(name)
+    non_dim = [str(c) for c in da.coords if c not in da.dims]
+    coords_only.to_netcdf(tmp, engine="h5netcdf")
+    opts = {k: v for k, v in encoding.items() if k != "chunksizes"}
+    attrs = {k: v for k, v in da.attrs.items()}
+    with h5netcdf.File(tmp, "a") as f:
+        for dim in da.dims:
+            if dim not in f.dimensions:
+                f.dimensions[dim] = da.sizes[dim]
+        var = f.create_variable(
+            name,
+            tuple(da.dims),
+            da.dtype,
+            chunks=encoding["chunksizes"],
+            **{k: v for k, v in opts.items() if k != "_FillValue"},
+        )
+        for key, value in attrs.items():
+            try:
+                var.attrs[key] = value
+            except (TypeError, ValueError) as err:
+                raise TypeError(
+                    f"attribute {key!r} = {value!r} cannot be stored in a netCDF "
+                    f"file ({err}); use a string, a number or a list of numbers"
+                ) from err
+        if non_dim:
+            var.attrs["coordinates"] = " ".join(non_dim)
+            if "coordinates" in f.attrs:
+                del f.attrs["coordinates"]
+    with h5py.File(tmp, "a") as h:
+        dset = h[name]
+        raw = dset.id.get_create_plist().get_nfilters() == 0
+        if da.chunks is None:
+            dset[...] = da.values
+        else:
+            import threading
+
+            dsa.store(
+                da.data, _ChunkWriter(dset, raw), lock=threading.Lock(), compute=True
+            )

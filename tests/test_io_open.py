@@ -233,3 +233,18 @@ def test_partial_edge_chunks_and_fancy_selection(tmp_path, opened):
     np.testing.assert_array_equal(
         da.isel(y=[6, 0], x=slice(1, 4)).values, ref[[6, 0]][:, 1:4]
     )
+
+
+def test_cli_info_describes_hdf5_files(tmp_path, capsys):
+    from xsignal.cli import main
+
+    data = np.ones((4, 5, 6), "f4")
+    path = plain_file(
+        tmp_path / "raw.h5", **{"g/data": (data, (1, 5, 6)), "o": (data, None)}
+    )
+    assert main(["info", str(path)]) == 2
+    assert "several datasets" in capsys.readouterr().err
+    assert main(["info", str(path), "--variable", "/g/data"]) == 0
+    out = capsys.readouterr().out
+    assert "on-disk chunks:  (1, 5, 6)" in out
+    assert "compression:     None" in out

@@ -41,7 +41,7 @@ def read_hdf5(handle, variable: str | None, *, chunks: Any, token: str) -> xr.Da
             shown = found if len(found) <= 10 else [*found[:10], "..."]
             raise ValueError(
                 f"{path} holds several datasets {shown}; pass variable= "
-                "(e.g. variable={found[0]!r}) to choose one"
+                f"(e.g. variable={found[0]!r}) to choose one"
             )
         variable = found[0]
     key = "/" + variable.lstrip("/")

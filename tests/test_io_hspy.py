@@ -260,3 +260,19 @@ def test_ragged_signals_are_refused(tmp_path):
         f["Experiments/__unnamed__/attributes"].attrs["ragged"] = True
     with pytest.raises(NotImplementedError, match="ragged"):
         xsignal.open(path)
+
+
+def test_backend_close_and_errors(tmp_path):
+    data = np.arange(6.0).reshape(2, 3)
+    path = write_hspy(
+        tmp_path / "a.hspy", data, [uniform("x", 2, True), uniform("e", 3, False)]
+    )
+    da = xr.open_dataarray(path, engine="hspy", chunks={})
+    np.testing.assert_array_equal(da.values, data)
+    xsignal.close_file(da)
+    with h5py.File(path, "a"):  # released
+        pass
+    xsignal.save(xr.DataArray(data), tmp_path / "b.nc")
+    with pytest.raises(ValueError, match="not a HyperSpy file"):
+        xr.open_dataarray(tmp_path / "b.nc", engine="hspy")
+    assert xr.backends.list_engines()["hspy"].guess_can_open(path)

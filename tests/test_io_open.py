@@ -248,3 +248,25 @@ def test_cli_info_describes_hdf5_files(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "on-disk chunks:  (1, 5, 6)" in out
     assert "compression:     None" in out
+
+
+def test_distributed_workers_read_write_and_close(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    path = write_spectrum_image(tmp_path / "a.nc", (8, 6, 32), chunks=(2, 6, 32))
+    expected = float(xsignal.open(path, lazy=False).sum())
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
+        da = xsignal.open(path)
+        assert float(da.sum()) == pytest.approx(expected)
+        xsignal.save(da * 2, tmp_path / "b.nc")
+        xsignal.close_file(da)
+        with h5py.File(path, "a"):  # no worker holds the file any more
+            pass
+        with pytest.raises(ValueError, match="closed with close_file"):
+            da.sum().compute()
+    back = xsignal.open(tmp_path / "b.nc", lazy=False)
+    assert float(back.sum()) == pytest.approx(2 * expected)

@@ -250,12 +250,29 @@ def close_token(token: str) -> None:
             pass
 
 
+def _close_tokens(tokens: list[str]) -> None:
+    for token in tokens:
+        close_token(token)
+
+
+def _close_on_workers(tokens: set[str]) -> None:
+    """Close the same handles in the workers of a running dask.distributed client."""
+    try:
+        from distributed import default_client
+
+        client = default_client()
+    except (ImportError, ValueError):  # no distributed, or no client running
+        return
+    client.run(_close_tokens, sorted(tokens))
+
+
 def close_file(da: xr.DataArray) -> None:
     """Close the files that a lazy ``da`` was read from.
 
     Every HDF5 handle that ``xsignal.open`` opened for ``da`` (and for other
-    arrays of the same ``xsignal.open`` call) is closed, so the file can be
-    rewritten or deleted. Computing ``da`` (or anything built from it)
+    arrays of the same ``xsignal.open`` call) is closed, in this process and
+    in the workers of a running ``dask.distributed`` client, so the file can
+    be rewritten or deleted. Computing ``da`` (or anything built from it)
     afterwards raises ``ValueError`` rather than reopening the file. An
     array in memory has nothing to close.
 
@@ -264,8 +281,12 @@ def close_file(da: xr.DataArray) -> None:
     >>> import numpy as np, xarray as xr, xsignal
     >>> xsignal.close_file(xr.DataArray(np.zeros(3)))  # nothing to close
     """
+    tokens = set()
     for src in list(sources(da)):
         src.closed = True
         close_token(src.token)
+        tokens.add(src.token)
+    if tokens:
+        _close_on_workers(tokens)
     if isinstance(da, xr.DataArray):
         da.close()  # arrays from xarray's own backends

@@ -270,3 +270,20 @@ def test_distributed_workers_read_write_and_close(tmp_path):
             da.sum().compute()
     back = xsignal.open(tmp_path / "b.nc", lazy=False)
     assert float(back.sum()) == pytest.approx(2 * expected)
+
+
+def test_recycled_block_memory_is_never_shared_with_live_views(tmp_path, opened):
+    path = write_spectrum_image(tmp_path / "a.nc", (64, 32, 128), chunks=(16, 32, 128))
+    da = xsignal.open(path)
+    opened.append(da)
+    with h5py.File(path) as f:
+        ref = f["data"][()]
+    first = da.data.blocks[0].compute()
+    kept = first[3]  # a view that outlives its block
+    del first
+    blocks = [da.data.blocks[i].compute() for i in range(1, 4)]
+    np.testing.assert_array_equal(kept, ref[3])
+    for i, block in enumerate(blocks, start=1):
+        np.testing.assert_array_equal(block, ref[16 * i : 16 * (i + 1)])
+        block[...] = -1  # blocks are writable and private
+    np.testing.assert_array_equal(da.data.blocks[1].compute(), ref[16:32])

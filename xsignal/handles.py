@@ -14,9 +14,11 @@ the package: it imports neither the lazy helpers nor the readers.
 
 from __future__ import annotations
 
+import collections
 import os
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,6 +30,49 @@ import xarray as xr
 _HANDLES: dict[str, Any] = {}
 _CLOSED: set[str] = set()
 _REGISTRY_LOCK = threading.Lock()
+
+
+class _BufferPool:
+    """Recycled memory for the blocks read from files.
+
+    A fresh multi-MiB array costs a page fault per 4 KiB page on first touch,
+    which costs more than reading the chunk from the page cache. Blocks are
+    therefore numpy arrays over pooled ``bytearray`` buffers; a buffer goes
+    back to the pool when its array and every view of it are gone (views
+    keep the array alive because its base is not an ndarray), so a buffer
+    is never reused while anything can still see it.
+    """
+
+    def __init__(self, max_bytes: int = 64 * 2**20) -> None:
+        self.max_bytes = max_bytes
+        self.free: dict[int, collections.deque] = {}
+        self.held = 0
+        self.lock = threading.Lock()
+
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if nbytes < 2**18:  # small blocks: malloc reuses them anyway
+            return np.empty(shape, dtype)
+        buf = None
+        with self.lock:
+            stack = self.free.get(nbytes)
+            if stack:
+                buf = stack.pop()
+                self.held -= nbytes
+        if buf is None:
+            buf = bytearray(nbytes)
+        out = np.frombuffer(buf, dtype=dtype).reshape(shape)
+        weakref.finalize(out, self._give_back, buf)
+        return out
+
+    def _give_back(self, buf: bytearray) -> None:
+        with self.lock:
+            if self.held + len(buf) <= self.max_bytes:
+                self.free.setdefault(len(buf), collections.deque()).append(buf)
+                self.held += len(buf)
+
+
+_POOL = _BufferPool()
 
 
 class ClosedFileError(ValueError):
@@ -133,7 +178,12 @@ class H5Source:
             if out is not None:
                 return out
         try:
-            return dset[key]
+            shape = _slices_shape(key, self.shape)
+            if shape is None or not all(shape):
+                return dset[key]
+            out = _POOL.empty(shape, self.dtype)
+            dset.read_direct(out, source_sel=key)
+            return out
         except OSError as err:  # h5py's message does not name the file
             raise ValueError(
                 f"cannot read {self.name} from {self.path}: the file is damaged "
@@ -153,7 +203,7 @@ class H5Source:
             if start % chunk or stop - start != chunk:
                 return None  # not one whole chunk (edge chunks are partial)
             offsets.append(start)
-        out = np.empty(self.direct_chunks, dtype=self.dtype)
+        out = _POOL.empty(self.direct_chunks, self.dtype)
         try:
             dset.id.read_direct_chunk(
                 tuple(offsets), out=out.reshape(-1).view(np.uint8)
@@ -161,6 +211,19 @@ class H5Source:
         except Exception:  # chunk never written (fill value) or odd layout
             return None
         return out
+
+
+def _slices_shape(key: Any, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """Shape selected by a tuple of step-1 slices, or None for other keys."""
+    if not isinstance(key, tuple) or len(key) != len(shape):
+        return None
+    out = []
+    for sl, n in zip(key, shape):
+        if not isinstance(sl, slice) or sl.step not in (None, 1):
+            return None
+        start, stop, _ = sl.indices(n)
+        out.append(max(0, stop - start))
+    return tuple(out)
 
 
 def _rebuild(

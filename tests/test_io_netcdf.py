@@ -308,3 +308,12 @@ def test_dtypes_round_trip(tmp_path, dtype, opened):
     opened.append(back)
     assert back.dtype == values.dtype
     np.testing.assert_array_equal(back.values, values)
+
+
+def test_save_with_chunks_not_matching_the_dask_blocks(tmp_path, opened):
+    da = make(True, {"y": 4, "x": 2})
+    xsignal.save(da, tmp_path / "a.nc", chunks={"y": 3, "x": 5})
+    back = xsignal.open(tmp_path / "a.nc")
+    opened.append(back)
+    assert back.chunks[:2] == ((3, 3), (5,))
+    np.testing.assert_array_equal(back.values, da.values)

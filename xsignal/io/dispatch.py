@@ -6,7 +6,6 @@ import glob
 import os
 import uuid
 from collections.abc import Hashable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import xarray as xr
@@ -159,5 +158,5 @@ def open(  # noqa: A001  (xsignal.open mirrors xarray's open_* family)
     if stack:
         from ..stacking import stack as _stack
 
-        return _stack(opened, dim=dim, names=[Path(f).name for f in files])
+        return _stack(opened, dim=dim, names=files)
     return opened if several else opened[0]

@@ -474,6 +474,19 @@ def _write_streaming(da: xr.DataArray, tmp: Path, encoding: dict) -> None:
         else:
             import threading
 
+            data = da.data
+            if not _aligned(data.chunks, dset.chunks):
+                # whole on-disk chunks per block: no chunk is written twice
+                data = data.rechunk(dset.chunks)
             dsa.store(
-                da.data, _ChunkWriter(dset, raw), lock=threading.Lock(), compute=True
+                data, _ChunkWriter(dset, raw), lock=threading.Lock(), compute=True
             )
+
+
+def _aligned(chunks: tuple[tuple[int, ...], ...], disk: tuple[int, ...]) -> bool:
+    """True when every dask block boundary falls on an on-disk chunk boundary."""
+    for dim_chunks, size in zip(chunks, disk):
+        edges = np.cumsum(dim_chunks[:-1])
+        if np.any(edges % size):
+            return False
+    return True

@@ -287,3 +287,15 @@ def test_recycled_block_memory_is_never_shared_with_live_views(tmp_path, opened)
         np.testing.assert_array_equal(block, ref[16 * i : 16 * (i + 1)])
         block[...] = -1  # blocks are writable and private
     np.testing.assert_array_equal(da.data.blocks[1].compute(), ref[16:32])
+
+
+def test_forked_process_pool_reopens_the_file(tmp_path, opened):
+    import dask
+
+    path = write_spectrum_image(tmp_path / "a.nc", (8, 6, 32), chunks=(2, 6, 32))
+    da = xsignal.open(path)
+    opened.append(da)
+    expected = float(da.sum())  # this process has the file open before forking
+    config = {"scheduler": "processes", "multiprocessing.context": "fork"}
+    with dask.config.set(config):
+        assert float(da.sum()) == pytest.approx(expected)

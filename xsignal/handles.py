@@ -28,6 +28,7 @@ import xarray as xr
 # token -> open h5py.File, in this process. One token per xsignal.open call,
 # so closing one opened array does not close another opened from the same file.
 _HANDLES: dict[str, Any] = {}
+_PID = os.getpid()
 _CLOSED: set[str] = set()
 _REGISTRY_LOCK = threading.Lock()
 
@@ -155,6 +156,7 @@ class H5Source:
     def file(self):
         """The h5py file of this source, opened on first use in this process."""
         self._check_open()
+        _forget_after_fork()
         handle = _HANDLES.get(self.token)
         if handle is not None:
             return handle
@@ -224,6 +226,17 @@ def _slices_shape(key: Any, shape: tuple[int, ...]) -> tuple[int, ...] | None:
         start, stop, _ = sl.indices(n)
         out.append(max(0, stop - start))
     return tuple(out)
+
+
+def _forget_after_fork() -> None:
+    """In a forked child, drop the parent's handles (HDF5 ids do not survive
+    a fork); the child opens its own."""
+    global _PID
+    if os.getpid() != _PID:
+        with _REGISTRY_LOCK:
+            if os.getpid() != _PID:
+                _HANDLES.clear()
+                _PID = os.getpid()
 
 
 def _rebuild(

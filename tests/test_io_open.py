@@ -299,3 +299,16 @@ def test_forked_process_pool_reopens_the_file(tmp_path, opened):
     config = {"scheduler": "processes", "multiprocessing.context": "fork"}
     with dask.config.set(config):
         assert float(da.sum()) == pytest.approx(expected)
+
+
+def test_dropping_every_reference_releases_the_file(tmp_path):
+    import gc
+
+    path = write_spectrum_image(tmp_path / "a.nc", (4, 3, 16))
+    da = xsignal.open(path)
+    total = da.sum("energy")
+    total.compute()
+    del da, total
+    gc.collect()
+    with h5py.File(path, "a"):  # nothing holds it open any more
+        pass

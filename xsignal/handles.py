@@ -30,7 +30,10 @@ import xarray as xr
 _HANDLES: dict[str, Any] = {}
 _PID = os.getpid()
 _CLOSED: set[str] = set()
-_REGISTRY_LOCK = threading.Lock()
+# live H5Source objects per token in this process: when the last one is
+# garbage collected nothing can read the handle any more, so it is closed
+_LIVE: collections.Counter = collections.Counter()
+_REGISTRY_LOCK = threading.RLock()  # re-entrant: finalizers may run anywhere
 
 
 class _BufferPool:
@@ -48,7 +51,7 @@ class _BufferPool:
         self.max_bytes = max_bytes
         self.free: dict[int, collections.deque] = {}
         self.held = 0
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
@@ -131,6 +134,9 @@ class H5Source:
         # whole chunks are then read with one read_direct_chunk, bypassing
         # HDF5's selection machinery (about twice as fast)
         self.direct_chunks = direct_chunks
+        with _REGISTRY_LOCK:
+            _LIVE[self.token] += 1
+        weakref.finalize(self, _release, self.token).atexit = False
 
     @property
     def ndim(self) -> int:
@@ -226,6 +232,21 @@ def _slices_shape(key: Any, shape: tuple[int, ...]) -> tuple[int, ...] | None:
         start, stop, _ = sl.indices(n)
         out.append(max(0, stop - start))
     return tuple(out)
+
+
+def _release(token: str) -> None:
+    """One source of ``token`` is gone; close its handle after the last one."""
+    with _REGISTRY_LOCK:
+        _LIVE[token] -= 1
+        if _LIVE[token] > 0:
+            return
+        del _LIVE[token]
+        handle = _HANDLES.pop(token, None)
+    if handle is not None:
+        try:
+            handle.close()
+        except Exception:  # h5py already closed it
+            pass
 
 
 def _forget_after_fork() -> None:

@@ -317,3 +317,32 @@ def test_save_with_chunks_not_matching_the_dask_blocks(tmp_path, opened):
     opened.append(back)
     assert back.chunks[:2] == ((3, 3), (5,))
     np.testing.assert_array_equal(back.values, da.values)
+
+
+@pytest.mark.parametrize(
+    "da",
+    [
+        xr.DataArray(3.0),
+        xr.DataArray(np.ones((0, 4)), dims=("a", "b")),
+        xr.DataArray(np.ones((0, 4)), dims=("a", "b")).chunk(),
+        xr.DataArray(np.arange(12, dtype=">f4").reshape(3, 4), dims=("a", "b")),
+        xr.DataArray(np.arange(12).reshape(3, 4) % 2 == 0, dims=("a", "b")),
+    ],
+    ids=["scalar", "empty", "empty-lazy", "big-endian", "bool"],
+)
+def test_edge_cases_round_trip_lazily(tmp_path, da, opened):
+    xsignal.save(da.chunk() if da.ndim else da, tmp_path / "a.nc")
+    back = xsignal.open(tmp_path / "a.nc")
+    opened.append(back)
+    assert back.signal.is_lazy or back.ndim == 0
+    assert back.dtype == da.dtype.newbyteorder("=")
+    xr.testing.assert_identical(back.compute(), da.astype(back.dtype))
+
+
+def test_string_data_reads_like_xarray(tmp_path, opened):
+    da = xr.DataArray(np.array([["ab", "c"], ["d", "ef"]]), dims=("a", "b"))
+    xsignal.save(da, tmp_path / "a.nc")
+    back = xsignal.open(tmp_path / "a.nc")
+    opened.append(back)
+    with xr.open_dataarray(tmp_path / "a.nc", engine="h5netcdf") as ref:
+        xr.testing.assert_identical(back.compute(), ref.compute())

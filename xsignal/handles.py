@@ -186,6 +186,8 @@ class H5Source:
             if out is not None:
                 return out
         try:
+            if self.dtype.kind == "O":  # variable-length strings: give str
+                return dset.asstr()[key]
             shape = _slices_shape(key, self.shape)
             if shape is None or not all(shape):
                 return dset[key]

@@ -127,7 +127,7 @@ def dask_chunks(
     if disk_chunks is None:
         sig = [d for d in dims if d in set(signal)] or list(dims[-1:])
         pixel = int(np.prod([shape[dims.index(d)] for d in sig])) * dtype.itemsize
-        nav = {d: n for d, n in zip(dims, shape) if d not in sig}
+        nav = {d: max(1, n) for d, n in zip(dims, shape) if d not in sig}
         by_dim = navigation_chunks(nav, pixel, target_chunk_bytes())
         by_dim.update({d: shape[dims.index(d)] for d in sig})
         disk_chunks = tuple(by_dim[d] for d in dims)
@@ -166,7 +166,7 @@ def dask_chunks(
 def lazy_array(src: H5Source, chunks: tuple[tuple[int, ...], ...]) -> dsa.Array:
     """A dask array over ``src``: one task per block, each one h5py read."""
     name = "xsignal-open-" + tokenize(src, chunks)
-    return dsa.from_array(
+    arr = dsa.from_array(
         src,
         chunks=chunks,
         name=name,
@@ -176,3 +176,6 @@ def lazy_array(src: H5Source, chunks: tuple[tuple[int, ...], ...]) -> dsa.Array:
         meta=np.empty((0,) * src.ndim, dtype=src.dtype),
         inline_array=True,
     )
+    if not src.dtype.isnative and src.dtype.kind in "iufc":
+        arr = arr.astype(src.dtype.newbyteorder("="))  # as xarray's readers give
+    return arr

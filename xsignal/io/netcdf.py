@@ -17,6 +17,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import dask.array as dsa
 import numpy as np
 import xarray as xr
 
@@ -124,14 +125,33 @@ def read_netcdf(
     data = lazy_array(
         src, dask_chunks(dset.shape, dims, dset.dtype, dset.chunks, chunks, sig)
     )
+    if attrs.get("dtype") == "bool" and data.dtype.kind in "iu":
+        data = data.astype(bool)  # xarray stores booleans as int8 + dtype="bool"
+        del attrs["dtype"]
     coords = _coords(handle, dset, dims)
     name: Hashable | None = _basename(dset.name)
     ds = xr.Dataset({"__data__": xr.Variable(dims, data, attrs)}, coords=coords)
     ds = xr.decode_cf(ds)
     out = ds["__data__"].rename(None if name == _ANONYMOUS else name)
+    if not isinstance(out.variable._data, dsa.Array):
+        # a CF decoder without dask support wrapped the data (e.g. character
+        # arrays): decode block by block instead
+        out = out.copy(data=_blockwise_decoded(out, data))
     out.encoding.update(_encoding(dset))
     out.encoding["source"] = path
     return out
+
+
+def _blockwise_decoded(out: xr.DataArray, data: dsa.Array) -> dsa.Array:
+    wrapper = out.variable._data
+
+    def block(_: np.ndarray, block_info=None) -> np.ndarray:
+        where = tuple(slice(a, b) for a, b in block_info[None]["array-location"])
+        return np.asarray(wrapper[where])
+
+    return data.map_blocks(
+        block, dtype=out.dtype, meta=np.empty((0,) * out.ndim, out.dtype)
+    )
 
 
 def _coords(handle, dset, dims: tuple[str, ...]) -> dict[str, xr.Variable]:
@@ -217,7 +237,7 @@ def save_chunks(
             out.append(int(min(c, shape[d])) or 1)
         return tuple(out)
     if da.chunks is not None:
-        out = tuple(max(c) if c else 1 for c in da.chunks)
+        out = tuple(max(max(c), 1) if c else 1 for c in da.chunks)
         irregular = [
             d
             for d, c in zip(da.dims, da.chunks)
@@ -235,11 +255,11 @@ def save_chunks(
         return out
     sig = signal_dims(da)
     pixel = int(np.prod([shape[d] for d in sig])) * da.dtype.itemsize
-    by_dim = navigation_chunks(
-        {d: shape[d] for d in navigation_dims(da)}, pixel, DEFAULT_CHUNK_BYTES
+    by_dim = navigation_chunks(  # (size-0 dims count as 1: HDF5 chunks are >= 1)
+        {d: max(1, shape[d]) for d in navigation_dims(da)}, pixel, DEFAULT_CHUNK_BYTES
     )
-    by_dim.update({d: shape[d] for d in sig})
-    return tuple(max(1, by_dim[d]) for d in da.dims)
+    by_dim.update({d: max(1, shape[d]) for d in sig})
+    return tuple(by_dim[d] for d in da.dims)
 
 
 def compression_encoding(compression: str | None) -> dict[str, Any]:
@@ -355,6 +375,8 @@ def save(
         "chunksizes": save_chunks(da, chunks),
         **compression_encoding(compression),
     }
+    if da.ndim == 0:  # HDF5 scalars have no chunks and no filters
+        encoding = {}
     if da.dtype.kind == "f":
         encoding["_FillValue"] = None  # no fill value: NaN stays NaN, no masking pass
     name = da.name if da.name is not None else _ANONYMOUS
@@ -368,7 +390,7 @@ def save(
     try:
         with warnings.catch_warnings(), _writable_scheduler():
             warnings.filterwarnings("ignore", "You are writing invalid netcdf")
-            if _fast_path_ok(out):
+            if out.ndim and _fast_path_ok(out):
                 _write_streaming(out, tmp, encoding)
             else:
                 out.to_dataset().to_netcdf(

@@ -91,6 +91,9 @@ def test_open_honours_chunks_dict_auto_and_tuple(tmp_path, opened):
     opened.extend([by_dim, as_tuple, auto])
     assert auto.chunks == ((6,), (5,), (16,))
     np.testing.assert_array_equal(by_dim.values, as_tuple.values)
+    whole = xsignal.open(tmp_path / "a.nc", chunks=-1)
+    opened.append(whole)
+    assert whole.chunks == ((6,), (5,), (16,))
     with pytest.raises(ValueError, match="'z'"):
         xsignal.open(tmp_path / "a.nc", chunks={"z": 2})
 

@@ -120,8 +120,8 @@ def dask_chunks(
     ``None`` (or ``{}``): the on-disk chunks, or for a contiguous dataset
     whole signals and about dask's ``array.chunk-size`` per block.
     ``"auto"``: dask's rule, in multiples of the on-disk chunks. A dict by
-    dim name (dims not named keep their on-disk chunks) or a tuple in dim
-    order: as given.
+    dim name (dims not named keep their on-disk chunks), a tuple in dim
+    order or one int for every dim (``-1`` = whole): as given.
     """
     shape = tuple(int(n) for n in shape)
     if disk_chunks is None:
@@ -136,6 +136,8 @@ def dask_chunks(
     )
     if chunks is None or (isinstance(chunks, Mapping) and not chunks):
         spec: Any = disk_chunks
+    elif isinstance(chunks, int | np.integer) and not isinstance(chunks, bool):
+        spec = tuple(_dim_chunk(chunks, n, c) for n, c in zip(shape, disk_chunks))
     elif isinstance(chunks, str):
         if chunks != "auto":
             raise ValueError(_BAD_CHUNKS.format(chunks))

@@ -349,3 +349,14 @@ def test_string_data_reads_like_xarray(tmp_path, opened):
     opened.append(back)
     with xr.open_dataarray(tmp_path / "a.nc", engine="h5netcdf") as ref:
         xr.testing.assert_identical(back.compute(), ref.compute())
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_numeric_coords_file_reads_the_same_through_xarray(tmp_path, lazy):
+    da = make(lazy).drop_vars("label")
+    da = da.assign_coords(tilt=("y", np.arange(6, dtype="i2")))
+    xsignal.save(da, tmp_path / "a.nc")
+    with xr.open_dataarray(tmp_path / "a.nc", engine="h5netcdf") as ref:
+        xr.testing.assert_identical(ref.compute(), da.compute())
+    back = xsignal.open(tmp_path / "a.nc", lazy=False)
+    xr.testing.assert_identical(back, da.compute())

@@ -446,11 +446,35 @@ class _ChunkWriter:
         )
 
 
-def _write_streaming(da: xr.DataArray, tmp: Path, encoding: dict) -> None:
-    """Coords and metadata through xarray, then the data straight into HDF5.
+_CF_ATTRS = {"_FillValue", "missing_value", "scale_factor", "add_offset", "calendar"}
 
-    xarray (h5netcdf engine) writes the coordinates with their encoding;
-    the data variable is added with h5netcdf and filled with h5py, block by
+
+def _plain_coords(da: xr.DataArray) -> bool:
+    """True when every coord is numbers without CF encoding to apply."""
+    for coord in da.coords.values():
+        if coord.dtype.kind not in "iuf" or _CF_ATTRS & set(coord.attrs):
+            return False
+        if " since " in str(coord.attrs.get("units", "")):
+            return False
+    return True
+
+
+def _write_plain_coords(f, da: xr.DataArray) -> None:
+    """Numeric coords straight through h5netcdf (what xarray would write)."""
+    f.dimensions = {str(d): n for d, n in da.sizes.items()}
+    for name, coord in da.coords.items():
+        var = f.create_variable(
+            str(name), tuple(map(str, coord.dims)), coord.dtype, data=coord.values
+        )
+        var.attrs.update(coord.attrs)
+
+
+def _write_streaming(da: xr.DataArray, tmp: Path, encoding: dict) -> None:
+    """Coords and metadata through h5netcdf, then the data straight into HDF5.
+
+    Numeric coordinates are written with h5netcdf, others by xarray (which
+    applies their CF encoding); the data variable is added with h5netcdf
+    and filled with h5py, block by
     block for lazy data, whole raw chunks without going through HDF5's
     selection code (the file is the same as xarray's own writer makes).
     """
@@ -459,13 +483,15 @@ def _write_streaming(da: xr.DataArray, tmp: Path, encoding: dict) -> None:
     import h5py
 
     name = da.name
-    ds = da.to_dataset()
-    coords_only = ds.drop_vars(name)
     non_dim = [str(c) for c in da.coords if c not in da.dims]
-    coords_only.to_netcdf(tmp, engine="h5netcdf")
+    plain = _plain_coords(da)
+    if not plain:  # coords needing CF encoding (times, strings...): xarray
+        da.to_dataset().drop_vars(name).to_netcdf(tmp, engine="h5netcdf")
     opts = {k: v for k, v in encoding.items() if k != "chunksizes"}
     attrs = {k: v for k, v in da.attrs.items()}
-    with h5netcdf.File(tmp, "a") as f:
+    with h5netcdf.File(tmp, "a" if not plain else "w") as f:
+        if plain:
+            _write_plain_coords(f, da)
         for dim in da.dims:
             if dim not in f.dimensions:
                 f.dimensions[dim] = da.sizes[dim]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import dask
 import h5py
 import numpy as np
 import pytest
@@ -256,7 +257,7 @@ def test_distributed_workers_read_write_and_close(tmp_path):
     expected = float(xsignal.open(path, lazy=False).sum())
     with (
         distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,
         distributed.Client(cluster),
     ):
@@ -312,3 +313,18 @@ def test_dropping_every_reference_releases_the_file(tmp_path):
     gc.collect()
     with h5py.File(path, "a"):  # nothing holds it open any more
         pass
+
+
+def test_many_files_keep_few_handles_open(tmp_path, monkeypatch, opened):
+    from xsignal import handles
+
+    monkeypatch.setattr(handles, "MAX_OPEN_FILES", 3)
+    paths = series(tmp_path, 8, shape=(4, 3, 8))
+    st = xsignal.open(paths, stack=True)
+    opened.append(st)
+    expected = [float(xsignal.open(p, lazy=False).sum()) for p in paths]
+    assert len(handles._HANDLES) <= 3
+    with dask.config.set(scheduler="threads"):
+        sums = st.sum(("y", "x", "energy")).values
+    np.testing.assert_allclose(sums, expected, rtol=1e-6)
+    assert len(handles._HANDLES) <= 3

@@ -25,9 +25,14 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-# token -> open h5py.File, in this process. One token per xsignal.open call,
-# so closing one opened array does not close another opened from the same file.
-_HANDLES: dict[str, Any] = {}
+# token -> open h5py.File, in this process, least recently used first. One
+# token per xsignal.open call, so closing one opened array does not close
+# another opened from the same file.
+_HANDLES: collections.OrderedDict[str, Any] = collections.OrderedDict()
+# at most this many files stay open per process (like xarray's file cache);
+# the least recently used idle one is closed and reopened when next read
+MAX_OPEN_FILES = 128
+_IN_USE: collections.Counter = collections.Counter()
 _PID = os.getpid()
 _CLOSED: set[str] = set()
 # live H5Source objects per token in this process: when the last one is
@@ -159,28 +164,37 @@ class H5Source:
                 "again with xsignal.open"
             )
 
-    def file(self):
-        """The h5py file of this source, opened on first use in this process."""
+    def _acquire(self):
+        """This source's open h5py file, marked in use until :meth:`_done`."""
         self._check_open()
         _forget_after_fork()
-        handle = _HANDLES.get(self.token)
-        if handle is not None:
-            return handle
         with _REGISTRY_LOCK:
             handle = _HANDLES.get(self.token)
             if handle is None:
                 handle = _open_checked(self.path, self.identity)
                 _HANDLES[self.token] = handle
+            _HANDLES.move_to_end(self.token)
+            _IN_USE[self.token] += 1
+            _evict_idle()
         return handle
 
-    def dataset(self):
-        return self.file()[self.name]
+    def _done(self) -> None:
+        with _REGISTRY_LOCK:
+            _IN_USE[self.token] -= 1
+            if _IN_USE[self.token] <= 0:
+                del _IN_USE[self.token]
 
     def __getitem__(self, key: Any) -> np.ndarray:
         # h5py serialises every call with its own global lock, so no extra
         # lock is needed for threads; reading straight into the result
         # array avoids a copy.
-        dset = self.dataset()
+        handle = self._acquire()
+        try:
+            return self._read(handle[self.name], key)
+        finally:
+            self._done()
+
+    def _read(self, dset, key: Any) -> np.ndarray:
         if self.direct_chunks is not None:
             out = self._read_chunk(dset, key)
             if out is not None:
@@ -234,6 +248,20 @@ def _slices_shape(key: Any, shape: tuple[int, ...]) -> tuple[int, ...] | None:
         start, stop, _ = sl.indices(n)
         out.append(max(0, stop - start))
     return tuple(out)
+
+
+def _evict_idle() -> None:
+    """Close least recently used idle files beyond MAX_OPEN_FILES (lock held)."""
+    if len(_HANDLES) <= MAX_OPEN_FILES:
+        return
+    for token in list(_HANDLES):
+        if len(_HANDLES) <= MAX_OPEN_FILES:
+            break
+        if _IN_USE.get(token, 0) == 0:
+            try:
+                _HANDLES.pop(token).close()
+            except Exception:  # already closed
+                pass
 
 
 def _release(token: str) -> None:
@@ -300,6 +328,7 @@ def open_source_handle(src: H5Source, handle: Any) -> None:
     """Register ``handle`` (already open) as ``src``'s file in this process."""
     with _REGISTRY_LOCK:
         _HANDLES.setdefault(src.token, handle)
+        _evict_idle()
 
 
 def sources(da: Any) -> Iterator[H5Source]:

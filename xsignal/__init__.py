@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 # --- files (issue 3) ---------------------------------------------------------
-from .io import open, save  # noqa: E402,A004
+from .io import open, save  # noqa: E402  (xsignal.open is the API name)
 from .stacking import stack  # noqa: E402
 
 __all__ += ["open", "save", "stack"]

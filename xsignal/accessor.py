@@ -16,6 +16,7 @@ from . import chunks as _chunks
 from . import dims as _dims
 from . import handles as _handles
 from . import histograms as _histogram
+from . import io as _io
 from . import lazy as _lazy
 from . import mapping as _mapping
 from . import rebin as _rebin
@@ -118,6 +119,18 @@ class SignalAccessor:
         )
 
     # --- files (issue 3) ----------------------------------------------------
+    def save(
+        self,
+        path: Any,
+        *,
+        chunks: Any = None,
+        compression: str | None = "gzip",
+        overwrite: bool = False,
+    ) -> None:
+        """Call :func:`xsignal.save` on this DataArray."""
+        return _io.save(
+            self._da, path, chunks=chunks, compression=compression, overwrite=overwrite
+        )
 
     # --- map (issue 4) ------------------------------------------------------
     def map(

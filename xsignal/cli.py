@@ -28,11 +28,11 @@ DEMO_SIZES = {
 }
 
 
-def open_lazy(path: str | Path) -> xr.DataArray:
+def open_lazy(path: str | Path, variable: str | None = None) -> xr.DataArray:
     """Open a file lazily with the best reader available."""
     opener = getattr(xsignal, "open", None)
     if opener is not None:
-        return opener(path)
+        return opener(path, variable=variable)
     return xr.open_dataarray(path, engine="h5netcdf", chunks={})
 
 
@@ -190,7 +190,7 @@ def run_info(args: argparse.Namespace) -> int:
         print(f"xsignal info: no such file: {path}", file=sys.stderr)
         return 2
     try:
-        da = open_lazy(path)
+        da = open_lazy(path, getattr(args, "variable", None))
     except Exception as err:  # any reader error becomes a one-line message
         print(f"xsignal info: cannot read {path}: {err}", file=sys.stderr)
         return 2
@@ -212,6 +212,10 @@ def info_text(da: xr.DataArray, path: Path) -> str:
     ]
     if da.chunks is not None:
         lines.append(f"  chunks:          {tuple(max(c) for c in da.chunks)}")
+    if "chunksizes" in da.encoding:
+        disk = da.encoding["chunksizes"]
+        lines.append(f"  on-disk chunks:  {disk if disk else 'none (contiguous)'}")
+        lines.append(f"  compression:     {da.encoding.get('compression')}")
     for name, coord in da.coords.items():
         values = np.asarray(coord.values)
         if values.size and values.dtype.kind in "iuf":
@@ -290,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="describe a file's signal, chunks and sizes")
     info.add_argument("file")
+    info.add_argument(
+        "--variable", help="variable, HDF5 dataset path or signal name to describe"
+    )
     info.set_defaults(func=run_info)
     return parser
 

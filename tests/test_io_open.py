@@ -1,0 +1,330 @@
+"""xsignal.open: dispatch by content, plain HDF5, several files, bad input,
+close_file."""
+
+from __future__ import annotations
+
+import os
+
+import dask
+import h5py
+import numpy as np
+import pytest
+import xarray as xr
+
+import xsignal
+from xsignal.testing import raise_if_dask_computes, write_spectrum_image
+
+
+@pytest.fixture
+def opened():
+    arrays = []
+    yield arrays
+    for da in arrays:
+        xsignal.close_file(da)
+
+
+def plain_file(path, **datasets):
+    with h5py.File(path, "w") as f:
+        for name, (data, chunks) in datasets.items():
+            dset = f.create_dataset(name, data=data, chunks=chunks)
+            dset.attrs["note"] = f"dataset {name}"
+    return path
+
+
+def series(tmp_path, n=3, shape=(4, 3, 16)):
+    paths = []
+    for i in range(n):
+        paths.append(
+            write_spectrum_image(tmp_path / f"s{i}.nc", shape, seed=i, noise=None)
+        )
+    return paths
+
+
+# --- plain HDF5 --------------------------------------------------------------
+
+
+def test_plain_hdf5_dataset_by_variable(tmp_path, opened):
+    data = np.arange(6 * 4 * 10, dtype="f4").reshape(6, 4, 10)
+    path = plain_file(
+        tmp_path / "raw.h5",
+        **{"group/data": (data, (2, 4, 10)), "other": (np.zeros(3), None)},
+    )
+    da = xsignal.open(path, variable="/group/data")
+    opened.append(da)
+    assert da.dims == ("dim_0", "dim_1", "dim_2")
+    assert da.chunks == ((2, 2, 2), (4,), (10,))
+    assert da.attrs["note"] == "dataset group/data"
+    assert da.signal.signal_dims == ("dim_2",)
+    np.testing.assert_array_equal(da.values, data)
+    with pytest.raises(
+        ValueError, match=r"several datasets \['/group/data', '/other'\]"
+    ):
+        xsignal.open(path)
+    with pytest.raises(ValueError, match="'/nope' is not in the file"):
+        xsignal.open(path, variable="/nope")
+    with pytest.raises(ValueError, match="'/group' is a group"):
+        xsignal.open(path, variable="/group")
+
+
+def test_plain_hdf5_single_dataset_and_contiguous_layout(tmp_path, opened):
+    data = np.arange(40.0).reshape(8, 5)
+    path = plain_file(tmp_path / "raw.h5", data=(data, None))
+    da = xsignal.open(path)
+    opened.append(da)
+    assert da.chunks == ((8,), (5,))  # contiguous: whole signals, small blocks
+    np.testing.assert_array_equal(da.values, data)
+
+
+def test_plain_hdf5_dimension_scales_become_coords(tmp_path, opened):
+    with h5py.File(tmp_path / "raw.h5", "w") as f:
+        dset = f.create_dataset("data", data=np.ones((3, 4)))
+        f["energy"] = np.linspace(0, 3, 4)
+        f["energy"].make_scale("energy")
+        dset.dims[1].attach_scale(f["energy"])
+    da = xsignal.open(tmp_path / "raw.h5", variable="data")
+    opened.append(da)
+    assert da.dims == ("dim_0", "energy")
+    np.testing.assert_array_equal(da["energy"].values, np.linspace(0, 3, 4))
+
+
+def test_kind_is_recognised_by_content_not_extension(tmp_path, opened):
+    write_spectrum_image(tmp_path / "netcdf.h5", (4, 3, 8))
+    plain_file(tmp_path / "plain.nc", data=(np.ones((2, 3)), None))
+    nc = xsignal.open(tmp_path / "netcdf.h5")
+    plain = xsignal.open(tmp_path / "plain.nc")
+    opened.extend([nc, plain])
+    assert nc.dims == ("y", "x", "energy") and nc.attrs["units"] == "counts"
+    assert plain.dims == ("dim_0", "dim_1")
+
+
+def test_netcdf_with_several_variables_needs_variable(tmp_path, opened):
+    ds = xr.Dataset(
+        {"a": (("x", "e"), np.ones((2, 3))), "b": (("x", "e"), np.zeros((2, 3)))}
+    )
+    ds.to_netcdf(tmp_path / "ds.nc", engine="h5netcdf")
+    with pytest.raises(ValueError, match=r"several data variables \['a', 'b'\]"):
+        xsignal.open(tmp_path / "ds.nc")
+    b = xsignal.open(tmp_path / "ds.nc", variable="b")
+    opened.append(b)
+    assert b.name == "b" and float(b.sum()) == 0.0
+    with pytest.raises(ValueError, match="no variable 'c'"):
+        xsignal.open(tmp_path / "ds.nc", variable="c")
+
+
+# --- bad input ---------------------------------------------------------------
+
+
+def test_missing_file_and_empty_glob(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.nc"):
+        xsignal.open(tmp_path / "nope.nc")
+    with pytest.raises(FileNotFoundError, match=r"\*.hspy"):
+        xsignal.open(str(tmp_path / "*.hspy"))
+
+
+def test_not_hdf5_and_truncated_files(tmp_path):
+    (tmp_path / "text.nc").write_text("hello, not a netCDF file\n" * 10)
+    with pytest.raises(ValueError, match="text.nc is not an HDF5"):
+        xsignal.open(tmp_path / "text.nc")
+    path = write_spectrum_image(tmp_path / "full.nc", (16, 8, 64), chunks=(2, 8, 64))
+    data = path.read_bytes()
+    (tmp_path / "cut.nc").write_bytes(data[: len(data) // 3])
+    with pytest.raises(ValueError, match="cut.nc"):
+        da = xsignal.open(tmp_path / "cut.nc")
+        _ = da.values  # the header may survive; then reading must fail clearly
+    (tmp_path / "tiny.nc").write_bytes(data[:100])
+    with pytest.raises(ValueError, match="tiny.nc.*damaged or truncated"):
+        xsignal.open(tmp_path / "tiny.nc")
+
+
+def test_folder_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="folder"):
+        xsignal.open(tmp_path)
+
+
+# --- several files -------------------------------------------------------------
+
+
+def test_glob_and_list_give_lists(tmp_path, opened):
+    paths = series(tmp_path)
+    from_glob = xsignal.open(str(tmp_path / "s*.nc"))
+    from_list = xsignal.open(paths)
+    opened.extend(from_glob + from_list)
+    assert len(from_glob) == len(from_list) == 3
+    for a, b in zip(from_glob, from_list):
+        xr.testing.assert_identical(a.compute(), b.compute())
+
+
+def test_stack_true_reads_nothing_and_stacks_along_a_leading_dim(tmp_path, opened):
+    paths = series(tmp_path)
+    with raise_if_dask_computes():
+        st = xsignal.open(paths, stack=True, dim="scan")
+    opened.append(st)
+    assert st.dims == ("scan", "y", "x", "energy")
+    assert st.signal.navigation_dims == ("scan", "y", "x")
+    assert st.chunks[0] == (1, 1, 1)
+    for i, p in enumerate(paths):
+        one = xsignal.open(p, lazy=False)
+        np.testing.assert_array_equal(st[i].values, one.values)
+
+
+def test_stack_mismatch_names_the_first_offending_file(tmp_path):
+    paths = series(tmp_path, 2)
+    write_spectrum_image(tmp_path / "odd.nc", (4, 3, 8))
+    with pytest.raises(ValueError, match=r"odd.nc has shape \(4, 3, 8\)"):
+        xsignal.open([*paths, tmp_path / "odd.nc"], stack=True)
+
+
+# --- close_file ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["accessor", "compute"])
+def test_close_file_releases_the_file_and_later_use_raises(tmp_path, how):
+    path = write_spectrum_image(tmp_path / "a.nc", (4, 3, 16))
+    da = xsignal.open(path)
+    derived = da.sum("energy")
+    if how == "accessor":
+        da.signal.close_file()
+    else:
+        values = da.signal.compute(close_file=True)
+        assert values.shape == (4, 3, 16)
+    with h5py.File(path, "a") as f:  # writable: no handle left
+        f["data"][0, 0, 0] = -1
+    os.remove(path)
+    write_spectrum_image(path, (4, 3, 16), seed=5)
+    for arr in (da, derived):
+        with pytest.raises(ValueError, match="closed with close_file"):
+            arr.compute()
+
+
+def test_close_file_leaves_other_opened_arrays_alone(tmp_path, opened):
+    path = write_spectrum_image(tmp_path / "a.nc", (4, 3, 16))
+    first, second = xsignal.open(path), xsignal.open(path)
+    opened.append(second)
+    xsignal.close_file(first)
+    assert second.sum().compute() > 0
+
+
+def test_close_file_on_a_stack_closes_every_file(tmp_path):
+    paths = series(tmp_path, 2)
+    st = xsignal.open(paths, stack=True)
+    xsignal.close_file(st)
+    for p in paths:
+        with h5py.File(p, "a"):
+            pass
+
+
+@pytest.mark.parametrize("scheduler_name", ["threads", "sync"])
+def test_threaded_reads_are_correct(tmp_path, scheduler_name, opened):
+    path = write_spectrum_image(tmp_path / "a.nc", (16, 8, 64), chunks=(1, 8, 64))
+    da = xsignal.open(path)
+    opened.append(da)
+    with h5py.File(path) as f:
+        ref = f["data"][()]
+    out = da.sum("energy").compute(scheduler=scheduler_name)
+    np.testing.assert_allclose(out.values, ref.sum(-1), rtol=1e-6)
+
+
+def test_partial_edge_chunks_and_fancy_selection(tmp_path, opened):
+    path = write_spectrum_image(tmp_path / "a.nc", (7, 5, 24), chunks=(3, 2, 24))
+    da = xsignal.open(path, chunks={"y": 2, "x": 3, "energy": 10})
+    opened.append(da)
+    with h5py.File(path) as f:
+        ref = f["data"][()]
+    np.testing.assert_array_equal(da.values, ref)
+    np.testing.assert_array_equal(
+        da.isel(y=[6, 0], x=slice(1, 4)).values, ref[[6, 0]][:, 1:4]
+    )
+
+
+def test_cli_info_describes_hdf5_files(tmp_path, capsys):
+    from xsignal.cli import main
+
+    data = np.ones((4, 5, 6), "f4")
+    path = plain_file(
+        tmp_path / "raw.h5", **{"g/data": (data, (1, 5, 6)), "o": (data, None)}
+    )
+    assert main(["info", str(path)]) == 2
+    assert "several datasets" in capsys.readouterr().err
+    assert main(["info", str(path), "--variable", "/g/data"]) == 0
+    out = capsys.readouterr().out
+    assert "on-disk chunks:  (1, 5, 6)" in out
+    assert "compression:     None" in out
+
+
+def test_distributed_workers_read_write_and_close(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    path = write_spectrum_image(tmp_path / "a.nc", (8, 6, 32), chunks=(2, 6, 32))
+    expected = float(xsignal.open(path, lazy=False).sum())
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
+        da = xsignal.open(path)
+        assert float(da.sum()) == pytest.approx(expected)
+        xsignal.save(da * 2, tmp_path / "b.nc")
+        xsignal.close_file(da)
+        with h5py.File(path, "a"):  # no worker holds the file any more
+            pass
+        with pytest.raises(ValueError, match="closed with close_file"):
+            da.sum().compute()
+    back = xsignal.open(tmp_path / "b.nc", lazy=False)
+    assert float(back.sum()) == pytest.approx(2 * expected)
+
+
+def test_recycled_block_memory_is_never_shared_with_live_views(tmp_path, opened):
+    path = write_spectrum_image(tmp_path / "a.nc", (64, 32, 128), chunks=(16, 32, 128))
+    da = xsignal.open(path)
+    opened.append(da)
+    with h5py.File(path) as f:
+        ref = f["data"][()]
+    first = da.data.blocks[0].compute()
+    kept = first[3]  # a view that outlives its block
+    del first
+    blocks = [da.data.blocks[i].compute() for i in range(1, 4)]
+    np.testing.assert_array_equal(kept, ref[3])
+    for i, block in enumerate(blocks, start=1):
+        np.testing.assert_array_equal(block, ref[16 * i : 16 * (i + 1)])
+        block[...] = -1  # blocks are writable and private
+    np.testing.assert_array_equal(da.data.blocks[1].compute(), ref[16:32])
+
+
+def test_forked_process_pool_reopens_the_file(tmp_path, opened):
+    import dask
+
+    path = write_spectrum_image(tmp_path / "a.nc", (8, 6, 32), chunks=(2, 6, 32))
+    da = xsignal.open(path)
+    opened.append(da)
+    expected = float(da.sum())  # this process has the file open before forking
+    config = {"scheduler": "processes", "multiprocessing.context": "fork"}
+    with dask.config.set(config):
+        assert float(da.sum()) == pytest.approx(expected)
+
+
+def test_dropping_every_reference_releases_the_file(tmp_path):
+    import gc
+
+    path = write_spectrum_image(tmp_path / "a.nc", (4, 3, 16))
+    da = xsignal.open(path)
+    total = da.sum("energy")
+    total.compute()
+    del da, total
+    gc.collect()
+    with h5py.File(path, "a"):  # nothing holds it open any more
+        pass
+
+
+def test_many_files_keep_few_handles_open(tmp_path, monkeypatch, opened):
+    from xsignal import handles
+
+    monkeypatch.setattr(handles, "MAX_OPEN_FILES", 3)
+    paths = series(tmp_path, 8, shape=(4, 3, 8))
+    st = xsignal.open(paths, stack=True)
+    opened.append(st)
+    expected = [float(xsignal.open(p, lazy=False).sum()) for p in paths]
+    assert len(handles._HANDLES) <= 3
+    with dask.config.set(scheduler="threads"):
+        sums = st.sum(("y", "x", "energy")).values
+    np.testing.assert_allclose(sums, expected, rtol=1e-6)
+    assert len(handles._HANDLES) <= 3

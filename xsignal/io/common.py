@@ -1,0 +1,183 @@
+"""What every reader shares: opening HDF5 files with clear errors, attrs, and
+the lazy dask array over one dataset (one task per chunk, no wrappers)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import dask.array as dsa
+import numpy as np
+from dask.array.core import normalize_chunks
+from dask.base import tokenize
+
+from ..chunks import navigation_chunks, target_chunk_bytes
+from ..handles import H5Source, file_identity, open_source_handle
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_BAD_CHUNKS = "chunks must be None, 'auto', a dict or a tuple, not {!r}"
+
+
+def is_hdf5(path: str) -> bool:
+    """True when ``path`` starts with the HDF5 signature (at 0 or a user block)."""
+    with open(path, "rb") as f:
+        offset = 0
+        while True:
+            f.seek(offset)
+            head = f.read(8)
+            if len(head) < 8:
+                return False
+            if head == HDF5_SIGNATURE:
+                return True
+            offset = 512 if offset == 0 else offset * 2
+
+
+def open_h5(path: str):
+    """``h5py.File(path, "r")`` with errors that name the path and the problem."""
+    import h5py
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a folder, not a file")
+    if not is_hdf5(path):
+        raise ValueError(
+            f"{path} is not an HDF5/netCDF4 file (no HDF5 signature); xsignal "
+            "reads netCDF4, HyperSpy .hspy and HDF5 files"
+        )
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise ValueError(
+            f"cannot read {path}: the HDF5 file is damaged or truncated ({err})"
+        ) from err
+
+
+def clean_attr(value: Any) -> Any:
+    """An HDF5 attribute as xarray's h5netcdf backend gives it."""
+    if isinstance(value, bytes | np.bytes_):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "S":
+            value = value.astype(str)
+        if value.dtype.kind == "O":
+            value = np.array(
+                [v.decode() if isinstance(v, bytes) else v for v in value.ravel()]
+            ).reshape(value.shape)
+        if value.size == 1 and value.ndim == 1:
+            return value[0]
+    return value
+
+
+def source_for(handle, name: str, token: str) -> H5Source:
+    """A :class:`H5Source` for dataset ``name`` of the open ``handle``.
+
+    The handle is registered under ``token`` so this process reuses it.
+    """
+    dset = handle[name]
+    path = os.path.abspath(handle.filename)
+    direct = None
+    if (
+        dset.chunks is not None
+        and dset.id.get_create_plist().get_nfilters() == 0
+        and dset.dtype.kind in "biufc"
+    ):
+        direct = dset.chunks
+    src = H5Source(
+        path,
+        dset.name,
+        dset.shape,
+        dset.dtype,
+        identity=file_identity(path),
+        token=token,
+        direct_chunks=direct,
+    )
+    open_source_handle(src, handle)
+    return src
+
+
+def _dim_chunk(spec: Any, size: int, disk: int) -> Any:
+    if spec is None or spec == -1:
+        return size
+    if isinstance(spec, str) and spec != "auto":
+        raise ValueError(f"a chunk must be an int, -1, None or 'auto', not {spec!r}")
+    if isinstance(spec, bool) or (isinstance(spec, int | np.integer) and not spec > 0):
+        raise ValueError(f"a chunk length must be a positive int, not {spec!r}")
+    return spec
+
+
+def dask_chunks(
+    shape: Sequence[int],
+    dims: Sequence[Hashable],
+    dtype: np.dtype,
+    disk_chunks: Sequence[int] | None,
+    chunks: Any,
+    signal: Sequence[Hashable] = (),
+) -> tuple[tuple[int, ...], ...]:
+    """The dask chunks for a dataset read with ``chunks``.
+
+    ``None`` (or ``{}``): the on-disk chunks, or for a contiguous dataset
+    whole signals and about dask's ``array.chunk-size`` per block.
+    ``"auto"``: dask's rule, in multiples of the on-disk chunks. A dict by
+    dim name (dims not named keep their on-disk chunks), a tuple in dim
+    order or one int for every dim (``-1`` = whole): as given.
+    """
+    shape = tuple(int(n) for n in shape)
+    if disk_chunks is None:
+        sig = [d for d in dims if d in set(signal)] or list(dims[-1:])
+        pixel = int(np.prod([shape[dims.index(d)] for d in sig])) * dtype.itemsize
+        nav = {d: max(1, n) for d, n in zip(dims, shape) if d not in sig}
+        by_dim = navigation_chunks(nav, pixel, target_chunk_bytes())
+        by_dim.update({d: shape[dims.index(d)] for d in sig})
+        disk_chunks = tuple(by_dim[d] for d in dims)
+    disk_chunks = tuple(
+        max(1, min(c, n)) if n else 1 for c, n in zip(disk_chunks, shape)
+    )
+    if chunks is None or (isinstance(chunks, Mapping) and not chunks):
+        spec: Any = disk_chunks
+    elif isinstance(chunks, int | np.integer) and not isinstance(chunks, bool):
+        spec = tuple(_dim_chunk(chunks, n, c) for n, c in zip(shape, disk_chunks))
+    elif isinstance(chunks, str):
+        if chunks != "auto":
+            raise ValueError(_BAD_CHUNKS.format(chunks))
+        spec = "auto"
+    elif isinstance(chunks, Mapping):
+        unknown = [d for d in chunks if d not in dims]
+        if unknown:
+            raise ValueError(
+                f"chunks names {unknown[0]!r}, which is not a dim of this "
+                f"array; its dims are {tuple(dims)}"
+            )
+        spec = tuple(
+            _dim_chunk(chunks[d], n, c) if d in chunks else c
+            for d, n, c in zip(dims, shape, disk_chunks)
+        )
+    elif isinstance(chunks, Sequence):
+        if len(chunks) != len(shape):
+            raise ValueError(
+                f"chunks {tuple(chunks)} has {len(chunks)} entries but the array "
+                f"has {len(shape)} dims {tuple(dims)}"
+            )
+        spec = tuple(_dim_chunk(c, n, d) for c, n, d in zip(chunks, shape, disk_chunks))
+    else:
+        raise ValueError(_BAD_CHUNKS.format(chunks))
+    return normalize_chunks(spec, shape, dtype=dtype, previous_chunks=disk_chunks)
+
+
+def lazy_array(src: H5Source, chunks: tuple[tuple[int, ...], ...]) -> dsa.Array:
+    """A dask array over ``src``: one task per block, each one h5py read."""
+    name = "xsignal-open-" + tokenize(src, chunks)
+    arr = dsa.from_array(
+        src,
+        chunks=chunks,
+        name=name,
+        lock=False,  # h5py serialises its calls itself
+        asarray=False,
+        fancy=False,
+        meta=np.empty((0,) * src.ndim, dtype=src.dtype),
+        inline_array=True,
+    )
+    if not src.dtype.isnative and src.dtype.kind in "iufc":
+        arr = arr.astype(src.dtype.newbyteorder("="))  # as xarray's readers give
+    return arr

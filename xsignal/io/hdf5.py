@@ -1,0 +1,85 @@
+"""Plain HDF5 datasets (not netCDF, not HyperSpy), chosen with ``variable=``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import xarray as xr
+
+from .common import clean_attr, dask_chunks, lazy_array, source_for
+
+
+def datasets(handle) -> list[str]:
+    """Paths of every array dataset in the file (scalars left out)."""
+    import h5py
+
+    found: list[str] = []
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset) and obj.shape:
+            found.append("/" + name)
+
+    handle.visititems(visit)
+    return found
+
+
+def read_hdf5(handle, variable: str | None, *, chunks: Any, token: str) -> xr.DataArray:
+    """One dataset of an open HDF5 file as a lazy DataArray.
+
+    Dims are named after attached dimension scales when there are any,
+    else ``dim_0``, ``dim_1``...; the dataset's attributes become attrs,
+    and the last dim is the signal dim (the array is not marked).
+    """
+    import h5py
+
+    path = handle.filename
+    found = datasets(handle)
+    if variable is None:
+        if not found:
+            raise ValueError(f"{path} holds no HDF5 dataset")
+        if len(found) > 1:
+            shown = found if len(found) <= 10 else [*found[:10], "..."]
+            raise ValueError(
+                f"{path} holds several datasets {shown}; pass variable= "
+                f"(e.g. variable={found[0]!r}) to choose one"
+            )
+        variable = found[0]
+    key = "/" + variable.lstrip("/")
+    obj = handle.get(key)
+    if not isinstance(obj, h5py.Dataset):
+        what = "a group, not a dataset" if obj is not None else "not in the file"
+        raise ValueError(
+            f"{path}: {variable!r} is {what}; its datasets are "
+            f"{found if len(found) <= 10 else [*found[:10], '...']}"
+        )
+    if not obj.shape:
+        raise ValueError(f"{path}: {variable!r} is a scalar, not an array")
+    dims: list[str] = []
+    coords = {}
+    for i, scales in enumerate(obj.dims):
+        name = scales[0].name.rsplit("/", 1)[-1] if len(scales) else f"dim_{i}"
+        name = name if name and name not in dims else f"dim_{i}"
+        dims.append(name)
+        if len(scales) and scales[0].shape == (obj.shape[i],):
+            coords[name] = scales[0][()]  # an attached dimension scale
+    dims = tuple(dims)
+    src = source_for(handle, key, token)
+    data = lazy_array(src, dask_chunks(obj.shape, dims, obj.dtype, obj.chunks, chunks))
+    attrs = {
+        k: clean_attr(v)
+        for k, v in obj.attrs.items()
+        if k not in ("DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME")
+    }
+    out = xr.DataArray(
+        data, dims=dims, coords=coords, attrs=attrs, name=key.rsplit("/", 1)[-1]
+    )
+    out.encoding.update(
+        {
+            "source": path,
+            "variable": key,
+            "chunksizes": obj.chunks,
+            "compression": obj.compression,
+            "dtype": obj.dtype,
+        }
+    )
+    return out

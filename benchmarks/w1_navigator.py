@@ -27,13 +27,8 @@ def by_hand(path) -> np.ndarray:
 
 
 def with_xsignal(path) -> np.ndarray:
-    opener = getattr(xsignal, "open", None)
-    if opener is not None:
-        da = opener(path)
-    else:  # before the files issue: xarray's own reader
-        da = xr.open_dataarray(path, engine="h5netcdf", chunks={})
-    nav = da.sum(da.signal.signal_dims)
-    return xsignal.compute(nav, progress=False)[0].values
+    da = xsignal.open(path)
+    return da.signal.navigator().signal.compute(progress=False).values
 
 
 def run(ctx: Context) -> list[Row]:

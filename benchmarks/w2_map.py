@@ -70,10 +70,7 @@ def com_patterns(b: np.ndarray, ky: np.ndarray, kx: np.ndarray) -> np.ndarray:
 
 
 def open_xsignal(path: Path) -> xr.DataArray:
-    opener = getattr(xsignal, "open", None)
-    if opener is not None:
-        return opener(path)
-    return xr.open_dataarray(path, engine="h5netcdf", chunks={})
+    return xsignal.open(path)
 
 
 class H5Array:

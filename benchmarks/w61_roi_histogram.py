@@ -77,10 +77,7 @@ def xsignal_hist(path) -> np.ndarray:
 
 
 def _open(path) -> xr.DataArray:
-    opener = getattr(xsignal, "open", None)
-    if opener is not None:
-        return opener(path)
-    return xr.open_dataarray(path, engine="h5netcdf", chunks={})
+    return xsignal.open(path)
 
 
 HS_SCRIPT = textwrap.dedent(

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+import xsignal
 from xsignal.cli import (
     DEMO_STEPS,
     DemoState,
-    open_lazy,
     step_histogram,
     step_roi_virtual_detector,
 )
@@ -18,7 +18,7 @@ from xsignal.testing import write_spectrum_image
 def test_roi_and_histogram_steps(tmp_path, scheduler):
     path = write_spectrum_image(tmp_path / "si.nc", (12, 16, 64), rank=2)
     state = DemoState(folder=tmp_path, shape=(12, 16, 64), progress=False)
-    state.data = open_lazy(path)
+    state.data = xsignal.open(path)
     assert "window image" in step_roi_virtual_detector(state)
     assert "bins" in step_histogram(state)
     state.data.close()

@@ -28,14 +28,6 @@ DEMO_SIZES = {
 }
 
 
-def open_lazy(path: str | Path, variable: str | None = None) -> xr.DataArray:
-    """Open a file lazily with the best reader available."""
-    opener = getattr(xsignal, "open", None)
-    if opener is not None:
-        return opener(path, variable=variable)
-    return xr.open_dataarray(path, engine="h5netcdf", chunks={})
-
-
 @dataclass
 class DemoState:
     """What the demo's steps share: the folder, the data, and the results."""
@@ -57,14 +49,13 @@ def step_write(state: DemoState) -> str:
 
 
 def step_open(state: DemoState) -> str:
-    state.data = open_lazy(state.results["path"])
+    state.data = xsignal.open(state.results["path"])
     return repr(state.data.signal)
 
 
 def step_navigator(state: DemoState) -> str:
     da = state.data
-    navigator = da.sum(da.signal.signal_dims)
-    (image,) = xsignal.compute(navigator, progress=state.progress)
+    image = da.signal.navigator().signal.compute(progress=state.progress)
     state.results["navigator"] = image
     return (
         f"navigator image {dict(image.sizes)}: min {float(image.min()):.4g}, "
@@ -190,7 +181,7 @@ def run_info(args: argparse.Namespace) -> int:
         print(f"xsignal info: no such file: {path}", file=sys.stderr)
         return 2
     try:
-        da = open_lazy(path, getattr(args, "variable", None))
+        da = xsignal.open(path, variable=args.variable)
     except Exception as err:  # any reader error becomes a one-line message
         print(f"xsignal info: cannot read {path}: {err}", file=sys.stderr)
         return 2

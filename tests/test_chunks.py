@@ -124,3 +124,9 @@ def test_rechunk_values_unchanged():
     da = xr.DataArray(np.random.default_rng(0).random((6, 5, 7)), dims=("y", "x", "e"))
     out = da.signal.rechunk(navigation=4, signal=3)
     np.testing.assert_array_equal(out.values, da.values)
+
+
+def test_empty_navigation_dims_are_chunked_without_error():
+    da = make((0, 3, 16))
+    assert da.signal.as_lazy().chunks == ((0,), (3,), (16,))
+    assert list(da.signal.blocks()) == []

@@ -59,7 +59,7 @@ def navigation_chunks(
     for dim in reversed(list(shape)):
         size = shape[dim]
         chunks[dim] = size if size <= budget else _balanced(size, budget)
-        budget = max(1, budget // size)
+        budget = max(1, budget // max(1, size))  # empty dims take no budget
     return {d: chunks[d] for d in shape}
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import dask
 import numpy as np
 import xarray as xr
+from dask.array.core import normalize_chunks
 
 from .chunks import auto_chunks, check_dims, rechunk, warn_if_many_chunks
 from .dims import navigation_dims, signal_dims
@@ -263,7 +264,7 @@ def blocks(
         chunks = arr.chunks
     else:
         auto = auto_chunks(arr)
-        chunks = tuple(tuple(_regular(arr.sizes[d], auto[d])) for d in arr.dims)
+        chunks = normalize_chunks(tuple(auto[d] for d in arr.dims), arr.shape)
     warn_if_many_chunks(arr, {d: max(c) for d, c in zip(arr.dims, chunks)})
     nav_slices = _block_slices(chunks[: len(nav)])
     keep_cols = None if sig_mask is None else ~sig_mask.ravel()
@@ -272,7 +273,8 @@ def blocks(
     def jobs() -> Iterator[tuple[tuple[slice, ...], np.ndarray | None]]:
         for index in itertools.product(*nav_slices):
             pixels = None if nav_mask is None else ~nav_mask[index].ravel()
-            if flat and pixels is not None and not pixels.any():
+            empty = any(sl.start == sl.stop for sl in index)
+            if flat and (empty or (pixels is not None and not pixels.any())):
                 continue
             yield index, pixels
 
@@ -308,10 +310,6 @@ def blocks(
                 where = dict(zip(nav, index))
                 yield where, finish(index, pixels, block)
             current = nxt
-
-
-def _regular(size: int, chunk: int) -> list[int]:
-    return [min(chunk, size - start) for start in range(0, size, chunk)] or [0]
 
 
 def _batched(iterable: Iterator, n: int) -> Iterator[list]:

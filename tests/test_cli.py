@@ -60,3 +60,44 @@ def test_demo_on_a_local_cluster(tmp_path):
     )
     assert "local cluster of 2 worker processes" in out.stdout
     assert "navigator image" in out.stdout
+
+
+def test_convert_hspy_to_netcdf_with_chunks(tmp_path):
+    import xsignal
+    from tests.conftest import SHARED_HSPY
+
+    source = SHARED_HSPY / "diffraction_4d.hspy"
+    target = tmp_path / "d4.nc"
+    out = run(
+        "convert",
+        str(source),
+        str(target),
+        "--chunks",
+        "y=1",
+        "--compression",
+        "lzf",
+        "--no-progress",
+    )
+    assert "wrote" in out.stdout
+    back, original = xsignal.open(target), xsignal.open(source)
+    assert back.chunks == ((1,) * 5, (4,), (16,), (16,))
+    assert back.signal.signal_dims == ("ky", "kx")
+    assert back.encoding["compression"] == "lzf"
+    assert (back.values == original.values).all()
+    again = run("convert", str(source), str(target), check=False)
+    assert again.returncode == 2 and "exists" in again.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["convert", "missing.hspy", "out.nc"], "no such file"),
+        (["convert", "IN", "out.nc", "--chunks", "y4"], "dim=size"),
+    ],
+)
+def test_convert_bad_input_is_one_line(tmp_path, args, message):
+    source = write_spectrum_image(tmp_path / "in.nc", (4, 5, 16))
+    args = [str(source) if a == "IN" else a for a in args]
+    out = run(*args, check=False)
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr

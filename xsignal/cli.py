@@ -18,6 +18,7 @@ import xarray as xr
 
 import xsignal
 
+from .progress import progress_bar
 from .testing import write_spectrum_image
 
 DEMO_SIZES = {
@@ -178,14 +179,53 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_info(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.exists():
-        print(f"xsignal info: no such file: {path}", file=sys.stderr)
-        return 2
-    try:
-        da = xsignal.open(path, variable=args.variable)
-    except Exception as err:  # any reader error becomes a one-line message
-        print(f"xsignal info: cannot read {path}: {err}", file=sys.stderr)
-        return 2
-    print(info_text(da, path))
+        raise FileNotFoundError(f"no such file: {path}")
+    print(info_text(xsignal.open(path, variable=args.variable), path))
+    return 0
+
+
+def parse_chunks(text: str | None) -> dict[str, int] | None:
+    """``"y=4,x=256"`` -> ``{"y": 4, "x": 256}`` (``-1`` = whole dim).
+
+    Examples
+    --------
+    >>> parse_chunks("y=4, energy=-1")
+    {'y': 4, 'energy': -1}
+    >>> parse_chunks(None) is None
+    True
+    """
+    if not text:
+        return None
+    chunks = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        try:
+            chunks[name.strip()] = int(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise ValueError(
+                f"--chunks takes dim=size pairs separated by commas "
+                f"(e.g. y=4,x=256,energy=-1), not {text!r}"
+            )
+    return chunks
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    da = xsignal.open(args.input, variable=args.variable)
+    compression = None if args.compression == "none" else args.compression
+    start = time.perf_counter()
+    with progress_bar(None if args.progress else False, desc="convert"):
+        xsignal.save(
+            da,
+            args.output,
+            chunks=parse_chunks(args.chunks),
+            compression=compression,
+            overwrite=args.overwrite,
+        )
+    seconds = time.perf_counter() - start
+    out = xsignal.open(args.output)
+    print(f"wrote {args.output} in {seconds:.2f} s: {out.signal!r}")
     return 0
 
 
@@ -289,6 +329,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--variable", help="variable, HDF5 dataset path or signal name to describe"
     )
     info.set_defaults(func=run_info)
+
+    convert = sub.add_parser(
+        "convert", help="convert a .hspy, netCDF or HDF5 file to a chunked netCDF file"
+    )
+    convert.add_argument("input")
+    convert.add_argument("output")
+    convert.add_argument(
+        "--chunks", help="on-disk chunks as dim=size pairs, e.g. y=4,x=256,energy=-1"
+    )
+    convert.add_argument(
+        "--compression", choices=["gzip", "lzf", "none"], default="gzip"
+    )
+    convert.add_argument("--variable", help="variable or dataset path to convert")
+    convert.add_argument(
+        "--overwrite", action="store_true", help="replace an existing output file"
+    )
+    convert.add_argument("--no-progress", dest="progress", action="store_false")
+    convert.set_defaults(func=run_convert)
     return parser
 
 
@@ -297,9 +355,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers is not None and args.workers < 1:
         parser.error("--workers must be a positive number")
-    with scheduler(args.scheduler, args.workers) as name:
-        args.scheduler_name = name
-        return args.func(args)
+    try:
+        with scheduler(args.scheduler, args.workers) as name:
+            args.scheduler_name = name
+            return args.func(args)
+    except (OSError, ValueError, TypeError, NotImplementedError) as err:
+        # bad input: one line naming the problem, no traceback
+        print(f"xsignal {args.command}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -51,5 +51,8 @@ __all__ = [
 # --- map (issue 4) -----------------------------------------------------------
 
 # --- decomposition (issue 5) -------------------------------------------------
+from .decomposition import Decomposition, decomposition  # noqa: E402
+
+__all__ += ["Decomposition", "decomposition"]
 
 # --- reductions, histogram, roi, stacking, rebin (issue 6) -------------------

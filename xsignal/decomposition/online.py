@@ -60,7 +60,7 @@ def learning_pass(
     for _, block in problem.iter_blocks(desc):
         check_block(block, nonnegative=nonnegative)
         y = scaling.apply(block)[0]
-        sumsq += float(np.einsum("ij,ij->", y, y))
+        sumsq += float(np.einsum("ij,ij->", y, y, dtype="f8"))
         if state is None:
             pending.append(y)
             count += len(y)
@@ -93,7 +93,7 @@ def projection_pass(
     for index, block in problem.iter_blocks(desc):
         y, root_a, rows = scaling.apply(block)
         coef = solve(y)
-        gram += coef.T @ coef
+        gram += (coef.T @ coef).astype("f8")
         out[index, :k] = coef * root_a[:, None]
         out[index, k] = root_a
         out[index, k + 1] = 0 if rows is None else rows

@@ -61,12 +61,44 @@ def solve_batch(
     """Coefficients ``R`` (batch x k) and sparse errors ``E`` of a batch."""
     k = basis.shape[1]
     ridge = np.linalg.solve(basis.T @ basis + lambda1 * np.eye(k), basis.T)  # k x m
-    r = z @ ridge.T
+    r = z @ ridge.T.astype(z.dtype)
     e = np.zeros_like(z)
-    for _ in range(n_iter):
-        e = soft_threshold(z - r @ basis.T, threshold)
-        r = (z - e) @ ridge.T
+    basis_t = basis.T.astype(z.dtype)
+    ridge_t = ridge.T.astype(z.dtype)
+    tolerance = 0.05 * np.asarray(threshold, z.dtype)
+    for i in range(n_iter):
+        previous = e
+        e = soft_threshold(z - r @ basis_t, threshold)
+        r = (z - e) @ ridge_t
+        if i and (np.abs(e - previous) <= tolerance).all():
+            break  # the sparse errors have settled
     return r, e
+
+
+def robust_training(
+    y: np.ndarray,
+    basis: np.ndarray,
+    lambda1: float,
+    lambda2: float,
+    n_iter: int,
+    seed: int,
+    rounds: int = 8,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Refine the initial basis and the noise level on the training samples.
+
+    Alternates the batch solve (coefficients and sparse errors) with a new
+    basis from the cleaned samples and a new noise level from the residual,
+    so that a start spoiled by outliers (or random) converges before
+    streaming.
+    """
+    sigma = noise_scale(y, np.linalg.qr(basis)[0])
+    n_iter = max(n_iter, 20)
+    for _ in range(rounds):
+        r, e = solve_batch(y, basis, lambda1, lambda2 * sigma, n_iter)
+        basis = top_subspace(y - e, basis.shape[1], seed=seed)
+        r = (y - e) @ basis
+        sigma = noise_scale(y - r @ basis.T, np.zeros((y.shape[1], 0)))
+    return basis, sigma
 
 
 def fit(
@@ -83,7 +115,7 @@ def fit(
     batch_size: int = 256,
     learning_rate: float = 1.0,
     momentum: float = 0.5,
-    n_iter: int = 5,
+    n_iter: int = 10,
     seed: int = 0,
 ) -> Fit:
     """Online robust PCA; see :func:`xsignal.decomposition`.
@@ -133,15 +165,17 @@ def fit(
     rng_seed = seed
 
     def start(y: np.ndarray) -> _State:
-        fitted = top_subspace(y, k, seed=rng_seed)
-        sigma = noise_scale(y, fitted)
         if given is not None:
             basis = given
         elif init == "rand":
             rng = np.random.default_rng(rng_seed)
             basis = np.linalg.qr(rng.standard_normal((m, k)))[0]
-        else:
-            basis = fitted
+        else:  # leading subspace of the samples, outliers clipped per feature
+            median = np.median(y, axis=0)
+            spread = 1.4826 * np.median(np.abs(y - median), axis=0)
+            clipped = y - soft_threshold(y - median, lambda2 * spread)
+            basis = top_subspace(clipped, k, seed=rng_seed)
+        basis, sigma = robust_training(y, basis, lambda1, lambda2, n_iter, rng_seed)
         return _State(basis, sigma, np.zeros((k, k)), np.zeros((m, k)))
 
     def update(state: _State, z: np.ndarray) -> None:
@@ -153,6 +187,8 @@ def fit(
         state.seen += len(z)
         _update_basis(state, method, lambda1, r, clean, learning_rate, momentum)
 
+    # float32 data: float32 work (half the memory traffic), float64 sums
+    scaling.dtype = np.dtype("f4" if problem.data.dtype == np.float32 else "f8")
     with blas_one_thread():
         state, sumsq = learning_pass(
             problem,

@@ -15,6 +15,7 @@ import scipy.linalg
 
 from ..chunks import auto_chunks
 from .fit import Fit, flip_signs, project
+from .online import blas_one_thread
 from .poisson import covariance, scaling_from_statistics
 from .streaming import Problem, Scaling, statistics_pass
 
@@ -62,7 +63,8 @@ def fit(
         scaling = scaling_from_statistics(stats, poisson=poisson, centre=centre)
         cov = covariance(stats, scaling)
         m = len(cov)
-        evals, evecs = scipy.linalg.eigh(cov, subset_by_index=[m - k, m - 1])
+        with blas_one_thread():  # threaded LAPACK gains little, loses a lot
+            evals, evecs = scipy.linalg.eigh(cov, subset_by_index=[m - k, m - 1])
         evals, evecs = evals[::-1], evecs[:, ::-1]
         total = float(np.trace(cov))
         n = stats.n

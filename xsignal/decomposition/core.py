@@ -63,9 +63,14 @@ def decomposition(
         elements) or dask's randomized SVD (options ``svd_solver``,
         ``n_power_iter``, ``seed``). ``"PCA"``: scikit-learn's
         ``IncrementalPCA`` over batches (``batch_size``). ``"ORPCA"``: online
-        robust PCA (Feng, Xu and Yan 2013), see :func:`xsignal.decomposition.
-        orpca.fit`. ``"ORNMF"``: online robust NMF (Zhao and Tan 2016), see
-        :func:`xsignal.decomposition.ornmf.fit`.
+        robust PCA (Feng, Xu and Yan 2013; options ``lambda1``, ``lambda2``,
+        ``method``, ``init``, ``training_samples``, ``batch_size``,
+        ``learning_rate``, ``momentum``, ``n_iter``, ``seed``, documented in
+        ``xsignal/decomposition/orpca.py``). ``"ORNMF"``: online robust NMF
+        (Zhao and Tan 2016; options ``lambda1``, ``kappa``, ``method``,
+        ``training_samples``, ``batch_size``, ``learning_rate``,
+        ``momentum``, ``n_iter``, ``sweeps``, ``seed``, documented in
+        ``xsignal/decomposition/ornmf.py``).
     output_dimension : int, optional
         Number of components. ``None``: all of them for SVD and PCA (with at
         most 4096 signal elements for SVD); required for ORPCA and ORNMF.

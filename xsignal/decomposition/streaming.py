@@ -10,6 +10,7 @@ and PCA can instead be built lazily with :func:`lazy_projection`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
@@ -49,14 +50,14 @@ class Problem:
     def n_sig(self) -> int:
         return math.prod(self.sig_shape)
 
-    @property
+    @functools.cached_property
     def keep_pixels(self) -> np.ndarray:
         """Flat bool over all pixels: True where a pixel is decomposed."""
         if self.nav_mask is None:
             return np.ones(self.n_nav, bool)
         return ~self.nav_mask.ravel()
 
-    @property
+    @functools.cached_property
     def keep_signal(self) -> np.ndarray:
         """Flat bool over all signal elements: True where one is decomposed."""
         if self.sig_mask is None:

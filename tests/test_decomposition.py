@@ -410,3 +410,14 @@ def test_bad_data():
     mask[1, 2] = True  # masking the NaN pixel is the documented way out
     result = xsignal.decomposition(holed, "SVD", 2, navigation_mask=mask)
     assert np.isnan(result.loadings.values[:, 1, 2]).all()
+
+
+def test_processes_scheduler_and_progress(truth):
+    import dask
+
+    data = truth.data.chunk({"y": 12})
+    with dask.config.set(scheduler="processes", num_workers=2):
+        result = xsignal.decomposition(data, "SVD", RANK, progress=True)
+        loadings = result.loadings.compute()
+    in_memory = xsignal.decomposition(truth.data, "SVD", RANK)
+    np.testing.assert_allclose(loadings, in_memory.loadings, rtol=1e-4, atol=1e-6)

@@ -421,3 +421,15 @@ def test_processes_scheduler_and_progress(truth):
         loadings = result.loadings.compute()
     in_memory = xsignal.decomposition(truth.data, "SVD", RANK)
     np.testing.assert_allclose(loadings, in_memory.loadings, rtol=1e-4, atol=1e-6)
+
+
+def test_robust_ornmf_resists_outliers():
+    data, factors, _ = spectrum_image((24, 24, 96), 3, seed=5)
+    rng = np.random.default_rng(0)
+    hit = rng.random(data.shape) < 0.05
+    corrupted = data + xr.where(hit, rng.uniform(1000, 2000, data.shape), 0)
+    plain = xsignal.decomposition(corrupted, "ORNMF", 3, method="PGD")
+    robust = xsignal.decomposition(corrupted, "ORNMF", 3, method="RobustPGD")
+    assert degrees(plain.factors, factors) > 20
+    assert degrees(robust.factors, factors) < 4
+    assert float(robust.factors.min()) >= 0 and float(robust.loadings.min()) >= 0

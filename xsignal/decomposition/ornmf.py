@@ -87,11 +87,47 @@ def solve_batch(
     h = solve_coefficients(p, q, h, sweeps)
     if threshold is None:
         return h, None
-    r = None
-    for _ in range(n_iter):
+    r = np.zeros_like(v)
+    tolerance = 0.05 * np.asarray(threshold, v.dtype)
+    for i in range(n_iter):
+        previous = r
         r = soft_threshold(v - h @ basis.T, threshold)
         h = solve_coefficients((v - r) @ basis, q, h, sweeps)
+        if i and (np.abs(r - previous) <= tolerance).all():
+            break  # the outliers have settled
     return h, r
+
+
+def training_nmf(
+    v: np.ndarray, k: int, lambda1: float | None, seed: int, rounds: int = 30
+) -> tuple[np.ndarray, np.ndarray]:
+    """Initial basis and noise level from a short batch NMF of the training
+    samples. With ``lambda1`` (robust), outliers are first clipped per
+    feature (median +- lambda1 x MAD) for the starting subspace, then the
+    batch NMF alternates with the outlier term and re-estimates the noise
+    level from its residual, so large outliers cannot capture the start."""
+    start = v
+    if lambda1 is not None:
+        median = np.median(v, axis=0)
+        spread = 1.4826 * np.median(np.abs(v - median), axis=0)
+        start = v - soft_threshold(v - median, lambda1 * spread)
+    basis = top_subspace(start, k, seed=seed)
+    sigma = noise_scale(start, basis)
+    w = _nonnegative_start(start, basis, seed)
+    h = np.zeros((len(v), k))
+    outliers = np.zeros_like(v) if lambda1 is None else v - start
+    for i in range(rounds):
+        clean = v - outliers
+        h = solve_coefficients(clean @ w, w.T @ w, h, 2)
+        w = _basis_step(w, h.T @ h, clean.T @ h, 1.0)
+        if lambda1 is not None:
+            resid = v - h @ w.T
+            if i % 5 == 4:
+                sigma = noise_scale(resid, np.zeros((v.shape[1], 0)))
+            outliers = soft_threshold(resid, lambda1 * sigma)
+    if lambda1 is not None:
+        sigma = noise_scale(v - h @ w.T, np.zeros((v.shape[1], 0)))
+    return w, sigma
 
 
 def fit(
@@ -107,7 +143,7 @@ def fit(
     batch_size: int = 256,
     learning_rate: float = 1.0,
     momentum: float = 0.5,
-    n_iter: int = 3,
+    n_iter: int = 10,
     sweeps: int = 10,
     seed: int = 0,
 ) -> Fit:
@@ -157,15 +193,7 @@ def fit(
     robust = method == "RobustPGD"
 
     def start(v: np.ndarray) -> _State:
-        basis = top_subspace(v, k, seed=seed)
-        sigma = noise_scale(v, basis)
-        w = _nonnegative_start(v, basis, seed)
-        # a short batch NMF on the training samples
-        h = np.zeros((len(v), k))
-        for _ in range(30):
-            h = solve_coefficients(v @ w, w.T @ w, h, 2)
-            a, b = h.T @ h, v.T @ h
-            w = _basis_step(w, a, b, 1.0)
+        w, sigma = training_nmf(v, k, lambda1 if robust else None, seed)
         return _State(w, sigma, np.zeros((k, k)), np.zeros((m, k)))
 
     def update(state: _State, v: np.ndarray) -> None:

@@ -120,9 +120,19 @@ def _bar(progress: bool | None, total: int, desc: str) -> Iterator[Callable]:
             bar.close()
 
 
-def check_block(block: np.ndarray, *, nonnegative: str | None = None) -> None:
-    """Errors for data no algorithm can use: NaN/inf, or negative values."""
-    if not np.isfinite(block).all():
+def check_block(
+    block: np.ndarray,
+    *,
+    nonnegative: str | None = None,
+    sums: np.ndarray | None = None,
+) -> None:
+    """Errors for data no algorithm can use: NaN/inf, or negative values.
+
+    ``sums``: the block's column sums when already computed (a NaN or inf
+    anywhere makes its column sum non-finite, so no extra pass is needed).
+    """
+    finite = np.isfinite(sums).all() if sums is not None else np.isfinite(block).all()
+    if not finite:
         raise ValueError(
             "the data contain NaN or infinite values; mask those pixels with "
             "navigation_mask (or signal elements with signal_mask), or fill them"
@@ -265,11 +275,12 @@ def statistics_pass(
     g = np.zeros((m, m)) if gram else None
     first_pass = Scaling(poisson=poisson, dtype=np.dtype(gram_dtype))
     for _, block in problem.iter_blocks(desc):
-        check_block(block, nonnegative=nonnegative)
+        sums = block.sum(axis=0, dtype="f8")
+        check_block(block, nonnegative=nonnegative, sums=sums)
         n += len(block)
-        col_sums += block.sum(axis=0, dtype="f8")
+        col_sums += sums
         xw, _, _ = first_pass.apply(block)
-        weighted += xw.sum(axis=0, dtype="f8")
+        weighted += xw.sum(axis=0, dtype="f8") if poisson else sums
         if g is not None:
             g += xw.T @ xw
         else:

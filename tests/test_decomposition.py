@@ -433,3 +433,20 @@ def test_robust_ornmf_resists_outliers():
     assert degrees(plain.factors, factors) > 20
     assert degrees(robust.factors, factors) < 4
     assert float(robust.factors.min()) >= 0 and float(robust.loadings.min()) >= 0
+
+
+def test_cli_decompose(tmp_path, capsys):
+    from xsignal.cli import main
+    from xsignal.testing import write_spectrum_image
+
+    path = write_spectrum_image(tmp_path / "si.nc", (12, 10, 64), rank=2)
+    out = tmp_path / "result.nc"
+    argv = ["decompose", str(path), "-a", "PCA", "-k", "3", "-o", str(out)]
+    assert main([*argv, "--no-progress"]) == 0
+    assert "PCA: 3 components" in capsys.readouterr().out
+    with xr.open_dataset(out, engine="h5netcdf") as ds:
+        result = xsignal.Decomposition.from_dataset(ds.load())
+    assert result.factors.sizes == {"component": 3, "energy": 64}
+    assert main([*argv, "--no-progress"]) == 2  # exists, no --overwrite
+    assert main(["decompose", str(path), "-a", "NMF", "--no-progress"]) == 2
+    assert "unknown algorithm" in capsys.readouterr().err

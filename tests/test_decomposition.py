@@ -450,3 +450,20 @@ def test_cli_decompose(tmp_path, capsys):
     assert main([*argv, "--no-progress"]) == 2  # exists, no --overwrite
     assert main(["decompose", str(path), "-a", "NMF", "--no-progress"]) == 2
     assert "unknown algorithm" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [{"y": 1}, {"y": 5, "x": 7}, {"x": 1, "energy": 32}, {"y": 24, "energy": 10}],
+)
+@pytest.mark.parametrize("algorithm", ["SVD", "ORNMF"])
+def test_any_chunking_gives_the_in_memory_result(truth, chunks, algorithm):
+    data = truth.data.isel(y=slice(0, 10))
+    expected = xsignal.decomposition(data, algorithm, RANK)
+    result = xsignal.decomposition(data.chunk(chunks), algorithm, RANK)
+    if algorithm == "SVD":  # exact: the same numbers whatever the blocks
+        np.testing.assert_allclose(result.factors, expected.factors, atol=1e-6)
+        np.testing.assert_allclose(result.loadings, expected.loadings, rtol=1e-4)
+    else:  # online: mini-batches follow the blocks, the span does not move
+        assert degrees(result.factors, expected.factors) < 1
+        np.testing.assert_allclose(result.model(), expected.model(), atol=3)

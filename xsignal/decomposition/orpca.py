@@ -22,7 +22,7 @@ by explained variance (the low-rank part ``L R^T`` is unchanged).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -52,7 +52,6 @@ class _State:
     b: np.ndarray
     seen: int = 0
     velocity: np.ndarray | None = None
-    history: list[Any] = field(default_factory=list)
 
 
 def solve_batch(
@@ -162,20 +161,19 @@ def fit(
         scaling = scaling_from_statistics(stats, poisson=poisson, centre=centre)
     else:
         scaling = Scaling(centre_signal=centre == "signal")
-    rng_seed = seed
 
     def start(y: np.ndarray) -> _State:
         if given is not None:
             basis = given
         elif init == "rand":
-            rng = np.random.default_rng(rng_seed)
+            rng = np.random.default_rng(seed)
             basis = np.linalg.qr(rng.standard_normal((m, k)))[0]
         else:  # leading subspace of the samples, outliers clipped per feature
             median = np.median(y, axis=0)
             spread = 1.4826 * np.median(np.abs(y - median), axis=0)
             clipped = y - soft_threshold(y - median, lambda2 * spread)
-            basis = top_subspace(clipped, k, seed=rng_seed)
-        basis, sigma = robust_training(y, basis, lambda1, lambda2, n_iter, rng_seed)
+            basis = top_subspace(clipped, k, seed=seed)
+        basis, sigma = robust_training(y, basis, lambda1, lambda2, n_iter, seed)
         return _State(basis, sigma, np.zeros((k, k)), np.zeros((m, k)))
 
     def update(state: _State, z: np.ndarray) -> None:

@@ -128,9 +128,12 @@ def fit(
     method : {"CF", "BCD", "SGD", "MomentumSGD"}
         Basis update (see the module docstring).
     init : {"qr", "rand"} or array
-        ``"qr"``: QR subspace iteration on the training samples; ``"rand"``:
-        a random orthonormal basis; an array ``(features, k)`` (or
-        ``(k, features)``) of kept signal elements.
+        ``"qr"``: QR subspace iteration on the training samples (outliers
+        clipped per feature first); ``"rand"``: a random orthonormal basis;
+        an array ``(features, k)`` (or ``(k, features)``) of kept signal
+        elements. Any start is then refined by a few robust rounds on the
+        training samples (:func:`robust_training`), which also set the noise
+        level that ``lambda2`` is measured in.
     training_samples : int, optional
         Pixels used to initialise (default ``max(10 k, 256)``).
     batch_size : int

@@ -58,6 +58,9 @@ from .mapping import map, map_blocks, map_overlap  # noqa: E402, A004
 __all__ += ["map", "map_blocks", "map_overlap"]
 
 # --- decomposition (issue 5) -------------------------------------------------
+from .decomposition import Decomposition, decomposition  # noqa: E402
+
+__all__ += ["Decomposition", "decomposition"]
 
 # --- reductions, histogram, roi, stacking, rebin (issue 6) -------------------
 from . import reductions as _reductions  # noqa: E402

@@ -195,6 +195,13 @@ class SignalAccessor:
         )
 
     # --- decomposition (issue 5) --------------------------------------------
+    def decomposition(
+        self, algorithm: str = "SVD", output_dimension: int | None = None, **kwargs: Any
+    ):
+        """Call :func:`xsignal.decomposition` on this DataArray."""
+        from .decomposition import decomposition
+
+        return decomposition(self._da, algorithm, output_dimension, **kwargs)
 
     # --- reductions, histogram, roi, rebin (issue 6) ------------------------
     def sum(self, dims: Any = "navigation", **kwargs: Any) -> xr.DataArray:

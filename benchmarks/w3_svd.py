@@ -1,0 +1,10 @@
+"""W3 SVD of S, 4 components: xsignal against raw h5py + Gram + eigh."""
+
+from __future__ import annotations
+
+from benchmarks.common import Context, Row
+from benchmarks.decomposition import workload
+
+
+def run(ctx: Context) -> list[Row]:
+    return workload(ctx, "W3", "SVD")

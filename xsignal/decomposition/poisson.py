@@ -1,0 +1,58 @@
+"""Keenan and Kotula's Poisson noise scaling, and centring, from one pass.
+
+For Poisson counts the variance of each value is its mean, which a rank-k
+model approximates by ``a_i b_j`` with ``a`` the mean image (each pixel's
+mean over the signal) and ``b`` the mean spectrum. Dividing the data by
+``sqrt(a_i b_j)`` makes the noise nearly homoscedastic, so the leading
+components are signal, not noise (M. R. Keenan and P. G. Kotula, Surf.
+Interface Anal. 36 (2004) 203). ``a`` is local to each pixel; ``b`` comes
+from the statistics pass. Results are scaled back: factors times
+``sqrt(b)``, loadings times ``sqrt(a)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .streaming import Scaling, Statistics
+
+
+def scaling_from_statistics(
+    stats: Statistics,
+    *,
+    poisson: bool,
+    centre: str | None,
+    dtype: np.dtype | str = "float64",
+) -> Scaling:
+    """The :class:`Scaling` of the decomposed matrix from a statistics pass."""
+    root_b = np.sqrt(np.maximum(stats.col_sums / stats.n, 0)) if poisson else None
+    scaling = Scaling(
+        poisson=poisson,
+        root_b=root_b,
+        centre_signal=centre == "signal",
+        dtype=np.dtype(dtype),
+    )
+    if centre == "navigation":
+        mu = stats.weighted_sums / stats.n
+        scaling.mu = mu * scaling.wb if poisson else mu
+    return scaling
+
+
+def covariance(stats: Statistics, scaling: Scaling) -> np.ndarray:
+    """``Y^T Y`` of the decomposed matrix from the Gram of the weighted data.
+
+    ``Z = Xw diag(wb)``; navigation centring subtracts ``n mu mu^T``; signal
+    centring (``Y = Z - r 1^T`` with ``r`` the row means of ``Z``) expands
+    into terms of the same Gram matrix.
+    """
+    g = stats.gram
+    wb = scaling.wb if scaling.poisson else np.ones(len(g))
+    zz = g * np.outer(wb, wb)
+    if scaling.mu is not None:
+        zz -= stats.n * np.outer(scaling.mu, scaling.mu)
+    if scaling.centre_signal:
+        m = len(g)
+        zr = zz.sum(axis=1) / m  # Z^T r
+        rr = zz.sum() / m**2  # r^T r
+        zz = zz - zr[:, None] - zr[None, :] + rr
+    return zz

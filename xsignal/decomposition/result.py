@@ -1,0 +1,254 @@
+"""The result of a decomposition: labelled factors, loadings and variances."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ..dims import SIGNAL_DIMS_ATTR, encode_signal_dims
+
+
+class Decomposition:
+    """Factors, loadings and explained variance of a decomposition.
+
+    ``data ~ (loadings * factors).sum("component") + mean * mean_weights``,
+    where the mean term is present only when the data were centred.
+
+    Attributes
+    ----------
+    factors : xarray.DataArray
+        ``(component, *signal dims)`` with the input's signal coords; NaN at
+        masked signal elements. Marked with the signal dims of the input.
+    loadings : xarray.DataArray
+        ``(component, *navigation dims)`` with the input's navigation
+        coords; NaN at masked pixels. Lazy (dask) when the input was lazy
+        and the algorithm's projection is linear (SVD, PCA).
+    explained_variance, explained_variance_ratio : xarray.DataArray
+        ``(component,)``; the ratio is relative to the total variance of the
+        decomposed (scaled, centred) data, so it sums to at most 1.
+    mean : xarray.DataArray or None
+        The subtracted mean: ``(*signal dims)`` for ``centre="navigation"``
+        and PCA, ``(*navigation dims)`` for ``centre="signal"``.
+    mean_weights : xarray.DataArray or None
+        The other side of the rank-one mean term when Poisson scaling was
+        undone (``None`` means ones).
+    algorithm : str
+    parameters : dict
+        Every option used, including the algorithm's defaults.
+
+    Examples
+    --------
+    >>> import xsignal
+    >>> from xsignal.testing import spectrum_image
+    >>> data = spectrum_image((8, 8, 32), rank=2, noise=None).data
+    >>> result = xsignal.decomposition(data, "SVD", 2)
+    >>> result  # doctest: +NORMALIZE_WHITESPACE
+    <Decomposition SVD: 2 components, factors (component: 2, energy: 32),
+     loadings (component: 2, y: 8, x: 8)>
+    >>> float(abs(result.model() - data).max()) < 1e-3
+    True
+    """
+
+    def __init__(
+        self,
+        factors: xr.DataArray,
+        loadings: xr.DataArray,
+        explained_variance: xr.DataArray,
+        explained_variance_ratio: xr.DataArray,
+        *,
+        mean: xr.DataArray | None = None,
+        mean_weights: xr.DataArray | None = None,
+        algorithm: str = "SVD",
+        parameters: dict[str, Any] | None = None,
+        lazy: bool | None = None,
+    ) -> None:
+        self.factors = factors
+        self.loadings = loadings
+        self.explained_variance = explained_variance
+        self.explained_variance_ratio = explained_variance_ratio
+        self.mean = mean
+        self.mean_weights = mean_weights
+        self.algorithm = algorithm
+        self.parameters = dict(parameters or {})
+        self.lazy = loadings.chunks is not None if lazy is None else bool(lazy)
+
+    @property
+    def n_components(self) -> int:
+        return int(self.factors.sizes["component"])
+
+    def __repr__(self) -> str:
+        def sizes(da: xr.DataArray) -> str:
+            return ", ".join(f"{d}: {n}" for d, n in da.sizes.items())
+
+        return (
+            f"<Decomposition {self.algorithm}: {self.n_components} components, "
+            f"factors ({sizes(self.factors)}), loadings ({sizes(self.loadings)})>"
+        )
+
+    def _components(self, components: int | Sequence[int] | None) -> list[int]:
+        k = self.n_components
+        if components is None:
+            return list(range(k))
+        if isinstance(components, (int, np.integer)) and not isinstance(
+            components, bool
+        ):
+            if not 1 <= components <= k:
+                raise ValueError(
+                    f"components={components} must be between 1 and the {k} "
+                    "components of this decomposition"
+                )
+            return list(range(int(components)))
+        chosen = [int(c) for c in components]
+        bad = [c for c in chosen if not 0 <= c < k]
+        if bad:
+            raise ValueError(f"component index {bad[0]} is out of range 0..{k - 1}")
+        return chosen
+
+    def model(self, components: int | Sequence[int] | None = None) -> xr.DataArray:
+        """The reconstruction from some or all components, plus the mean.
+
+        Parameters
+        ----------
+        components : int, list of int or None
+            An int ``n`` uses the first ``n`` components, a list the
+            components with those indices, ``None`` all of them.
+
+        Returns
+        -------
+        xarray.DataArray
+            ``(*navigation dims, *signal dims)``, lazy when the input was
+            lazy (nothing is computed here), marked like the input.
+
+        Examples
+        --------
+        >>> import xsignal
+        >>> from xsignal.testing import spectrum_image
+        >>> data = spectrum_image((8, 8, 32), rank=2, noise=None).data
+        >>> result = xsignal.decomposition(data, "SVD", 2, centre="navigation")
+        >>> float(abs(result.model() - data).max()) < 1e-3
+        True
+        >>> result.model(1).dims
+        ('y', 'x', 'energy')
+        """
+        chosen = self._components(components)
+        loadings = self.loadings.isel(component=chosen)
+        if self.lazy and loadings.chunks is None:
+            loadings = loadings.chunk(self.parameters.get("_chunks") or {})
+        factors = self.factors.isel(component=chosen)
+        out = xr.dot(loadings, factors, dim="component")
+        if self.mean is not None:
+            term = self.mean
+            if self.mean_weights is not None:
+                term = term * self.mean_weights
+            out = out + term
+        nav = [d for d in self.loadings.dims if d != "component"]
+        sig = [d for d in self.factors.dims if d != "component"]
+        out = out.transpose(*nav, *sig)
+        out.attrs = {SIGNAL_DIMS_ATTR: encode_signal_dims(sig)}
+        out.name = "model"
+        return out
+
+    def to_dataset(self) -> xr.Dataset:
+        """Everything in one Dataset, saveable with netCDF/HDF5 writers.
+
+        Examples
+        --------
+        >>> import xsignal
+        >>> from xsignal.testing import spectrum_image
+        >>> data = spectrum_image((8, 8, 32), rank=2).data
+        >>> ds = xsignal.decomposition(data, "SVD", 2).to_dataset()
+        >>> sorted(ds.data_vars)
+        ['explained_variance', 'explained_variance_ratio', 'factors', 'loadings']
+        >>> xsignal.Decomposition.from_dataset(ds).algorithm
+        'SVD'
+        """
+        variables = {
+            "factors": self.factors,
+            "loadings": self.loadings,
+            "explained_variance": self.explained_variance,
+            "explained_variance_ratio": self.explained_variance_ratio,
+        }
+        if self.mean is not None:
+            variables["mean"] = self.mean
+        if self.mean_weights is not None:
+            variables["mean_weights"] = self.mean_weights
+        cleaned = {}
+        for name, var in variables.items():
+            var = var.copy(deep=False)
+            # each variable keeps its own marking; attrs must be netCDF-safe
+            var.attrs = {k: v for k, v in var.attrs.items() if isinstance(v, str)}
+            cleaned[name] = var
+        params = {k: v for k, v in self.parameters.items() if not k.startswith("_")}
+        return xr.Dataset(
+            cleaned,
+            attrs={
+                "algorithm": self.algorithm,
+                "parameters": json.dumps(params, default=repr),
+                "lazy": int(self.lazy),
+            },
+        )
+
+    @classmethod
+    def from_dataset(cls, ds: xr.Dataset) -> Decomposition:
+        """Rebuild a result written by :meth:`to_dataset` (e.g. after a round
+        trip through a netCDF file)."""
+        missing = [
+            v
+            for v in ("factors", "loadings", "explained_variance")
+            if v not in ds.data_vars
+        ]
+        if missing:
+            raise ValueError(f"not a decomposition dataset: no variable {missing[0]!r}")
+        params = json.loads(ds.attrs.get("parameters", "{}"))
+        return cls(
+            ds["factors"],
+            ds["loadings"],
+            ds["explained_variance"],
+            ds["explained_variance_ratio"],
+            mean=ds.get("mean"),
+            mean_weights=ds.get("mean_weights"),
+            algorithm=str(ds.attrs.get("algorithm", "unknown")),
+            parameters=params,
+            lazy=bool(ds.attrs.get("lazy", False)),
+        )
+
+    def plot_explained_variance_ratio(
+        self, *, log: bool = True, ax: Any = None, **kwargs: Any
+    ) -> Any:
+        """Scree plot: explained variance ratio against component index.
+
+        Needs matplotlib (an optional dependency). Returns the Axes.
+
+        Examples
+        --------
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> import xsignal
+        >>> from xsignal.testing import spectrum_image
+        >>> data = spectrum_image((8, 8, 32), rank=2).data
+        >>> ax = xsignal.decomposition(data, "SVD", 5).plot_explained_variance_ratio()
+        >>> ax.get_ylabel()
+        'explained variance ratio'
+        """
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError as err:
+            raise ImportError(
+                "plot_explained_variance_ratio needs matplotlib: pip install matplotlib"
+            ) from err
+        if ax is None:
+            _, ax = plt.subplots()
+        ratio = np.asarray(self.explained_variance_ratio.values, float)
+        kwargs.setdefault("marker", "o")
+        kwargs.setdefault("linestyle", "none")
+        ax.plot(np.arange(len(ratio)), ratio, **kwargs)
+        if log and (ratio > 0).all():
+            ax.set_yscale("log")
+        ax.set_xlabel("component")
+        ax.set_ylabel("explained variance ratio")
+        ax.set_title(f"{self.algorithm} scree plot")
+        return ax

@@ -101,3 +101,34 @@ def test_convert_bad_input_is_one_line(tmp_path, args, message):
     out = run(*args, check=False)
     assert out.returncode == 2
     assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_decompose_with_a_mask_file_and_a_scree_plot(tmp_path):
+    import numpy as np
+    import xarray as xr
+
+    import xsignal
+
+    data = write_spectrum_image(tmp_path / "si.nc", (8, 6, 32), rank=2)
+    mask = xr.DataArray(np.zeros((8, 6), bool), dims=("y", "x"), name="mask")
+    mask[0, :3] = True
+    xsignal.save(mask, tmp_path / "mask.nc")
+    out = tmp_path / "svd.nc"
+    run(
+        "decompose",
+        str(data),
+        "-k",
+        "2",
+        "-o",
+        str(out),
+        "--mask",
+        str(tmp_path / "mask.nc"),
+        "--plot",
+        str(tmp_path / "scree.png"),
+        "--no-progress",
+    )
+    assert (tmp_path / "scree.png").stat().st_size > 1000
+    with xr.open_dataset(out, engine="h5netcdf") as ds:
+        loadings = ds["loadings"].load()
+    assert loadings.isel(y=0, x=slice(0, 3)).isnull().all()
+    assert loadings.isel(y=slice(1, None)).notnull().all()

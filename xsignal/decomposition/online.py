@@ -125,6 +125,15 @@ def top_subspace(y: np.ndarray, k: int, seed: int = 0, n_iter: int = 4) -> np.nd
     return q
 
 
+def clip_outliers(y: np.ndarray, threshold: float) -> np.ndarray:
+    """``y`` with values over ``threshold`` robust spreads from their feature's
+    median pulled back to that distance (spread: 1.4826 x the MAD, the
+    standard deviation for Gaussian noise), for outlier-proof starts."""
+    median = np.median(y, axis=0)
+    spread = 1.4826 * np.median(np.abs(y - median), axis=0)
+    return y - soft_threshold(y - median, threshold * spread)
+
+
 def soft_threshold(x: np.ndarray, threshold: float) -> np.ndarray:
     """``sign(x) max(|x| - t, 0)``, computed as ``x - clip(x, -t, t)``."""
     return x - np.clip(x, -threshold, threshold)

@@ -30,14 +30,15 @@ from .online import (
     blas_one_thread,
     check_positive,
     check_positive_int,
+    clip_outliers,
     learning_pass,
     noise_scale,
     projection_pass,
     soft_threshold,
     top_subspace,
 )
-from .poisson import scaling_from_statistics
-from .streaming import Problem, Scaling, statistics_pass
+from .poisson import scaling_pass
+from .streaming import Problem
 
 METHODS = ("PGD", "RobustPGD", "MomentumSGD")
 
@@ -106,11 +107,7 @@ def training_nmf(
     feature (median +- lambda1 x MAD) for the starting subspace, then the
     batch NMF alternates with the outlier term and re-estimates the noise
     level from its residual, so large outliers cannot capture the start."""
-    start = v
-    if lambda1 is not None:
-        median = np.median(v, axis=0)
-        spread = 1.4826 * np.median(np.abs(v - median), axis=0)
-        start = v - soft_threshold(v - median, lambda1 * spread)
+    start = v if lambda1 is None else clip_outliers(v, lambda1)
     basis = top_subspace(start, k, seed=seed)
     sigma = noise_scale(start, basis)
     w = _nonnegative_start(start, basis, seed)
@@ -185,11 +182,7 @@ def fit(
     training_samples = check_positive_int(training_samples, "training_samples")
     m = problem.n_features
     check = "ORNMF"
-    if poisson:
-        stats = statistics_pass(problem, poisson=True, nonnegative=check)
-        scaling = scaling_from_statistics(stats, poisson=True, centre=None)
-    else:
-        scaling = Scaling()
+    scaling = scaling_pass(problem, poisson=poisson, centre=None, nonnegative=check)
     robust = method == "RobustPGD"
 
     def start(v: np.ndarray) -> _State:

@@ -32,14 +32,15 @@ from .online import (
     blas_one_thread,
     check_positive,
     check_positive_int,
+    clip_outliers,
     learning_pass,
     noise_scale,
     projection_pass,
     soft_threshold,
     top_subspace,
 )
-from .poisson import scaling_from_statistics
-from .streaming import Problem, Scaling, statistics_pass
+from .poisson import scaling_pass
+from .streaming import Problem
 
 METHODS = ("CF", "BCD", "SGD", "MomentumSGD")
 
@@ -159,11 +160,7 @@ def fit(
     training_samples = check_positive_int(training_samples, "training_samples")
     given = _initial_basis(init, m, k)
     check = "normalize_poissonian_noise" if poisson else None
-    if poisson or centre == "navigation":
-        stats = statistics_pass(problem, poisson=poisson, nonnegative=check)
-        scaling = scaling_from_statistics(stats, poisson=poisson, centre=centre)
-    else:
-        scaling = Scaling(centre_signal=centre == "signal")
+    scaling = scaling_pass(problem, poisson=poisson, centre=centre, nonnegative=check)
 
     def start(y: np.ndarray) -> _State:
         if given is not None:
@@ -172,10 +169,7 @@ def fit(
             rng = np.random.default_rng(seed)
             basis = np.linalg.qr(rng.standard_normal((m, k)))[0]
         else:  # leading subspace of the samples, outliers clipped per feature
-            median = np.median(y, axis=0)
-            spread = 1.4826 * np.median(np.abs(y - median), axis=0)
-            clipped = y - soft_threshold(y - median, lambda2 * spread)
-            basis = top_subspace(clipped, k, seed=seed)
+            basis = top_subspace(clip_outliers(y, lambda2), k, seed=seed)
         basis, sigma = robust_training(y, basis, lambda1, lambda2, n_iter, seed)
         return _State(basis, sigma, np.zeros((k, k)), np.zeros((m, k)))
 

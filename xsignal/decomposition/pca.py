@@ -8,8 +8,8 @@ import numpy as np
 
 from .fit import Fit, flip_signs, project
 from .online import blas_one_thread
-from .poisson import scaling_from_statistics
-from .streaming import Problem, Scaling, check_block, statistics_pass
+from .poisson import scaling_pass
+from .streaming import Problem, Scaling, check_block
 
 DEFAULT_BATCH = 64
 
@@ -46,13 +46,9 @@ def fit(
     ):
         raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
     size = max(k, batch_size or max(DEFAULT_BATCH, 2 * k))
-    if poisson:
-        stats = statistics_pass(
-            problem, poisson=True, nonnegative="normalize_poissonian_noise"
-        )
-        scaling = scaling_from_statistics(stats, poisson=True, centre=None)
-    else:
-        scaling = Scaling()
+    scaling = scaling_pass(
+        problem, poisson=poisson, centre=None, nonnegative="normalize_poissonian_noise"
+    )
     ipca = IncrementalPCA(n_components=k)
     with blas_one_thread():  # small SVDs: contended BLAS threads slow them
         _stream(problem, scaling, ipca, size)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .streaming import Scaling, Statistics
+from .streaming import Problem, Scaling, Statistics, statistics_pass
 
 
 def scaling_from_statistics(
@@ -36,6 +36,25 @@ def scaling_from_statistics(
         mu = stats.weighted_sums / stats.n
         scaling.mu = mu * scaling.wb if poisson else mu
     return scaling
+
+
+def scaling_pass(
+    problem: Problem,
+    *,
+    poisson: bool,
+    centre: str | None,
+    nonnegative: str | None = None,
+) -> Scaling:
+    """The :class:`Scaling` of ``problem``, reading the data only if it must.
+
+    Poisson weights and the navigation mean need a statistics pass (which
+    also checks for NaN, and for negative values when ``nonnegative`` names
+    the option that forbids them); signal centring and no scaling do not.
+    """
+    if not (poisson or centre == "navigation"):
+        return Scaling(centre_signal=centre == "signal")
+    stats = statistics_pass(problem, poisson=poisson, nonnegative=nonnegative)
+    return scaling_from_statistics(stats, poisson=poisson, centre=centre)
 
 
 def covariance(stats: Statistics, scaling: Scaling) -> np.ndarray:

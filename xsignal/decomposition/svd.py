@@ -17,7 +17,7 @@ import scipy.sparse.linalg
 from ..chunks import auto_chunks
 from .fit import Fit, flip_signs, project
 from .online import blas_one_thread
-from .poisson import covariance, scaling_from_statistics
+from .poisson import covariance, scaling_from_statistics, scaling_pass
 from .streaming import Problem, Scaling, statistics_pass
 
 GRAM_LIMIT = 4096
@@ -67,11 +67,9 @@ def fit(
         total = float(np.trace(cov))
         n = stats.n
     else:
-        if poisson or centre == "navigation":
-            stats = statistics_pass(problem, poisson=poisson, nonnegative=check)
-            scaling = scaling_from_statistics(stats, poisson=poisson, centre=centre)
-        else:
-            scaling = Scaling(centre_signal=centre == "signal")
+        scaling = scaling_pass(
+            problem, poisson=poisson, centre=centre, nonnegative=check
+        )
         y = dask_matrix(problem, scaling)
         _, s, v = dsa.linalg.svd_compressed(
             y, k, n_power_iter=int(n_power_iter), seed=seed, compute=problem.lazy

@@ -37,3 +37,12 @@ def scheduler(request):
     """Runs the test under dask's synchronous and threaded schedulers."""
     with dask.config.set(scheduler=request.param):
         yield request.param
+
+
+@pytest.fixture
+def opened():
+    """Arrays opened in a test; their files are closed at the end."""
+    arrays = []
+    yield arrays
+    for da in arrays:
+        xsignal.close_file(da)

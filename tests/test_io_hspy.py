@@ -66,14 +66,6 @@ def uniform(name, size, navigate, scale=1.0, offset=0.0, units="_None_"):
     }
 
 
-@pytest.fixture
-def opened():
-    arrays = []
-    yield arrays
-    for da in arrays:
-        xsignal.close_file(da)
-
-
 @needs_shared
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_shared_hyperspy_files_match_expected(name, opened):

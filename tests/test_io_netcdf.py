@@ -32,15 +32,6 @@ def make(lazy: bool, chunks=None) -> xr.DataArray:
     return da.chunk(chunks or {"y": 2}) if lazy else da
 
 
-@pytest.fixture
-def opened():
-    """Arrays opened in a test; their files are closed at the end."""
-    arrays = []
-    yield arrays
-    for da in arrays:
-        xsignal.close_file(da)
-
-
 @pytest.mark.parametrize("lazy", [False, True])
 def test_round_trip_values_coords_attrs_marking(tmp_path, lazy, opened, scheduler):
     da = make(lazy)

@@ -15,14 +15,6 @@ import xsignal
 from xsignal.testing import raise_if_dask_computes, write_spectrum_image
 
 
-@pytest.fixture
-def opened():
-    arrays = []
-    yield arrays
-    for da in arrays:
-        xsignal.close_file(da)
-
-
 def plain_file(path, **datasets):
     with h5py.File(path, "w") as f:
         for name, (data, chunks) in datasets.items():

@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import dask.array as dsa
 import numpy as np
 import xarray as xr
 
@@ -139,14 +140,25 @@ class Decomposition:
         if self.lazy and loadings.chunks is None:
             loadings = loadings.chunk(self.parameters.get("_chunks") or {})
         factors = self.factors.isel(component=chosen)
-        out = xr.dot(loadings, factors, dim="component")
+        nav = [d for d in self.loadings.dims if d != "component"]
+        sig = [d for d in self.factors.dims if d != "component"]
+        loadings = loadings.transpose(*nav, "component")
+        factors = factors.transpose("component", *sig)
+        if loadings.chunks is not None:
+            # one matrix product per navigation block, signals whole (xr.dot
+            # lets dask's einsum split both sides into thousands of tasks)
+            left = loadings.data.rechunk({len(nav): -1})
+            product = dsa.tensordot(left, factors.values, axes=1)
+        else:
+            product = np.tensordot(loadings.values, factors.values, axes=1)
+        coords = {**loadings.drop_vars("component", errors="ignore").coords}
+        coords.update(factors.drop_vars("component", errors="ignore").coords)
+        out = xr.DataArray(product, dims=(*nav, *sig), coords=coords)
         if self.mean is not None:
             term = self.mean
             if self.mean_weights is not None:
                 term = term * self.mean_weights
             out = out + term
-        nav = [d for d in self.loadings.dims if d != "component"]
-        sig = [d for d in self.factors.dims if d != "component"]
         out = out.transpose(*nav, *sig)
         out.attrs = {SIGNAL_DIMS_ATTR: encode_signal_dims(sig)}
         out.name = "model"

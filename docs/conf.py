@@ -19,7 +19,8 @@ extensions = [
     "matplotlib.sphinxext.plot_directive",
 ]
 templates_path = ["_templates", sphinx_autosummary_accessors.templates_path]
-exclude_patterns = ["_build"]
+# benchmark-results.rst is included by benchmarks.rst, not a page of its own
+exclude_patterns = ["_build", "benchmark-results.rst"]
 autosummary_generate = True
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False

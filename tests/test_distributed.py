@@ -8,6 +8,7 @@ compares with the threaded scheduler's result on the same opened file.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import dask
@@ -21,6 +22,7 @@ from xsignal.testing import write_spectrum_image
 
 distributed = pytest.importorskip("distributed")
 
+SHARED_HSPY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hspy"
 SHAPE = (24, 20, 64)  # y, x | energy
 FILE_CHUNKS = (4, 10, 64)
 
@@ -138,32 +140,66 @@ def _peaks(block: np.ndarray) -> np.ndarray:
     return np.argmax(block, axis=-1) + block.max(axis=-1)
 
 
+def _shifted_peak(signal: np.ndarray, shift: float, offset: float = 0.0) -> float:
+    return _peak(signal) + shift + offset
+
+
+def _smooth(block: np.ndarray) -> np.ndarray:
+    return (np.roll(block, 1, axis=0) + block + np.roll(block, -1, axis=0)) / 3
+
+
 def test_map(client, da):
+    shift = xr.DataArray(
+        np.arange(SHAPE[0] * SHAPE[1], dtype=float).reshape(SHAPE[:2]),
+        dims=("y", "x"),
+    )
+
     def fn():
         return xsignal.compute(
             da.signal.map(_peak),
             da.signal.map(_peaks, vectorized=True),
+            da.signal.map(_shifted_peak, shift=shift, offset=0.5),
             da.signal.map_blocks(lambda a: a * 2),
+            da.signal.map_overlap(_smooth, {"y": 1}),
         )
 
     remote, local = both(client, fn)
     for a, b in zip(remote, local):
         assert_equal(a, b)
     xr.testing.assert_allclose(remote[0], remote[1].astype(remote[0].dtype))
+    xr.testing.assert_allclose(remote[2], remote[0] + shift + 0.5)
 
 
 def test_blocks(client, da):
     mask = np.zeros(SHAPE[:2], bool)
     mask[:4] = True  # the first block row is never read
+    mask[5, 3] = True
+    signal_mask = np.arange(SHAPE[2]) < 8
 
     def fn():
-        return list(xsignal.blocks(da, navigation_mask=mask, prefetch=2))
+        flat = list(
+            xsignal.blocks(
+                da, navigation_mask=mask, signal_mask=signal_mask, prefetch=2
+            )
+        )
+        return flat, list(xsignal.blocks(da, navigation_mask=mask, flat=False))
 
-    remote, local = both(client, fn)
-    assert len(remote) == len(local) == 10
-    for (wr, br), (wl, bl) in zip(remote, local):
+    (flat_r, full_r), (flat_l, full_l) = both(client, fn)
+    assert len(flat_r) == len(flat_l) == 10
+    assert len(full_r) == len(full_l) == 12
+    for (wr, br), (wl, bl) in zip(flat_r + full_r, flat_l + full_l):
         assert wr == wl
         np.testing.assert_array_equal(br, bl)
+    assert flat_r[0][1].shape == (4 * 10 - 1, SHAPE[2] - 8)
+
+
+def test_blocks_stopped_early(client, da):
+    """Leaving the loop early cancels the blocks still being computed."""
+    it = xsignal.blocks(da, prefetch=4)
+    where, first = on_cluster(client, lambda: next(it))
+    it.close()
+    np.testing.assert_array_equal(first, da.values[:4, :10].reshape(-1, SHAPE[2]))
+    assert where == {"y": slice(0, 4), "x": slice(0, 10)}
 
 
 @pytest.mark.parametrize(
@@ -174,9 +210,17 @@ def test_blocks(client, da):
         ("PCA", {}),
         ("ORPCA", {}),
         ("ORNMF", {}),
+        ("ORPCA", {"normalize_poissonian_noise": True, "masked": True}),
+        ("PCA", {"centre": "navigation", "masked": True}),
     ],
 )
 def test_decomposition(client, da, algorithm, kwargs):
+    kwargs = dict(kwargs)
+    if kwargs.pop("masked", False):
+        mask = np.zeros(SHAPE[:2], bool)
+        mask[3:9, 2:5] = True
+        kwargs["navigation_mask"] = mask
+
     def fn():
         dec = da.signal.decomposition(algorithm, 3, **kwargs)
         return xsignal.compute(dec.factors, dec.loadings)
@@ -186,6 +230,7 @@ def test_decomposition(client, da, algorithm, kwargs):
     # summation order of the reductions
     np.testing.assert_allclose(fr, fl, rtol=1e-4, atol=1e-5 * float(abs(fl).max()))
     np.testing.assert_allclose(lr, ll, rtol=1e-4, atol=1e-5 * float(abs(ll).max()))
+    assert np.isnan(lr).any() == ("navigation_mask" in kwargs)
 
 
 @pytest.mark.parametrize("compression", ["gzip", "lzf", None])
@@ -206,6 +251,21 @@ def test_save(client, da, folder, compression):
     with dask.config.set(scheduler="threads"):
         xr.testing.assert_identical(back.compute(), expected)
     xsignal.close_file(back)
+
+
+def test_save_chunks_as_hdf5_writes_them(client, da, folder):
+    """The chunks encoded on the workers are byte for byte those HDF5 writes."""
+    lazy = da.signal.rechunk({"y": 10})
+    remote, local = folder / "remote.nc", folder / "local.nc"
+    on_cluster(client, lambda: xsignal.save(lazy, remote, overwrite=True))
+    threaded(lambda: xsignal.save(lazy, local, overwrite=True))
+    with h5py.File(remote) as r, h5py.File(local) as h:
+        assert r["data"].id.get_num_chunks() == h["data"].id.get_num_chunks() == 6
+        for i in range(6):
+            offset = h["data"].id.get_chunk_info(i).chunk_offset
+            assert r["data"].id.read_direct_chunk(offset) == h[
+                "data"
+            ].id.read_direct_chunk(offset)
 
 
 def test_save_uncompressed_irregular(client, da, folder):
@@ -245,3 +305,27 @@ def test_progress(client, da, capsys):
     captured = capsys.readouterr()
     print(repr(captured.out), repr(captured.err))
     assert "100% Completed" in captured.out
+
+
+def test_hspy(client):
+    path = SHARED_HSPY / "spectrum_image.hspy"
+    if not path.exists():
+        pytest.skip("shared .hspy files not present")
+    da = xsignal.open(path)
+    remote, local = both(client, lambda: da.signal.sum().compute())
+    assert_equal(remote, local)
+
+
+def test_save_other_dtypes(client, da, folder):
+    """Booleans and complex numbers go through xarray's writer, which locks."""
+    target = folder / "other.nc"
+    flags = (da > 100).rename("flags")
+    on_cluster(client, lambda: xsignal.save(flags, target, overwrite=True))
+    back = xsignal.open(target)
+    np.testing.assert_array_equal(back.values, threaded(lambda: flags.values))
+    xsignal.close_file(back)
+    waves = (da * (1 + 2j)).rename("waves")
+    on_cluster(client, lambda: xsignal.save(waves, target, overwrite=True))
+    back = xsignal.open(target)
+    np.testing.assert_array_equal(back.values, threaded(lambda: waves.values))
+    xsignal.close_file(back)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import itertools
 import math
 import os
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from typing import Any
 
 import dask
@@ -17,7 +18,7 @@ from dask.array.core import normalize_chunks
 from .chunks import auto_chunks, check_dims, rechunk, warn_if_many_chunks
 from .dims import navigation_dims, signal_dims
 from .handles import close_file
-from .progress import compute_with_progress
+from .progress import compute_with_progress, distributed_client
 
 
 def is_lazy(da: xr.DataArray) -> bool:
@@ -238,7 +239,9 @@ def blocks(
         being read. ``False``: the block keeps the array's dim order and
         shape, masked values set to NaN (float) or 0 (other dtypes).
     prefetch : int, optional
-        Blocks read together; default the number of CPUs (at least 2).
+        Blocks read together; default the number of CPUs (at least 2). On a
+        ``dask.distributed`` client: blocks being computed on the workers
+        ahead of the caller; default twice the workers' threads.
 
     Raises
     ------
@@ -296,6 +299,16 @@ def blocks(
             block = _mask_values(block, nav_mask, sig_mask, index)
         return np.transpose(block, back) if back != sorted(back) else block
 
+    client = distributed_client() if is_lazy(arr) else None
+    if client is not None:
+        # futures a window ahead: the workers read while the caller works,
+        # and only the blocks in the window are ever held here
+        window = prefetch or max(2, 2 * sum(client.nthreads().values()))
+        todo = list(jobs())
+        parts = (arr.data[index] for index, _ in todo)
+        for (index, pixels), block in zip(todo, in_order(client, parts, window)):
+            yield dict(zip(nav, index)), finish(index, pixels, block)
+        return
     size = prefetch or max(2, os.cpu_count() or 1)
     batches = _batched(jobs(), size)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -310,6 +323,31 @@ def blocks(
                 where = dict(zip(nav, index))
                 yield where, finish(index, pixels, block)
             current = nxt
+
+
+def in_order(client: Any, objs: Iterable[Any], window: int) -> Iterator[Any]:
+    """Compute the dask collections ``objs`` on a ``dask.distributed``
+    ``client``, ``window`` at a time, and yield their values in order.
+
+    Each result is fetched and released as soon as it is next in order, so
+    at most ``window`` results exist at once (on the workers or here).
+    """
+    todo = iter(objs)
+    pending: collections.deque = collections.deque(
+        client.compute(c) for c in itertools.islice(todo, window)
+    )
+    try:
+        while pending:
+            future = pending.popleft()
+            value = future.result()
+            future.release()
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append(client.compute(nxt))
+            yield value
+    finally:  # the caller stopped early: cancel what is still computing
+        for future in pending:
+            future.cancel()
 
 
 def _batched(iterable: Iterator, n: int) -> Iterator[list]:

@@ -559,15 +559,15 @@ def _filters(dset) -> list[tuple[int, tuple]] | None:
 
 
 def _encode_chunk(
-    block: np.ndarray, chunk: tuple[int, ...], dtype: str, filters: list
+    block: np.ndarray, chunk: tuple[int, ...], dtype: str, filters: list, fill: Any
 ) -> bytes:
-    """The bytes HDF5 stores for one chunk holding ``block`` (padded to the
-    full chunk shape at the edges, as HDF5 does)."""
+    """The bytes HDF5 stores for one chunk holding ``block`` (padded with the
+    fill value to the full chunk shape at the edges, as HDF5 does)."""
     import zlib
 
     dtype = np.dtype(dtype)
     if block.shape != chunk:
-        full = np.zeros(chunk, dtype)
+        full = np.full(chunk, fill, dtype)
         full[tuple(slice(0, n) for n in block.shape)] = block
         block = full
     raw = np.ascontiguousarray(block, dtype).reshape(-1)
@@ -586,46 +586,31 @@ def _store_from_client(
 ) -> None:
     """Write ``data`` (blocks aligned with ``dset``'s chunks) into ``dset``
     from this process, the blocks computed on ``client``'s workers."""
-    import collections
-    import itertools
-
     import dask
+
+    from ..lazy import in_order
 
     filters = _filters(dset) if dset.chunks is not None else None
     if filters is not None and not _one_chunk_blocks(data, dset.chunks):
         data = data.rechunk(dset.chunks)  # aligned already: only splits blocks
-    encode = filters is not None
     starts = [np.cumsum((0, *c[:-1])) for c in data.chunks]
     parts = data.to_delayed(optimize_graph=True)
-    chunk = tuple(dset.chunks or ())
-
-    def tasks():
-        for index in np.ndindex(parts.shape):
-            offset = tuple(int(s[i]) for s, i in zip(starts, index))
-            part = parts[index]
-            if encode:
-                part = dask.delayed(_encode_chunk, pure=True)(
-                    part, chunk, dset.dtype.str, filters
-                )
-            yield offset, part
-
+    offsets = [
+        tuple(int(s[i]) for s, i in zip(starts, index))
+        for index in np.ndindex(parts.shape)
+    ]
+    tasks = (parts[index] for index in np.ndindex(parts.shape))
+    if filters is not None:
+        encode = dask.delayed(_encode_chunk, pure=True)
+        chunk, dtype = tuple(dset.chunks), dset.dtype.str
+        fill = dset.fillvalue
+        tasks = (encode(part, chunk, dtype, filters, fill) for part in tasks)
     window = window or 2 * max(1, sum(client.nthreads().values()))
-    jobs = tasks()
-    pending: collections.deque = collections.deque()
-    for offset, part in itertools.islice(jobs, window):
-        pending.append((offset, client.compute(part)))
-    while pending:
-        offset, future = pending.popleft()
-        value = future.result()
-        future.release()
-        nxt = next(jobs, None)
-        if nxt is not None:
-            pending.append((nxt[0], client.compute(nxt[1])))
-        if encode:
+    for offset, value in zip(offsets, in_order(client, tasks, window)):
+        if filters is not None:
             dset.id.write_direct_chunk(offset, value)
         else:
-            where = tuple(slice(o, o + n) for o, n in zip(offset, value.shape))
-            dset[where] = value
+            dset[tuple(slice(o, o + n) for o, n in zip(offset, value.shape))] = value
 
 
 def _one_chunk_blocks(data: dsa.Array, chunk: tuple[int, ...]) -> bool:

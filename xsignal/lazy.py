@@ -241,7 +241,8 @@ def blocks(
     prefetch : int, optional
         Blocks read together; default the number of CPUs (at least 2). On a
         ``dask.distributed`` client: blocks being computed on the workers
-        ahead of the caller; default twice the workers' threads.
+        ahead of the caller; default twice the workers' threads, or more
+        when they fit in 64 MiB.
 
     Raises
     ------
@@ -303,7 +304,7 @@ def blocks(
     if client is not None:
         # futures a window ahead: the workers read while the caller works,
         # and only the blocks in the window are ever held here
-        window = prefetch or max(2, 2 * sum(client.nthreads().values()))
+        window = prefetch or client_window(client, arr.data)
         todo = list(jobs())
         parts = (arr.data[index] for index, _ in todo)
         for (index, pixels), block in zip(todo, in_order(client, parts, window)):
@@ -323,6 +324,15 @@ def blocks(
                 where = dict(zip(nav, index))
                 yield where, finish(index, pixels, block)
             current = nxt
+
+
+def client_window(client: Any, data: Any, budget: int = 64 * 2**20) -> int:
+    """How many blocks of ``data`` to keep computing ahead on ``client``:
+    twice its threads, more while the blocks in flight fit ``budget`` bytes
+    (each result is a network round trip: more in flight hide the latency)."""
+    threads = 2 * max(1, sum(client.nthreads().values()))
+    block = max(1, math.prod(max(c, default=1) for c in data.chunks))
+    return max(threads, min(32, budget // (block * data.dtype.itemsize)))
 
 
 def in_order(client: Any, objs: Iterable[Any], window: int) -> Iterator[Any]:

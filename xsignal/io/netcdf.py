@@ -588,7 +588,7 @@ def _store_from_client(
     from this process, the blocks computed on ``client``'s workers."""
     import dask
 
-    from ..lazy import in_order
+    from ..lazy import client_window, in_order
 
     filters = _filters(dset) if dset.chunks is not None else None
     if filters is not None and not _one_chunk_blocks(data, dset.chunks):
@@ -605,7 +605,7 @@ def _store_from_client(
         chunk, dtype = tuple(dset.chunks), dset.dtype.str
         fill = dset.fillvalue
         tasks = (encode(part, chunk, dtype, filters, fill) for part in tasks)
-    window = window or 2 * max(1, sum(client.nthreads().values()))
+    window = window or client_window(client, data)
     for offset, value in zip(offsets, in_order(client, tasks, window)):
         if filters is not None:
             dset.id.write_direct_chunk(offset, value)

@@ -7,7 +7,7 @@ import concurrent.futures
 import itertools
 import math
 import os
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from typing import Any
 
 import dask
@@ -306,8 +306,10 @@ def blocks(
         # and only the blocks in the window are ever held here
         window = prefetch or client_window(client, arr.data)
         todo = list(jobs())
-        parts = (arr.data[index] for index, _ in todo)
-        for (index, pixels), block in zip(todo, in_order(client, parts, window)):
+        data = arr.data
+        # one small graph per block (slicing culls it), never the whole graph
+        values = in_order(lambda job: client.compute(data[job[0]]), todo, window)
+        for (index, pixels), block in zip(todo, values):
             yield dict(zip(nav, index)), finish(index, pixels, block)
         return
     size = prefetch or max(2, os.cpu_count() or 1)
@@ -335,29 +337,32 @@ def client_window(client: Any, data: Any, budget: int = 64 * 2**20) -> int:
     return max(threads, min(32, budget // (block * data.dtype.itemsize)))
 
 
-def in_order(client: Any, objs: Iterable[Any], window: int) -> Iterator[Any]:
-    """Compute the dask collections ``objs`` on a ``dask.distributed``
-    ``client``, ``window`` at a time, and yield their values in order.
+def in_order(
+    submit: Callable[[Any], Any], items: Iterable[Any], window: int
+) -> Iterator[Any]:
+    """Yield the results of ``submit(item)`` (a ``dask.distributed`` future)
+    for every item, in order, with ``window`` futures in flight.
 
     Each result is fetched and released as soon as it is next in order, so
     at most ``window`` results exist at once (on the workers or here).
     """
-    todo = iter(objs)
-    pending: collections.deque = collections.deque(
-        client.compute(c) for c in itertools.islice(todo, window)
-    )
+    todo = iter(items)
+    pending = collections.deque(submit(i) for i in itertools.islice(todo, window))
     try:
         while pending:
             future = pending.popleft()
             value = future.result()
             future.release()
-            nxt = next(todo, None)
-            if nxt is not None:
-                pending.append(client.compute(nxt))
+            nxt = next(todo, _END)
+            if nxt is not _END:
+                pending.append(submit(nxt))
             yield value
     finally:  # the caller stopped early: cancel what is still computing
         for future in pending:
             future.cancel()
+
+
+_END = object()
 
 
 def _batched(iterable: Iterator, n: int) -> Iterator[list]:

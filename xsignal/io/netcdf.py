@@ -586,31 +586,31 @@ def _store_from_client(
 ) -> None:
     """Write ``data`` (blocks aligned with ``dset``'s chunks) into ``dset``
     from this process, the blocks computed on ``client``'s workers."""
-    import dask
-
     from ..lazy import client_window, in_order
 
     filters = _filters(dset) if dset.chunks is not None else None
     if filters is not None and not _one_chunk_blocks(data, dset.chunks):
         data = data.rechunk(dset.chunks)  # aligned already: only splits blocks
-    starts = [np.cumsum((0, *c[:-1])) for c in data.chunks]
-    parts = data.to_delayed(optimize_graph=True)
-    offsets = [
-        tuple(int(s[i]) for s, i in zip(starts, index))
-        for index in np.ndindex(parts.shape)
+    edges = [np.cumsum((0, *c)) for c in data.chunks]
+    where = [
+        tuple(slice(int(e[i]), int(e[i + 1])) for e, i in zip(edges, index))
+        for index in np.ndindex(data.numblocks)
     ]
-    tasks = (parts[index] for index in np.ndindex(parts.shape))
-    if filters is not None:
-        encode = dask.delayed(_encode_chunk, pure=True)
-        chunk, dtype = tuple(dset.chunks), dset.dtype.str
-        fill = dset.fillvalue
-        tasks = (encode(part, chunk, dtype, filters, fill) for part in tasks)
+    encode_args = (tuple(dset.chunks or ()), dset.dtype.str, filters, dset.fillvalue)
+
+    def submit(key: tuple[slice, ...]):
+        # one small graph per block (slicing culls it), never the whole graph
+        block = client.compute(data[key])
+        if filters is None:
+            return block
+        return client.submit(_encode_chunk, block, *encode_args)
+
     window = window or client_window(client, data)
-    for offset, value in zip(offsets, in_order(client, tasks, window)):
+    for key, value in zip(where, in_order(submit, where, window)):
         if filters is not None:
-            dset.id.write_direct_chunk(offset, value)
+            dset.id.write_direct_chunk(tuple(sl.start for sl in key), value)
         else:
-            dset[tuple(slice(o, o + n) for o, n in zip(offset, value.shape))] = value
+            dset[key] = value
 
 
 def _one_chunk_blocks(data: dsa.Array, chunk: tuple[int, ...]) -> bool:

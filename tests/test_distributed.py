@@ -329,3 +329,35 @@ def test_save_other_dtypes(client, da, folder):
     back = xsignal.open(target)
     np.testing.assert_array_equal(back.values, threaded(lambda: waves.values))
     xsignal.close_file(back)
+
+
+@pytest.mark.parametrize("compression", ["gzip", None])
+def test_save_integers_and_empty(client, folder, compression):
+    target = folder / "small.nc"
+    ints = xr.DataArray(
+        np.arange(2 * 5 * 7, dtype="i2").reshape(2, 5, 7), dims=("y", "x", "e")
+    ).chunk({"x": 2})
+    on_cluster(
+        client,
+        lambda: xsignal.save(
+            ints, target, chunks={"x": 3}, compression=compression, overwrite=True
+        ),
+    )
+    back = xsignal.open(target, lazy=False)
+    assert back.dtype == np.int16
+    np.testing.assert_array_equal(back.values, ints.values)
+    empty = xr.DataArray(np.zeros((0, 3, 4), "f4"), dims=("y", "x", "e")).chunk()
+    xsignal.save(empty, target, compression=compression, overwrite=True)
+    assert xsignal.open(target, lazy=False).shape == (0, 3, 4)
+
+
+def test_local_scheduler_chosen_over_the_client(client, da):
+    """dask.config.set(scheduler=...) wins over a client, progress bars too."""
+    from xsignal.progress import distributed_client
+
+    assert distributed_client() is client
+    with dask.config.set(scheduler="threads"):
+        assert distributed_client() is None
+        with distributed.get_task_stream(client) as stream:
+            da.signal.sum().compute()
+        assert not stream.data

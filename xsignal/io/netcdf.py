@@ -596,6 +596,7 @@ def _store_from_client(
         tuple(slice(int(e[i]), int(e[i + 1])) for e, i in zip(edges, index))
         for index in np.ndindex(data.numblocks)
     ]
+    where = [key for key in where if all(sl.stop > sl.start for sl in key)]
     encode_args = (tuple(dset.chunks or ()), dset.dtype.str, filters, dset.fillvalue)
 
     def submit(key: tuple[slice, ...]):

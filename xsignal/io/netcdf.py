@@ -602,16 +602,18 @@ def _store_from_client(
     def submit(key: tuple[slice, ...]):
         # one small graph per block (slicing culls it), never the whole graph
         block = client.compute(data[key])
-        if filters is None:
+        if not filters:  # nothing to encode: no extra task and round trip
             return block
         return client.submit(_encode_chunk, block, *encode_args)
 
     window = window or client_window(client, data)
     for key, value in zip(where, in_order(submit, where, window)):
-        if filters is not None:
-            dset.id.write_direct_chunk(tuple(sl.start for sl in key), value)
-        else:
+        if filters is None:
             dset[key] = value
+            continue
+        if not filters:
+            value = _encode_chunk(value, *encode_args)
+        dset.id.write_direct_chunk(tuple(sl.start for sl in key), value)
 
 
 def _one_chunk_blocks(data: dsa.Array, chunk: tuple[int, ...]) -> bool:

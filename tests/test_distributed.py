@@ -303,8 +303,10 @@ def test_progress(client, da, capsys):
     assert out.shape == (64,)
     # distributed's text bar (not the local tqdm one, which writes to stderr)
     captured = capsys.readouterr()
-    print(repr(captured.out), repr(captured.err))
     assert "100% Completed" in captured.out
+    # the online decompositions count blocks with a local bar
+    dec = on_cluster(client, lambda: da.signal.decomposition("ORPCA", 2, progress=True))
+    assert dec.factors.shape == (2, SHAPE[2])
 
 
 def test_hspy(client):
@@ -361,3 +363,28 @@ def test_local_scheduler_chosen_over_the_client(client, da):
         with distributed.get_task_stream(client) as stream:
             da.signal.sum().compute()
         assert not stream.data
+
+
+def _above(signal: np.ndarray) -> np.ndarray:
+    return np.flatnonzero(signal > 60)
+
+
+def test_ragged_map_model_and_eager_open(client, da, path):
+    dec = da.signal.decomposition("SVD", 3)
+
+    def fn():
+        return xsignal.compute(
+            da.signal.map(_above, ragged=True),
+            dec.model(),
+            da.signal.map(_peak, lazy_output=False),
+        )
+
+    (ragged_r, model_r, peak_r), (ragged_l, model_l, peak_l) = both(client, fn)
+    assert ragged_r.dtype == object and ragged_r.shape == SHAPE[:2]
+    for a, b in zip(ragged_r.values.ravel(), ragged_l.values.ravel()):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(model_r, model_l, rtol=1e-5, atol=1e-3)
+    assert_equal(peak_r, peak_l)
+    eager = on_cluster(client, lambda: xsignal.open(path, lazy=False))
+    assert not xsignal.is_lazy(eager)
+    np.testing.assert_array_equal(eager.values, threaded(lambda: da.values))

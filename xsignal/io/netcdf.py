@@ -334,7 +334,10 @@ def save(
     only once complete: a failure (a raising task, a full disk, an
     interrupt) leaves no half-written file and any existing file
     untouched. Saving over the file a lazy ``da`` was read from works: the
-    open file keeps being read until the rename replaces it.
+    open file keeps being read until the rename replaces it. On a
+    ``dask.distributed`` client the blocks are computed (and, for gzip or no
+    compression, encoded) on the workers and written by this process alone,
+    in order, with at most a few blocks in flight.
 
     Parameters
     ----------

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import itertools
 import math
 import os
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from typing import Any
 
 import dask
@@ -17,7 +18,7 @@ from dask.array.core import normalize_chunks
 from .chunks import auto_chunks, check_dims, rechunk, warn_if_many_chunks
 from .dims import navigation_dims, signal_dims
 from .handles import close_file
-from .progress import compute_with_progress
+from .progress import compute_with_progress, distributed_client
 
 
 def is_lazy(da: xr.DataArray) -> bool:
@@ -238,7 +239,10 @@ def blocks(
         being read. ``False``: the block keeps the array's dim order and
         shape, masked values set to NaN (float) or 0 (other dtypes).
     prefetch : int, optional
-        Blocks read together; default the number of CPUs (at least 2).
+        Blocks read together; default the number of CPUs (at least 2). On a
+        ``dask.distributed`` client: blocks being computed on the workers
+        ahead of the caller; default twice the workers' threads, or more
+        when they fit in 64 MiB.
 
     Raises
     ------
@@ -296,6 +300,18 @@ def blocks(
             block = _mask_values(block, nav_mask, sig_mask, index)
         return np.transpose(block, back) if back != sorted(back) else block
 
+    client = distributed_client() if is_lazy(arr) else None
+    if client is not None:
+        # futures a window ahead: the workers read while the caller works,
+        # and only the blocks in the window are ever held here
+        window = prefetch or client_window(client, arr.data)
+        todo = list(jobs())
+        data = arr.data
+        # one small graph per block (slicing culls it), never the whole graph
+        values = in_order(lambda job: client.compute(data[job[0]]), todo, window)
+        for (index, pixels), block in zip(todo, values):
+            yield dict(zip(nav, index)), finish(index, pixels, block)
+        return
     size = prefetch or max(2, os.cpu_count() or 1)
     batches = _batched(jobs(), size)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -310,6 +326,43 @@ def blocks(
                 where = dict(zip(nav, index))
                 yield where, finish(index, pixels, block)
             current = nxt
+
+
+def client_window(client: Any, data: Any, budget: int = 64 * 2**20) -> int:
+    """How many blocks of ``data`` to keep computing ahead on ``client``:
+    twice its threads, more while the blocks in flight fit ``budget`` bytes
+    (each result is a network round trip: more in flight hide the latency)."""
+    threads = 2 * max(1, sum(client.nthreads().values()))
+    block = max(1, math.prod(max(c, default=1) for c in data.chunks))
+    return max(threads, min(32, budget // (block * data.dtype.itemsize)))
+
+
+def in_order(
+    submit: Callable[[Any], Any], items: Iterable[Any], window: int
+) -> Iterator[Any]:
+    """Yield the results of ``submit(item)`` (a ``dask.distributed`` future)
+    for every item, in order, with ``window`` futures in flight.
+
+    Each result is fetched and released as soon as it is next in order, so
+    at most ``window`` results exist at once (on the workers or here).
+    """
+    todo = iter(items)
+    pending = collections.deque(submit(i) for i in itertools.islice(todo, window))
+    try:
+        while pending:
+            future = pending.popleft()
+            value = future.result()
+            future.release()
+            nxt = next(todo, _END)
+            if nxt is not _END:
+                pending.append(submit(nxt))
+            yield value
+    finally:  # the caller stopped early: cancel what is still computing
+        for future in pending:
+            future.cancel()
+
+
+_END = object()
 
 
 def _batched(iterable: Iterator, n: int) -> Iterator[list]:

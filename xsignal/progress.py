@@ -59,15 +59,21 @@ def progress_bar(
 
 
 def distributed_client() -> Any:
-    """The active ``dask.distributed`` client, or None (without importing it)."""
+    """The ``dask.distributed`` client that computes run on, or None.
+
+    None without a client, and also when a local scheduler was chosen over
+    an existing client (``dask.config.set(scheduler="threads")``). Never
+    imports distributed itself.
+    """
     if "distributed" not in sys.modules:
         return None
     from distributed import default_client
 
     try:
-        return default_client()
+        client = default_client()
     except ValueError:
         return None
+    return client if dask.base.get_scheduler() == client.get else None
 
 
 def compute_with_progress(

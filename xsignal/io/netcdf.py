@@ -23,6 +23,7 @@ import xarray as xr
 
 from ..chunks import navigation_chunks
 from ..dims import SIGNAL_DIMS_ATTR, navigation_dims, signal_dims
+from ..progress import distributed_client
 from .common import clean_attr, dask_chunks, lazy_array, source_for
 
 DEFAULT_CHUNK_BYTES = 4 * 2**20
@@ -300,8 +301,10 @@ def _writable_scheduler():
     """Threads instead of dask's process pool while writing.
 
     The write tasks hold the open output file, which cannot go to other
-    processes; a ``dask.distributed`` client is fine (xarray locks and
-    reopens the file on the workers).
+    processes. A ``dask.distributed`` client is fine: numbers are written
+    by :func:`_store_from_client` (blocks computed on the workers, one
+    writer here), other dtypes by xarray (which locks and reopens the file
+    on the workers).
     """
     import dask
     import dask.multiprocessing
@@ -331,7 +334,10 @@ def save(
     only once complete: a failure (a raising task, a full disk, an
     interrupt) leaves no half-written file and any existing file
     untouched. Saving over the file a lazy ``da`` was read from works: the
-    open file keeps being read until the rename replaces it.
+    open file keeps being read until the rename replaces it. On a
+    ``dask.distributed`` client the blocks are computed (and, for gzip or no
+    compression, encoded) on the workers and written by this process alone,
+    in order, with at most a few blocks in flight.
 
     Parameters
     ----------
@@ -406,19 +412,8 @@ def save(
 
 
 def _fast_path_ok(da: xr.DataArray) -> bool:
-    """Numbers, and no dask.distributed client (whose workers cannot share
-    our open output file: xarray's writer handles that case)."""
-    if da.dtype.kind not in "iuf":
-        return False
-    if da.chunks is None:
-        return True
-    try:
-        from distributed import default_client
-
-        default_client()
-    except (ImportError, ValueError):
-        return True
-    return False
+    """Numbers (other dtypes go through xarray's writer)."""
+    return da.dtype.kind in "iuf"
 
 
 class _ChunkWriter:
@@ -526,9 +521,13 @@ def _write_streaming(da: xr.DataArray, tmp: Path, encoding: dict) -> None:
             if not _aligned(data.chunks, dset.chunks):
                 # whole on-disk chunks per block: no chunk is written twice
                 data = data.rechunk(dset.chunks)
-            dsa.store(
-                data, _ChunkWriter(dset, raw), lock=threading.Lock(), compute=True
-            )
+            client = distributed_client()
+            if client is not None:
+                _store_from_client(client, data, dset)
+            else:
+                dsa.store(
+                    data, _ChunkWriter(dset, raw), lock=threading.Lock(), compute=True
+                )
 
 
 def _aligned(chunks: tuple[tuple[int, ...], ...], disk: tuple[int, ...]) -> bool:
@@ -538,3 +537,92 @@ def _aligned(chunks: tuple[tuple[int, ...], ...], disk: tuple[int, ...]) -> bool
         if np.any(edges % size):
             return False
     return True
+
+
+# --- writing on a dask.distributed client -------------------------------------
+# HDF5 files cannot be written from several processes, and the open output
+# file cannot travel to the workers. So the workers compute the blocks (and,
+# for gzip/shuffle or no filters, encode them into the bytes of the stored
+# chunk, which is where the time goes), and this process alone writes them,
+# in order, a bounded window of blocks ahead so memory stays a few chunks.
+
+_SHUFFLE, _DEFLATE = 2, 1  # HDF5 filter ids
+
+
+def _filters(dset) -> list[tuple[int, tuple]] | None:
+    """The dataset's filter pipeline, if the workers can apply it: none,
+    shuffle, deflate, or shuffle then deflate. None for anything else."""
+    plist = dset.id.get_create_plist()
+    out = []
+    for i in range(plist.get_nfilters()):
+        code, _, values, _ = plist.get_filter(i)
+        out.append((int(code), tuple(values)))
+    codes = [c for c, _ in out]
+    return out if codes in ([], [_SHUFFLE], [_DEFLATE], [_SHUFFLE, _DEFLATE]) else None
+
+
+def _encode_chunk(
+    block: np.ndarray, chunk: tuple[int, ...], dtype: str, filters: list, fill: Any
+) -> bytes:
+    """The bytes HDF5 stores for one chunk holding ``block`` (padded with the
+    fill value to the full chunk shape at the edges, as HDF5 does)."""
+    import zlib
+
+    dtype = np.dtype(dtype)
+    if block.shape != chunk:
+        full = np.full(chunk, fill, dtype)
+        full[tuple(slice(0, n) for n in block.shape)] = block
+        block = full
+    raw = np.ascontiguousarray(block, dtype).reshape(-1)
+    for code, values in filters:
+        if code == _SHUFFLE and dtype.itemsize > 1:
+            # byte shuffle: all first bytes of the elements, then all second...
+            raw = np.ascontiguousarray(raw.view(np.uint8).reshape(-1, dtype.itemsize).T)
+        elif code == _DEFLATE:
+            level = values[0] if values else 4
+            raw = np.frombuffer(zlib.compress(raw.tobytes(), level), np.uint8)
+    return raw.tobytes()
+
+
+def _store_from_client(
+    client, data: dsa.Array, dset, window: int | None = None
+) -> None:
+    """Write ``data`` (blocks aligned with ``dset``'s chunks) into ``dset``
+    from this process, the blocks computed on ``client``'s workers."""
+    from ..lazy import client_window, in_order
+
+    filters = _filters(dset) if dset.chunks is not None else None
+    if filters is not None and not _one_chunk_blocks(data, dset.chunks):
+        data = data.rechunk(dset.chunks)  # aligned already: only splits blocks
+    edges = [np.cumsum((0, *c)) for c in data.chunks]
+    where = [
+        tuple(slice(int(e[i]), int(e[i + 1])) for e, i in zip(edges, index))
+        for index in np.ndindex(data.numblocks)
+    ]
+    where = [key for key in where if all(sl.stop > sl.start for sl in key)]
+    encode_args = (tuple(dset.chunks or ()), dset.dtype.str, filters, dset.fillvalue)
+
+    def submit(key: tuple[slice, ...]):
+        # one small graph per block (slicing culls it), never the whole graph
+        block = client.compute(data[key])
+        if not filters:  # nothing to encode: no extra task and round trip
+            return block
+        return client.submit(_encode_chunk, block, *encode_args)
+
+    window = window or client_window(client, data)
+    for key, value in zip(where, in_order(submit, where, window)):
+        if filters is None:
+            dset[key] = value
+            continue
+        if not filters:
+            value = _encode_chunk(value, *encode_args)
+        dset.id.write_direct_chunk(tuple(sl.start for sl in key), value)
+
+
+def _one_chunk_blocks(data: dsa.Array, chunk: tuple[int, ...]) -> bool:
+    """True when every block of ``data`` is one on-disk chunk (the last
+    block of a dim may be shorter)."""
+    return all(
+        all(c == n for c in dim[:-1]) and dim[-1] <= n
+        for dim, n in zip(data.chunks, chunk)
+    )

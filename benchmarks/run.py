@@ -34,6 +34,16 @@ HEADER = (
 )
 
 
+LEGEND = (
+    "Times are medians; *vs raw* is the median of per-pair ratios (the tool "
+    "and the raw h5py baseline run back to back, so load from other users of "
+    "a shared machine hits both); *vs HyperSpy* is the tool's median time over "
+    "HyperSpy 2.5's (unpaired, its own process); *degrees* is the largest "
+    "principal angle from the true factors; *peak MiB* is resident memory. "
+    "Ratios vary by some 10-30% between runs on a shared machine."
+)
+
+
 def workloads() -> list[str]:
     names = [m.name for m in pkgutil.iter_modules(benchmarks.__path__)]
     return sorted(n for n in names if n[:1] == "w" and n[1:2].isdigit())
@@ -109,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     parser.add_argument("--rst", type=Path, help="also write an rst list-table here")
+    parser.add_argument("--title", default="Benchmark results", help="table title")
     args = parser.parse_args(argv)
     only = {w.strip().lower() for w in args.only.split(",") if w.strip()}
     ctx = Context(
@@ -127,13 +138,17 @@ def main(argv: list[str] | None = None) -> int:
     rows.sort(key=lambda r: order[r.workload])  # stable: a workload's rows together
     add_hyperspy_ratios(rows)
     about = describe(ctx)
-    notes = "".join(f"\n- {n}" for n in ctx.notes)
     print(markdown(rows))
-    print(about + notes)
+    print(about + "".join(f"\n- {n}" for n in ctx.notes))
     if args.markdown:
-        args.markdown.write_text(markdown(rows) + "\n\n" + about + notes + "\n")
+        text = f"## {args.title}\n\n{about}. {LEGEND}\n\n{markdown(rows)}\n"
+        args.markdown.write_text(text + "".join(f"\n- {n}" for n in ctx.notes))
     if args.rst:
-        args.rst.write_text(rst(rows) + "\n\n" + about + notes + "\n")
+        text = (
+            f".. Written by python -m benchmarks --rst.\n\n{about}. {LEGEND}\n\n"
+            f"{rst(rows, args.title)}\n"
+        )
+        args.rst.write_text(text + "".join(f"\n- {n}\n" for n in ctx.notes))
     return 0
 
 

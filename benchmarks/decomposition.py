@@ -130,7 +130,10 @@ def hyperspy_rows(
 ) -> list[Row]:
     """HyperSpy's time and accuracy, when it is installed and fast enough."""
     if algorithm not in FAST:
-        # ORPCA 328 s and ORNMF > 900 s on S (BENCHMARKS.md): not re-run
+        ctx.notes.append(
+            f"{name}: HyperSpy {algorithm} not re-run (BENCHMARKS.md: ORPCA 328 s "
+            "and 41 degrees, ORNMF not finished in 900 s, on S)"
+        )
         return []
     hspy = hspy_file(ctx, path)
     if hspy is None:

@@ -62,13 +62,17 @@ def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
     return "" if value is None else f"{value:{spec}}{suffix}"
 
 
+def _ratio(value: float | None) -> str:
+    return _fmt(value, ".3f" if value is not None and value < 0.1 else ".2f", "x")
+
+
 def cells(r: Row) -> tuple[str, ...]:
     return (
         r.workload,
         r.tool,
         _fmt(r.seconds, ".3f"),
-        _fmt(r.vs_raw, ".2f", "x"),
-        _fmt(r.vs_hyperspy, ".2f", "x"),
+        _ratio(r.vs_raw),
+        _ratio(r.vs_hyperspy),
         _fmt(r.degrees, ".2f"),
         _fmt(r.peak_mib, ".0f"),
         r.extra,

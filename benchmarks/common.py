@@ -12,7 +12,6 @@ import statistics
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -168,27 +167,6 @@ def peak_rss_mib() -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     raise OSError("no VmHWM in /proc/self/status")
-
-
-def peak_growth_mib(fn: Callable[[], Any]) -> float:
-    """Largest resident-set growth (MiB) while ``fn`` runs, sampled every 5 ms."""
-    base = rss_mib()
-    peak = [base]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], rss_mib())
-            time.sleep(0.005)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        fn()
-    finally:
-        done.set()
-        thread.join()
-    return peak[0] - base
 
 
 # --- HyperSpy 2.5, in its own virtualenv ------------------------------------------

@@ -5,14 +5,12 @@ raw: the machine's limit, an h5py loop over the on-disk chunks accumulating
 file opened lazily, then ``xsignal.decomposition``. Accuracy: the largest
 principal angle between the recovered and the true factor spans.
 HyperSpy (optional): the same data saved as ``.hspy``, loaded lazily, in a
-subprocess of ``/work/hs-venv/bin/python`` (skipped when missing).
+subprocess of HyperSpy's python (skipped when missing).
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -22,23 +20,24 @@ from pathlib import Path
 import h5py
 import numpy as np
 import scipy.linalg
-import xarray as xr
 from scipy.linalg import subspace_angles
 from threadpoolctl import threadpool_limits
 
 import xsignal
-from benchmarks.common import Context, Row, median_time
+from benchmarks.common import (
+    HYPERSPY,
+    Context,
+    Row,
+    compare,
+    hspy_file,
+    rows_from,
+    run_hyperspy,
+)
 from xsignal.testing import spectrum_image
 
 K = 4
-HYPERSPY_PYTHON = Path(os.environ.get("XSIGNAL_HS_PYTHON", "/work/hs-venv/bin/python"))
-
-
-def open_lazy(path: Path) -> xr.DataArray:
-    opener = getattr(xsignal, "open", None)
-    if opener is not None:
-        return opener(path)
-    return xr.open_dataarray(path, engine="h5netcdf", chunks={})
+ALGORITHMS = ("SVD", "PCA", "ORPCA", "ORNMF")
+FAST = ("SVD", "PCA")  # HyperSpy runs these in seconds, ORPCA/ORNMF in many minutes
 
 
 def true_factors(shape: tuple[int, ...]) -> np.ndarray:
@@ -68,12 +67,6 @@ def raw_svd(path: Path, k: int = K) -> np.ndarray:
     return vecs
 
 
-@functools.lru_cache(maxsize=4)
-def raw_row(path: Path, workload: str, repeats: int) -> tuple[float, float]:
-    seconds, vecs = median_time(lambda: raw_svd(path), repeats)
-    return seconds, degrees(vecs, true_factors(_shape(path)))
-
-
 def _shape(path: Path) -> tuple[int, ...]:
     with h5py.File(path, "r") as f:
         return f["data"].shape
@@ -81,145 +74,141 @@ def _shape(path: Path) -> tuple[int, ...]:
 
 def xsignal_run(path: Path, algorithm: str, **kwargs) -> xsignal.Decomposition:
     return xsignal.decomposition(
-        open_lazy(path), algorithm, K, progress=False, **kwargs
+        xsignal.open(path), algorithm, K, progress=False, **kwargs
     )
+
+
+def with_loadings(path: Path, algorithm: str) -> xsignal.Decomposition:
+    """The decomposition with its (lazy for SVD, PCA) loadings computed."""
+    result = xsignal_run(path, algorithm)
+    xsignal.compute(result.loadings, progress=False)
+    return result
 
 
 def workload(ctx: Context, name: str, algorithm: str, size: str = "S") -> list[Row]:
     """Rows for one algorithm on one file: raw SVD, xsignal, HyperSpy."""
     path = ctx.data_file(size)
-    raw_seconds, raw_degrees = raw_row(path, name, ctx.repeats)
-    rows = [Row(name, "raw", raw_seconds, extra=f"{raw_degrees:.2f} deg (Gram+eigh)")]
     truth = true_factors(_shape(path))
-    repeats = ctx.repeats if algorithm in ("SVD", "PCA") else max(1, ctx.repeats // 2)
-    seconds, result = median_time(lambda: xsignal_run(path, algorithm), repeats)
-    extra = f"{degrees(result.factors.values.T, truth):.2f} deg"
-    if algorithm == "ORNMF":
-        nonneg = float(result.factors.min()) >= 0 and float(result.loadings.min()) >= 0
-        extra += ", non-negative" if nonneg else ", NEGATIVE values"
-    rows.append(Row(name, "xsignal", seconds, baseline="raw", extra=extra))
-    if algorithm in ("SVD", "PCA"):  # loadings are lazy: add their compute
-        seconds, _ = median_time(
-            lambda: xsignal.compute(
-                xsignal_run(path, algorithm).loadings, progress=False
-            ),
-            repeats,
-        )
-        rows.append(
-            Row(name, "xsignal+loadings", seconds, baseline="raw", extra="computed")
-        )
-    hs = hyperspy_row(ctx, name, path, algorithm, truth)
-    if hs is not None:
-        rows.append(hs)
+    tools = {
+        "raw": lambda: raw_svd(path),
+        "xsignal": lambda: xsignal_run(path, algorithm),
+    }
+    if algorithm in FAST:  # loadings are lazy: add their compute
+        tools["xsignal+loadings"] = lambda: with_loadings(path, algorithm)
+    slow = algorithm not in FAST
+    repeats = max(1, ctx.repeats // 2) if slow else ctx.repeats
+    measured = compare(tools, repeats, warmup=not slow)
+    rows = rows_from(name, measured, raw="Gram+eigh", **{"xsignal+loadings": ""})
+    for row in rows:
+        result = measured[row.tool].result
+        found = result if row.tool == "raw" else result.factors.values.T
+        row.degrees = degrees(found, truth)
+        if row.tool == "xsignal+loadings":
+            row.extra = "loadings computed"
+        if algorithm == "ORNMF" and row.tool == "xsignal":
+            nonneg = min(float(result.factors.min()), float(result.loadings.min()))
+            row.extra = "non-negative" if nonneg >= 0 else "NEGATIVE values"
+    rows.extend(hyperspy_rows(ctx, name, path, algorithm, truth))
     return rows
 
 
-HS_SCRIPT = textwrap.dedent(
-    """
-    import json, sys, time
-    import h5py, numpy as np
-    import hyperspy.api as hs
-    src, dst, algorithm, k = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    import os
-    if not os.path.exists(dst):
-        with h5py.File(src) as f:
-            data = f["data"][...]
-        s = hs.signals.Signal1D(data)
-        s.save(dst, overwrite=True, chunks=(4,) + data.shape[1:])
-        del data, s
-    start = time.perf_counter()
-    s = hs.load(dst, lazy=True)
-    s.decomposition(algorithm=algorithm, output_dimension=k, print_info=False)
-    seconds = time.perf_counter() - start
-    factors = np.asarray(s.learning_results.factors)[:, :k]
-    print(json.dumps({"seconds": seconds, "factors": factors.tolist()}))
-    """
-)
-
-
-def hyperspy_row(
-    ctx: Context, name: str, path: Path, algorithm: str, truth: np.ndarray
-) -> Row | None:
-    """HyperSpy's time and accuracy, or None when unavailable or too slow."""
-    if ctx.quick or not HYPERSPY_PYTHON.exists() or algorithm not in ("SVD", "PCA"):
-        return None  # ORPCA 328 s and ORNMF > 900 s on S: not re-measured here
-    dst = path.with_suffix(".hspy")
-    try:
-        out = subprocess.run(
-            [str(HYPERSPY_PYTHON), "-c", HS_SCRIPT]
-            + [str(path), str(dst), algorithm, str(K)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-    except (subprocess.TimeoutExpired, OSError):
-        return None
-    if out.returncode != 0:
-        ctx.notes.append(f"{name} HyperSpy failed: {out.stderr.strip()[-200:]}")
-        return None
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    found = np.asarray(result["factors"])
-    return Row(
-        name,
-        "HyperSpy 2.5 (1 run)",
-        result["seconds"],
-        baseline="raw",
-        extra=f"{degrees(found, truth):.2f} deg",
+HS_DECOMPOSITION = """
+def work():
+    s = hs.load(ARGS["hspy"], lazy=True)
+    s.decomposition(
+        algorithm=ARGS["algorithm"], output_dimension=ARGS["k"], print_info=False
     )
+    return np.asarray(s.learning_results.factors)[:, : ARGS["k"]]
+
+seconds, factors = timed(work, ARGS["repeats"])
+emit(seconds=seconds, factors=factors.tolist())
+"""
+
+
+def hyperspy_rows(
+    ctx: Context, name: str, path: Path, algorithm: str, truth: np.ndarray
+) -> list[Row]:
+    """HyperSpy's time and accuracy, when it is installed and fast enough."""
+    if algorithm not in FAST:
+        ctx.notes.append(
+            f"{name}: HyperSpy {algorithm} not re-run (BENCHMARKS.md: ORPCA 328 s "
+            "and 41 degrees, ORNMF not finished in 900 s, on S)"
+        )
+        return []
+    hspy = hspy_file(ctx, path)
+    if hspy is None:
+        return []
+    out = run_hyperspy(
+        ctx,
+        HS_DECOMPOSITION,
+        hspy=hspy,
+        algorithm=algorithm,
+        k=K,
+        repeats=max(1, ctx.repeats // 2),
+    )
+    if out is None:
+        return []
+    found = np.asarray(out["factors"])
+    return [Row(name, HYPERSPY, out["seconds"], degrees=degrees(found, truth))]
 
 
 MEMORY_SCRIPT = textwrap.dedent(
     """
-    import json, resource, sys, time
-    import xsignal
+    import json, sys, time
     sys.path.insert(0, sys.argv[3])
-    from benchmarks.decomposition import xsignal_run, true_factors, degrees, _shape
     from pathlib import Path
+    from benchmarks.common import peak_rss_mib
+    from benchmarks.decomposition import (
+        _shape, degrees, raw_svd, true_factors, with_loadings
+    )
     path, algorithm = Path(sys.argv[1]), sys.argv[2]
     start = time.perf_counter()
-    result = xsignal_run(path, algorithm)
-    loadings = xsignal.compute(result.loadings, progress=False)[0]
+    if algorithm == "raw":
+        factors = raw_svd(path)
+    else:
+        factors = with_loadings(path, algorithm).factors.values.T
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    angle = degrees(result.factors.values.T, true_factors(_shape(path)))
+    peak = peak_rss_mib()
+    angle = degrees(factors, true_factors(_shape(path)))
     print(json.dumps({"seconds": seconds, "peak_mib": peak, "degrees": angle}))
     """
 )
 
 
-def memory_rows(ctx: Context, size: str = "L") -> list[Row]:
-    """Each algorithm on the big file in its own process: time, peak RSS."""
-    path = ctx.data_file(size)
-    gib = path.stat().st_size / 2**30
-    rows = []
+def memory_row(ctx: Context, path: Path, algorithm: str) -> Row:
+    """One algorithm ("raw" for Gram+eigh) in its own process: time, peak RSS."""
     root = str(Path(__file__).resolve().parents[1])
-    for algorithm in ("SVD", "PCA", "ORPCA", "ORNMF"):
-        start = time.perf_counter()
-        out = subprocess.run(
-            [sys.executable, "-c", MEMORY_SCRIPT, str(path), algorithm, root],
-            capture_output=True,
-            text=True,
-        )
-        if out.returncode != 0:
-            ctx.notes.append(f"W7 {algorithm} failed: {out.stderr.strip()[-300:]}")
-            rows.append(
-                Row(
-                    "W7",
-                    f"xsignal {algorithm}",
-                    time.perf_counter() - start,
-                    extra="FAILED",
-                )
-            )
-            continue
-        result = json.loads(out.stdout.strip().splitlines()[-1])
-        rows.append(
-            Row(
-                "W7",
-                f"xsignal {algorithm}",
-                result["seconds"],
-                peak_mib=result["peak_mib"],
-                extra=f"{gib:.1f} GiB file, {result['degrees']:.2f} deg, "
-                f"peak <= 1024 MiB: {result['peak_mib'] <= 1024}",
-            )
-        )
+    tool = "raw" if algorithm == "raw" else f"xsignal {algorithm}"
+    start = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, str(path), algorithm, root],
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        ctx.notes.append(f"W7 {algorithm} failed: {out.stderr.strip()[-300:]}")
+        return Row("W7", tool, time.perf_counter() - start, extra="FAILED")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    gib = path.stat().st_size / 2**30
+    ok = "yes" if result["peak_mib"] <= 1024 else "NO"
+    return Row(
+        "W7",
+        tool,
+        result["seconds"],
+        degrees=result["degrees"],
+        peak_mib=result["peak_mib"],
+        extra=f"{gib:.2f} GiB file, 1 run; peak <= 1 GiB: {ok}",
+    )
+
+
+def memory_rows(
+    ctx: Context, size: str = "L", algorithms: tuple[str, ...] = ALGORITHMS
+) -> list[Row]:
+    """raw and each algorithm on the file in its own process (one run each)."""
+    path = ctx.data_file(size)
+    rows = [memory_row(ctx, path, a) for a in ("raw", *algorithms)]
+    raw = rows[0]
+    for row in rows[1:]:
+        if row.extra != "FAILED":
+            row.vs_raw = row.seconds / raw.seconds
     return rows

@@ -7,7 +7,15 @@ import numpy as np
 import xarray as xr
 
 import xsignal
-from benchmarks.common import Context, Row, median_time
+from benchmarks.common import (
+    HYPERSPY,
+    Context,
+    Row,
+    compare,
+    hspy_file,
+    rows_from,
+    run_hyperspy,
+)
 
 
 def raw(path) -> np.ndarray:
@@ -31,13 +39,38 @@ def with_xsignal(path) -> np.ndarray:
     return da.signal.navigator().signal.compute(progress=False).values
 
 
+HS_NAVIGATOR = """
+def work():
+    s = hs.load(ARGS["hspy"], lazy=True)
+    nav = s.sum(s.axes_manager.signal_axes)
+    nav.compute(show_progressbar=False)
+    return np.asarray(nav.data)
+
+seconds, result = timed(work, ARGS["repeats"])
+np.save(ARGS["out"], result)
+emit(seconds=seconds)
+"""
+
+
 def run(ctx: Context) -> list[Row]:
     path = ctx.data_file("M")
-    rows = []
-    results = {}
-    for tool, fn in (("raw", raw), ("xarray+dask", by_hand), ("xsignal", with_xsignal)):
-        seconds, results[tool] = median_time(lambda fn=fn: fn(path), ctx.repeats)
-        rows.append(Row("W1", tool, seconds, baseline=None if tool == "raw" else "raw"))
+    tools = {
+        "raw": lambda: raw(path),
+        "xarray+dask": lambda: by_hand(path),
+        "xsignal": lambda: with_xsignal(path),
+    }
+    measured = compare(tools, ctx.repeats)
     for tool in ("xarray+dask", "xsignal"):
-        np.testing.assert_allclose(results[tool], results["raw"], rtol=1e-5)
+        np.testing.assert_allclose(
+            measured[tool].result, measured["raw"].result, rtol=1e-5
+        )
+    rows = rows_from("W1", measured)
+    hspy = hspy_file(ctx, path)
+    out = path.with_name("w1_hyperspy.npy")
+    hs = hspy and run_hyperspy(
+        ctx, HS_NAVIGATOR, hspy=hspy, repeats=ctx.repeats, out=out
+    )
+    if hs:
+        np.testing.assert_allclose(np.load(out), measured["raw"].result, rtol=1e-4)
+        rows.append(Row("W1", HYPERSPY, hs["seconds"]))
     return rows

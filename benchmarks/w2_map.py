@@ -1,6 +1,7 @@
 """W2 map: centre of mass of each spectrum (M file) and of each 4D-STEM pattern.
 
-Tools, all timed in this run on the same file (medians of ``ctx.repeats``):
+Tools, all timed in this run on the same file, each in back-to-back pairs with
+raw (:func:`benchmarks.common.compare`):
 
 - raw: an h5py loop over the on-disk chunks, vectorized numpy on each;
 - xarray apply_ufunc: ``xr.apply_ufunc(..., vectorize=True, dask="parallelized")``
@@ -22,10 +23,6 @@ against some 8 us for one call of ``com_pixel`` on 1024 values.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import dask.array as dsa
@@ -34,10 +31,16 @@ import numpy as np
 import xarray as xr
 
 import xsignal
-from benchmarks.common import DATA_DIR, Context, Row, median_time
-
-HS_PYTHON = Path(os.environ.get("XSIGNAL_HS_PYTHON", "/work/hs-venv/bin/python"))
-
+from benchmarks.common import (
+    DATA_DIR,
+    HYPERSPY,
+    Context,
+    Row,
+    compare,
+    hspy_file,
+    rows_from,
+    run_hyperspy,
+)
 
 # --- the functions a user would write -----------------------------------------
 
@@ -103,83 +106,47 @@ def raw(path: Path, block_fn, name: str, out_shape: tuple[int, ...], **kw):
 
 # --- HyperSpy in its own environment ------------------------------------------
 
-HS_SCRIPT = textwrap.dedent(
-    """
-    import json, statistics, sys, time
-    from pathlib import Path
-    import numpy as np, h5py, hyperspy.api as hs
+HS_MAP = """
+def com_pixel(s, weights):
+    return (s * weights).sum() / s.sum()
 
-    src, dst, name, kind, repeats, compression = sys.argv[1:7]
-    repeats = int(repeats)
-    dst = Path(dst)
-    if not dst.exists():
-        with h5py.File(src, "r") as f:
-            dset = f[name]
-            data, chunks = dset[()], dset.chunks
-        cls = hs.signals.Signal1D if kind == "1d" else hs.signals.Signal2D
-        tmp = dst.with_suffix(".tmp.hspy")
-        compression = None if compression == "none" else compression
-        cls(data).save(tmp, chunks=chunks, compression=compression, overwrite=True)
-        tmp.rename(dst)
+def com_pattern(p, ky, kx):
+    total = p.sum()
+    return np.array([(p.sum(1) * ky).sum() / total, (p.sum(0) * kx).sum() / total])
 
-    def com_pixel(s, weights):
-        return (s * weights).sum() / s.sum()
+def work():
+    s = hs.load(ARGS["hspy"], lazy=True)
+    shape = s.axes_manager.signal_shape[::-1]
+    if ARGS["kind"] == "1d":
+        kw = {"weights": np.arange(shape[-1], dtype="f4")}
+        fn = com_pixel
+    else:
+        kw = {"ky": np.arange(shape[0], dtype="f4"),
+              "kx": np.arange(shape[1], dtype="f4")}
+        fn = com_pattern
+    out = s.map(fn, inplace=False, lazy_output=False, show_progressbar=False, **kw)
+    return np.asarray(out.data)
 
-    def com_pattern(p, ky, kx):
-        total = p.sum()
-        return np.array([(p.sum(1) * ky).sum() / total, (p.sum(0) * kx).sum() / total])
-
-    def work():
-        s = hs.load(dst, lazy=True)
-        shape = s.axes_manager.signal_shape[::-1]
-        if kind == "1d":
-            kw = {"weights": np.arange(shape[-1], dtype="f4")}
-            fn = com_pixel
-        else:
-            kw = {"ky": np.arange(shape[0], dtype="f4"),
-                  "kx": np.arange(shape[1], dtype="f4")}
-            fn = com_pattern
-        out = s.map(fn, inplace=False, lazy_output=False, show_progressbar=False, **kw)
-        return np.asarray(out.data)
-
-    result = work()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = work()
-        times.append(time.perf_counter() - start)
-    np.save(dst.with_suffix(".result.npy"), result)
-    print(json.dumps({"seconds": statistics.median(times)}))
-    """
-)
+seconds, result = timed(work, ARGS["repeats"])
+np.save(ARGS["out"], result)
+emit(seconds=seconds)
+"""
 
 
 def hyperspy_map(
-    ctx: Context, path: Path, name: str, kind: str, compression: str = "none"
+    ctx: Context, path: Path, kind: str, compression: str | None = None
 ) -> tuple[float, np.ndarray] | None:
     """Median time of HyperSpy's lazy map and its result, or None without HyperSpy.
 
-    The data are saved as ``.hspy`` with ``compression`` ("none", like the
+    The data are saved as ``.hspy`` with ``compression`` (None, like the
     netCDF file, or "gzip", HyperSpy's default when saving).
     """
-    if not HS_PYTHON.exists():
-        return None
-    dst = DATA_DIR / f"{path.stem}_{compression}.hspy"
-    try:
-        done = subprocess.run(
-            [str(HS_PYTHON), "-c", HS_SCRIPT, str(path), str(dst), name, kind]
-            + [str(ctx.repeats), compression],
-            capture_output=True,
-            text=True,
-            timeout=1800,
-            check=True,
-        )
-    except (subprocess.SubprocessError, OSError) as err:
-        stderr = getattr(err, "stderr", "") or ""
-        print(f"HyperSpy baseline skipped: {err}\n{stderr[-2000:]}", file=sys.stderr)
-        return None
-    seconds = json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
-    return seconds, np.load(dst.with_suffix(".result.npy"))
+    hspy = hspy_file(ctx, path, kind=kind, compression=compression)
+    out = path.with_name(f"w2_hyperspy_{kind}.npy")
+    done = hspy and run_hyperspy(
+        ctx, HS_MAP, hspy=hspy, kind=kind, repeats=ctx.repeats, out=out
+    )
+    return (done["seconds"], np.load(out)) if done else None
 
 
 # --- 4D-STEM data -------------------------------------------------------------
@@ -219,12 +186,49 @@ def stem_file(ctx: Context) -> Path:
 # --- the workloads --------------------------------------------------------------
 
 
+def map_rows(
+    ctx: Context,
+    workload: str,
+    path: Path,
+    kind: str,
+    raw_fn,
+    per_pixel,
+    vectorized,
+    by_hand=None,
+) -> list[Row]:
+    """Time raw, xarray (optional), xsignal map per pixel and vectorized, on
+    xsignal's reader and on an h5py-backed dask array, and HyperSpy's map."""
+    h5 = H5Array(path)
+    tools = {"raw": raw_fn}
+    if by_hand is not None:
+        tools["xarray apply_ufunc"] = by_hand
+    tools["xsignal map"] = lambda: per_pixel(open_xsignal(path))
+    tools["xsignal map vectorized"] = lambda: vectorized(open_xsignal(path))
+    tools["xsignal map (h5py reader)"] = lambda: per_pixel(h5.da)
+    tools["xsignal map vectorized (h5py reader)"] = lambda: vectorized(h5.da)
+    try:
+        measured = compare(tools, ctx.repeats)
+    finally:
+        h5.close()
+    results = {tool: m.result for tool, m in measured.items()}
+    rows = rows_from(workload, measured)
+    hs = hyperspy_map(ctx, path, kind)
+    if hs is not None:
+        rows.append(Row(workload, HYPERSPY, hs[0]))
+        results[HYPERSPY] = hs[1]
+        gz = hyperspy_map(ctx, path, kind, "gzip") if kind == "1d" else None
+        if gz is not None:
+            tool = f"{HYPERSPY} (gzip .hspy)"
+            rows.append(Row(workload, tool, gz[0], extra="HyperSpy's default save"))
+            results[tool] = gz[1]
+    for tool, value in results.items():
+        np.testing.assert_allclose(value, results["raw"], rtol=1e-4, err_msg=tool)
+    return rows
+
+
 def run_spectra(ctx: Context) -> list[Row]:
     path = ctx.data_file("M")
-    n_e = ctx.size("M")[-1]
-    weights = np.arange(n_e, dtype="f4")
-    results: dict[str, np.ndarray] = {}
-    rows: list[Row] = []
+    weights = np.arange(ctx.size("M")[-1], dtype="f4")
 
     def by_hand() -> np.ndarray:
         da = xr.open_dataarray(path, engine="h5netcdf", chunks={})
@@ -239,55 +243,16 @@ def run_spectra(ctx: Context) -> list[Row]:
         )
         return out.values
 
-    def per_pixel() -> np.ndarray:
-        return open_xsignal(path).signal.map(com_pixel, weights=weights).values
-
-    def vectorized() -> np.ndarray:
-        da = open_xsignal(path)
-        return da.signal.map(com_block, vectorized=True, weights=weights).values
-
-    h5 = H5Array(path)
-
-    def per_pixel_h5() -> np.ndarray:
-        return h5.da.signal.map(com_pixel, weights=weights).values
-
-    def vectorized_h5() -> np.ndarray:
-        return h5.da.signal.map(com_block, vectorized=True, weights=weights).values
-
-    tools = [
-        ("raw", lambda: raw(path, com_block, "data", (), weights=weights)),
-        ("xarray apply_ufunc", by_hand),
-        ("xsignal map", per_pixel),
-        ("xsignal map vectorized", vectorized),
-        ("xsignal map (h5py reader)", per_pixel_h5),
-        ("xsignal map vectorized (h5py reader)", vectorized_h5),
-    ]
-    seconds = {}
-    for tool, fn in tools:
-        seconds[tool], results[tool] = median_time(fn, ctx.repeats)
-    h5.close()
-    hs = hyperspy_map(ctx, path, "data", "1d")
-    if hs is not None:
-        seconds["HyperSpy map"], results["HyperSpy map"] = hs
-        gz = hyperspy_map(ctx, path, "data", "1d", "gzip")
-        if gz is not None:
-            tool = "HyperSpy map (gzip .hspy)"
-            seconds[tool], results[tool] = gz
-    for tool, value in results.items():
-        np.testing.assert_allclose(value, results["raw"], rtol=1e-4, err_msg=tool)
-    hs_base = "HyperSpy map" if hs is not None else "xarray apply_ufunc"
-    for tool, s in seconds.items():
-        base, extra = "raw", ""
-        if tool.startswith("xsignal map") and "vectorized" not in tool:
-            base = hs_base
-            extra = f"{s / seconds['raw']:.2f}x raw"
-            for hs_tool in ("HyperSpy map", "HyperSpy map (gzip .hspy)"):
-                if hs_tool in seconds:
-                    extra += f"; {hs_tool} / xsignal = {seconds[hs_tool] / s:.1f}"
-        rows.append(
-            Row("W2", tool, s, baseline=None if tool == "raw" else base, extra=extra)
-        )
-    return rows
+    return map_rows(
+        ctx,
+        "W2",
+        path,
+        "1d",
+        lambda: raw(path, com_block, "data", (), weights=weights),
+        lambda da: da.signal.map(com_pixel, weights=weights).values,
+        lambda da: da.signal.map(com_block, vectorized=True, weights=weights).values,
+        by_hand,
+    )
 
 
 def run_stem(ctx: Context) -> list[Row]:
@@ -296,55 +261,17 @@ def run_stem(ctx: Context) -> list[Row]:
         det = f["data"].shape[-2:]
     ky, kx = (np.arange(n, dtype="f4") for n in det)
     sizes = {"axis": 2}
-
-    def per_pixel() -> np.ndarray:
-        da = open_xsignal(path)
-        return da.signal.map(
-            com_pattern, ky=ky, kx=kx, output_signal_sizes=sizes
-        ).values
-
-    def vectorized() -> np.ndarray:
-        da = open_xsignal(path)
-        return da.signal.map(com_patterns, vectorized=True, ky=ky, kx=kx).values
-
-    h5 = H5Array(path)
-
-    def per_pixel_h5() -> np.ndarray:
-        return h5.da.signal.map(
-            com_pattern, ky=ky, kx=kx, output_signal_sizes=sizes
-        ).values
-
-    def vectorized_h5() -> np.ndarray:
-        return h5.da.signal.map(com_patterns, vectorized=True, ky=ky, kx=kx).values
-
-    tools = [
-        ("raw", lambda: raw(path, com_patterns, "data", (2,), ky=ky, kx=kx)),
-        ("xsignal map", per_pixel),
-        ("xsignal map vectorized", vectorized),
-        ("xsignal map (h5py reader)", per_pixel_h5),
-        ("xsignal map vectorized (h5py reader)", vectorized_h5),
-    ]
-    seconds, results = {}, {}
-    for tool, fn in tools:
-        seconds[tool], results[tool] = median_time(fn, ctx.repeats)
-    h5.close()
-    hs = hyperspy_map(ctx, path, "data", "2d")
-    if hs is not None:
-        seconds["HyperSpy map"], results["HyperSpy map"] = hs
-    for tool, value in results.items():
-        np.testing.assert_allclose(value, results["raw"], rtol=1e-4, err_msg=tool)
-    rows = []
-    for tool, s in seconds.items():
-        base, extra = "raw", ""
-        if tool.startswith("xsignal map") and "vectorized" not in tool:
-            extra = f"{s / seconds['raw']:.2f}x raw"
-            if hs is not None:
-                base = "HyperSpy map"
-                extra += f"; HyperSpy / xsignal = {seconds[base] / s:.1f}"
-        rows.append(
-            Row("W2-4D", tool, s, baseline=None if tool == "raw" else base, extra=extra)
-        )
-    return rows
+    return map_rows(
+        ctx,
+        "W2-4D",
+        path,
+        "2d",
+        lambda: raw(path, com_patterns, "data", (2,), ky=ky, kx=kx),
+        lambda da: (
+            da.signal.map(com_pattern, ky=ky, kx=kx, output_signal_sizes=sizes).values
+        ),
+        lambda da: da.signal.map(com_patterns, vectorized=True, ky=ky, kx=kx).values,
+    )
 
 
 def run(ctx: Context) -> list[Row]:

@@ -1,4 +1,4 @@
-"""W4 PCA (IncrementalPCA streamed) of S: xsignal against raw h5py + Gram + eigh."""
+"""W4 PCA (incremental, streamed) of S: xsignal against raw h5py + Gram + eigh."""
 
 from __future__ import annotations
 

@@ -11,19 +11,20 @@ xarray+dask by hand, and HyperSpy 2.5 lazily (optional, in its own venv).
 
 from __future__ import annotations
 
-import json
-import subprocess
-import textwrap
-from pathlib import Path
-
 import h5py
 import numpy as np
 import xarray as xr
 
 import xsignal
-from benchmarks.common import Context, Row, median_time
-
-HS_PYTHON = Path("/work/hs-venv/bin/python")
+from benchmarks.common import (
+    HYPERSPY,
+    Context,
+    Row,
+    compare,
+    hspy_file,
+    rows_from,
+    run_hyperspy,
+)
 
 
 def disc(shape: tuple[int, ...]) -> tuple[float, float, float]:
@@ -80,86 +81,51 @@ def _open(path) -> xr.DataArray:
     return xsignal.open(path)
 
 
-HS_SCRIPT = textwrap.dedent(
-    """
-    import json, statistics, sys, time, h5py, numpy as np
-    import hyperspy.api as hs
-    nc, hspy, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    import os
-    if not os.path.exists(hspy):
-        with h5py.File(nc, "r") as f:
-            hs.signals.Signal1D(f["data"][...]).save(hspy, overwrite=True)
-    s = hs.load(hspy, lazy=True)
-    ny, nx = s.axes_manager.navigation_shape[::-1]
-    cx, cy, r = (nx - 1) / 2, (ny - 1) / 2, min(nx - 1, ny - 1) / 4
-    def roi():
-        return hs.roi.CircleROI(cx, cy, r)(s).nanmean(axis=(0, 1)).compute()
-    def hist():
-        return s.get_histogram(bins="fd").compute()
-    out = {}
-    for name, fn in (("roi", roi), ("hist", hist)):
-        try:
-            fn()
-            times = []
-            for _ in range(repeats):
-                t = time.perf_counter(); fn(); times.append(time.perf_counter() - t)
-            out[name] = statistics.median(times)
-        except Exception as e:
-            out[name] = repr(e)[:200]
-    print(json.dumps(out))
-    """
-)
+HS_ROI_HIST = """
+s = hs.load(ARGS["hspy"], lazy=True)
+ny, nx = s.axes_manager.navigation_shape[::-1]
+cx, cy, r = (nx - 1) / 2, (ny - 1) / 2, min(nx - 1, ny - 1) / 4
 
+def roi():
+    return hs.roi.CircleROI(cx, cy, r)(s).nanmean(axis=(0, 1)).compute()
 
-def hyperspy_times(path: Path, repeats: int) -> dict:
-    """Median seconds per workload from HyperSpy, or {} when unavailable."""
-    if not HS_PYTHON.exists():
-        return {}
-    hspy = path.with_suffix(".hspy")
+def hist():
+    return s.get_histogram(bins="fd").compute()
+
+out = {}
+for name, fn in (("roi", roi), ("hist", hist)):
     try:
-        done = subprocess.run(
-            [str(HS_PYTHON), "-c", HS_SCRIPT, str(path), str(hspy), str(repeats)],
-            capture_output=True,
-            text=True,
-            timeout=1800,
-        )
-        return json.loads(done.stdout.strip().splitlines()[-1])
-    except Exception:  # no hyperspy, or it failed: skip silently
-        return {}
+        out[name] = timed(fn, ARGS["repeats"])[0]
+    except Exception as e:
+        out[name] = repr(e)[:200]
+emit(**out)
+"""
 
 
 def run(ctx: Context) -> list[Row]:
     path = ctx.data_file("M")
-    rows = []
-    roi = {}
-    for tool, fn in (
-        ("raw", raw_roi),
-        ("xarray+dask", by_hand_roi),
-        ("xsignal", xsignal_roi),
-    ):
-        seconds, roi[tool] = median_time(lambda fn=fn: fn(path), ctx.repeats)
-        base = None if tool == "raw" else "raw"
-        rows.append(Row("W61-roi", tool, seconds, baseline=base))
+    roi = compare(
+        {
+            "raw": lambda: raw_roi(path),
+            "xarray+dask": lambda: by_hand_roi(path),
+            "xsignal": lambda: xsignal_roi(path),
+        },
+        ctx.repeats,
+    )
     for tool in ("xarray+dask", "xsignal"):
-        np.testing.assert_allclose(roi[tool], roi["raw"], rtol=1e-5)
-    hist = {}
-    for tool, fn in (("raw", raw_hist), ("xsignal", xsignal_hist)):
-        seconds, hist[tool] = median_time(lambda fn=fn: fn(path), ctx.repeats)
-        bins = len(hist[tool])
-        base = None if tool == "raw" else "raw"
-        rows.append(Row("W61-hist", tool, seconds, baseline=base, extra=f"{bins} bins"))
-    hs = hyperspy_times(path, ctx.repeats)
+        np.testing.assert_allclose(roi[tool].result, roi["raw"].result, rtol=1e-5)
+    hist = compare(
+        {"raw": lambda: raw_hist(path), "xsignal": lambda: xsignal_hist(path)},
+        ctx.repeats,
+    )
+    bins = {t: f"{len(m.result)} bins" for t, m in hist.items()}
+    rows = rows_from("W61-roi", roi) + rows_from("W61-hist", hist, **bins)
+    hspy = hspy_file(ctx, path)
+    hs = (hspy and run_hyperspy(ctx, HS_ROI_HIST, hspy=hspy, repeats=ctx.repeats)) or {}
     for key, workload in (("roi", "W61-roi"), ("hist", "W61-hist")):
         value = hs.get(key)
         if isinstance(value, float):
-            rows.append(Row(workload, "hyperspy", value))
-            rows[-1].extra = "xsignal/hyperspy ratio in the xsignal row"
-            mine = next(
-                r for r in rows if r.workload == workload and r.tool == "xsignal"
-            )
-            mine.extra += f" {mine.seconds / value:.2f}x hyperspy"
+            rows.append(Row(workload, HYPERSPY, value))
         elif value is not None:
-            rows.append(
-                Row(workload, "hyperspy", float("nan"), extra=f"failed: {value}")
-            )
+            rows.append(Row(workload, HYPERSPY, float("nan"), extra=f"failed: {value}"))
     return rows

@@ -61,8 +61,11 @@ def decomposition(
     algorithm : {"SVD", "PCA", "ORPCA", "ORNMF"}
         ``"SVD"``: exact from the Gram matrix (signals of up to 4096
         elements) or dask's randomized SVD (options ``svd_solver``,
-        ``n_power_iter``, ``seed``). ``"PCA"``: scikit-learn's
-        ``IncrementalPCA`` over batches (``batch_size``). ``"ORPCA"``: online
+        ``n_power_iter``, ``seed``). ``"PCA"``: incremental PCA
+        (Ross et al. 2008, as scikit-learn's ``IncrementalPCA``) over batches
+        (``batch_size``; ``solver="sklearn"`` runs scikit-learn's
+        ``IncrementalPCA.partial_fit`` itself, 5-10x slower, same result).
+        ``"ORPCA"``: online
         robust PCA (Feng, Xu and Yan 2013; options ``lambda1``, ``lambda2``,
         ``method``, ``init``, ``training_samples``, ``batch_size``,
         ``learning_rate``, ``momentum``, ``n_iter``, ``seed``, documented in

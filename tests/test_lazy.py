@@ -224,7 +224,9 @@ def test_blocks_reject_bad_masks(si, kwargs, error, match):
         next(si.signal.blocks(**kwargs))
 
 
-def test_blocks_under_a_distributed_client():
+def test_blocks_and_compute_on_an_in_process_distributed_client():
+    # tests/test_distributed.py runs everything on worker processes; this
+    # one checks non-dask objects pass through xsignal.compute on a client
     distributed = pytest.importorskip("distributed")
     da = spectrum_image((6, 5, 32), chunks={"y": 2}).data
     with (
@@ -234,20 +236,9 @@ def test_blocks_under_a_distributed_client():
         distributed.Client(cluster),
     ):
         items = list(da.signal.blocks())
-    np.testing.assert_array_equal(assemble(da, items), da.values)
-
-
-def test_compute_with_progress_on_a_distributed_client(capsys):
-    distributed = pytest.importorskip("distributed")
-    da = spectrum_image((6, 5, 32), chunks={"y": 2}).data
-    with (
-        distributed.LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster),
-    ):
         out = da.signal.compute(progress=True)
         total, same = xsignal.compute(da.sum(), 7, progress=True)
+    np.testing.assert_array_equal(assemble(da, items), da.values)
     np.testing.assert_array_equal(out.values, da.values)
     assert float(total) == pytest.approx(float(da.values.sum(dtype="f8")))
     assert same == 7

@@ -84,6 +84,16 @@ class _BufferPool:
 _POOL = _BufferPool()
 
 
+def _close_quietly(handle: Any) -> None:
+    """Close an h5py file, if any, that h5py may already have closed."""
+    if handle is None:
+        return
+    try:
+        handle.close()
+    except Exception:  # h5py already closed it
+        pass
+
+
 class ClosedFileError(ValueError):
     """Reading from a file that was closed with :func:`xsignal.close_file`."""
 
@@ -272,11 +282,7 @@ def _release(token: str) -> None:
             return
         del _LIVE[token]
         handle = _HANDLES.pop(token, None)
-    if handle is not None:
-        try:
-            handle.close()
-        except Exception:  # h5py already closed it
-            pass
+    _close_quietly(handle)
 
 
 def _forget_after_fork() -> None:
@@ -371,11 +377,7 @@ def close_token(token: str) -> None:
     with _REGISTRY_LOCK:
         _CLOSED.add(token)
         handle = _HANDLES.pop(token, None)
-    if handle is not None:
-        try:
-            handle.close()
-        except Exception:  # already closed by h5py
-            pass
+    _close_quietly(handle)
 
 
 def _close_tokens(tokens: list[str]) -> None:

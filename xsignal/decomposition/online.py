@@ -9,11 +9,24 @@ matrix algebra runs on one BLAS thread (faster than contended threads).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .streaming import Problem, Scaling, check_block
+
+
+@dataclass
+class OnlineState:
+    """What an online algorithm carries from batch to batch."""
+
+    basis: np.ndarray  # features x k (ORNMF: non-negative, column norms <= 1)
+    sigma: np.ndarray  # noise level of each feature
+    a: np.ndarray  # sum of r r^T over the samples seen
+    b: np.ndarray  # sum of (z - e) r^T over the samples seen
+    seen: int = 0
+    velocity: np.ndarray | None = None  # for momentum SGD
 
 
 def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:

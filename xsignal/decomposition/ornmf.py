@@ -21,12 +21,11 @@ paper's robust algorithm. ``lambda1`` is in robust noise units (see
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from .fit import Fit
 from .online import (
+    OnlineState,
     blas_one_thread,
     check_positive,
     check_positive_int,
@@ -41,16 +40,6 @@ from .poisson import scaling_pass
 from .streaming import Problem
 
 METHODS = ("PGD", "RobustPGD", "MomentumSGD")
-
-
-@dataclass
-class _State:
-    basis: np.ndarray  # W, features x k, non-negative, column norms <= 1
-    sigma: np.ndarray  # noise level of each feature
-    a: np.ndarray
-    b: np.ndarray
-    seen: int = 0
-    velocity: np.ndarray | None = None
 
 
 def project_basis(w: np.ndarray) -> np.ndarray:
@@ -185,11 +174,11 @@ def fit(
     scaling = scaling_pass(problem, poisson=poisson, centre=None, nonnegative=check)
     robust = method == "RobustPGD"
 
-    def start(v: np.ndarray) -> _State:
+    def start(v: np.ndarray) -> OnlineState:
         w, sigma = training_nmf(v, k, lambda1 if robust else None, seed)
-        return _State(w, sigma, np.zeros((k, k)), np.zeros((m, k)))
+        return OnlineState(w, sigma, np.zeros((k, k)), np.zeros((m, k)))
 
-    def update(state: _State, v: np.ndarray) -> None:
+    def update(state: OnlineState, v: np.ndarray) -> None:
         threshold = lambda1 * state.sigma if robust else None
         h, r = solve_batch(v, state.basis, threshold, n_iter, sweeps)
         clean = v if r is None else v - r

@@ -22,13 +22,13 @@ by explained variance (the low-rank part ``L R^T`` is unchanged).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .fit import Fit, flip_signs
 from .online import (
+    OnlineState,
     blas_one_thread,
     check_positive,
     check_positive_int,
@@ -43,16 +43,6 @@ from .poisson import scaling_pass
 from .streaming import Problem
 
 METHODS = ("CF", "BCD", "SGD", "MomentumSGD")
-
-
-@dataclass
-class _State:
-    basis: np.ndarray  # L, features x k
-    sigma: np.ndarray  # noise level of each feature
-    a: np.ndarray
-    b: np.ndarray
-    seen: int = 0
-    velocity: np.ndarray | None = None
 
 
 def solve_batch(
@@ -162,7 +152,7 @@ def fit(
     check = "normalize_poissonian_noise" if poisson else None
     scaling = scaling_pass(problem, poisson=poisson, centre=centre, nonnegative=check)
 
-    def start(y: np.ndarray) -> _State:
+    def start(y: np.ndarray) -> OnlineState:
         if given is not None:
             basis = given
         elif init == "rand":
@@ -171,9 +161,9 @@ def fit(
         else:  # leading subspace of the samples, outliers clipped per feature
             basis = top_subspace(clip_outliers(y, lambda2), k, seed=seed)
         basis, sigma = robust_training(y, basis, lambda1, lambda2, n_iter, seed)
-        return _State(basis, sigma, np.zeros((k, k)), np.zeros((m, k)))
+        return OnlineState(basis, sigma, np.zeros((k, k)), np.zeros((m, k)))
 
-    def update(state: _State, z: np.ndarray) -> None:
+    def update(state: OnlineState, z: np.ndarray) -> None:
         threshold = lambda2 * state.sigma
         r, e = solve_batch(z, state.basis, lambda1, threshold, n_iter)
         clean = z - e
@@ -257,7 +247,7 @@ def _initial_basis(init: Any, m: int, k: int) -> np.ndarray | None:
 
 
 def _update_basis(
-    state: _State,
+    state: OnlineState,
     method: str,
     lambda1: float,
     r: np.ndarray,

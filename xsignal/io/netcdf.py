@@ -22,7 +22,7 @@ import numpy as np
 import xarray as xr
 
 from ..chunks import navigation_chunks
-from ..dims import SIGNAL_DIMS_ATTR, navigation_dims, signal_dims
+from ..dims import SIGNAL_DIMS_ATTR, check_dims, navigation_dims, signal_dims
 from ..progress import distributed_client
 from .common import clean_attr, dask_chunks, lazy_array, source_for
 
@@ -212,12 +212,7 @@ def save_chunks(
     shape = dict(da.sizes)
     if chunks is not None:
         if isinstance(chunks, Mapping):
-            unknown = [d for d in chunks if d not in shape]
-            if unknown:
-                raise ValueError(
-                    f"chunks names {unknown[0]!r}, which is not a dim of this "
-                    f"array; its dims are {da.dims}"
-                )
+            check_dims(da, chunks, "chunks dim")
             spec = [chunks.get(d, -1) for d in da.dims]
         else:
             spec = list(chunks)

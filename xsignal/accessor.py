@@ -123,13 +123,21 @@ class SignalAccessor:
         self,
         path: Any,
         *,
+        format: str | None = None,  # noqa: A002  (the API's name)
         chunks: Any = None,
-        compression: str | None = "gzip",
+        compression: Any = "auto",
         overwrite: bool = False,
+        shards: Any = None,
     ) -> None:
         """Call :func:`xsignal.save` on this DataArray."""
         return _io.save(
-            self._da, path, chunks=chunks, compression=compression, overwrite=overwrite
+            self._da,
+            path,
+            format=format,
+            chunks=chunks,
+            compression=compression,
+            overwrite=overwrite,
+            shards=shards,
         )
 
     # --- map (issue 4) ------------------------------------------------------

@@ -18,6 +18,7 @@ import xarray as xr
 
 import xsignal
 
+from .io.save import format_for, is_url
 from .progress import progress_bar
 from .testing import write_spectrum_image
 
@@ -300,8 +301,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    path = Path(args.file)
-    if not path.exists():
+    path = args.file
+    if not is_url(path) and not Path(path).exists():
         raise FileNotFoundError(f"no such file: {path}")
     print(info_text(xsignal.open(path, variable=args.variable), path))
     return 0
@@ -335,14 +336,19 @@ def parse_chunks(text: str | None) -> dict[str, int] | None:
 
 
 def run_convert(args: argparse.Namespace) -> int:
+    fmt, _ = format_for(args.output, args.format)  # a bad extension: before any work
+    chunks = parse_chunks(args.chunks)
     da = xsignal.open(args.input, variable=args.variable)
+    if args.dtype:
+        da = xsignal.change_dtype(da, args.dtype)
     compression = None if args.compression == "none" else args.compression
     start = time.perf_counter()
-    with progress_bar(None if args.progress else False, desc="convert"):
+    with progress_bar(None if args.progress else False, desc=f"convert to {fmt}"):
         xsignal.save(
             da,
             args.output,
-            chunks=parse_chunks(args.chunks),
+            format=args.format,
+            chunks=chunks,
             compression=compression,
             overwrite=args.overwrite,
         )
@@ -352,18 +358,35 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def info_text(da: xr.DataArray, path: Path) -> str:
+def _stored_bytes(path: str | Path) -> int | None:
+    """Bytes of a file, or of every file in a store's folder; None for URLs."""
+    if is_url(str(path)):
+        return None
+    path = Path(path)
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
+
+
+def info_text(da: xr.DataArray, path: str | Path) -> str:
     """The lines ``xsignal info`` prints for an opened array."""
     s = da.signal
     lines = [
         f"{path}",
         f"  {s!r}",
+        f"  format:          {da.encoding.get('format', 'unknown')}",
+    ]
+    if da.attrs.get("title"):
+        lines.append(f"  title:           {da.attrs['title']}")
+    lines += [
         f"  navigation dims: {s.navigation_dims} shape {s.navigation_shape}",
         f"  signal dims:     {s.signal_dims} shape {s.signal_shape}",
         f"  dtype:           {da.dtype}",
         f"  in memory:       {da.nbytes / 2**20:.1f} MiB",
-        f"  on disk:         {path.stat().st_size / 2**20:.1f} MiB",
     ]
+    stored = _stored_bytes(path)
+    if stored is not None:
+        lines.append(f"  on disk:         {stored / 2**20:.1f} MiB")
     if da.chunks is not None:
         lines.append(f"  chunks:          {tuple(max(c) for c in da.chunks)}")
     if "chunksizes" in da.encoding:
@@ -454,16 +477,27 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=run_info)
 
     convert = sub.add_parser(
-        "convert", help="convert a .hspy, netCDF or HDF5 file to a chunked netCDF file"
+        "convert",
+        help="convert any file xsignal reads to netCDF (.nc), HyperSpy (.hspy, "
+        ".zspy) or zarr (.zarr, .zip), the format from OUTPUT's extension",
     )
     convert.add_argument("input")
     convert.add_argument("output")
     convert.add_argument(
+        "--format",
+        choices=["netcdf", "hspy", "zspy", "zarr"],
+        help="the output format when its extension does not say",
+    )
+    convert.add_argument(
         "--chunks", help="on-disk chunks as dim=size pairs, e.g. y=4,x=256,energy=-1"
     )
     convert.add_argument(
-        "--compression", choices=["gzip", "lzf", "none"], default="gzip"
+        "--compression",
+        choices=["auto", "gzip", "zstd", "lz4", "lzf", "none"],
+        default="auto",
+        help="auto: gzip for HDF5 formats, zstd for zarr",
     )
+    convert.add_argument("--dtype", help="convert the values, e.g. float32")
     convert.add_argument("--variable", help="variable or dataset path to convert")
     convert.add_argument(
         "--overwrite", action="store_true", help="replace an existing output file"

@@ -1,7 +1,7 @@
-"""Reading and writing files: netCDF4 (``save``/``open``), HyperSpy ``.hspy``
-files, plain HDF5 datasets."""
+"""Reading and writing files: netCDF4, HyperSpy ``.hspy`` and ``.zspy``,
+zarr stores, plain HDF5 datasets, and every format rosettasciio reads."""
 
 from .dispatch import open
-from .netcdf import save
+from .save import save
 
 __all__ = ["open", "save"]

@@ -13,6 +13,7 @@ import xarray as xr
 from ..handles import close_token
 from . import hdf5, hspy, netcdf
 from .common import open_h5
+from .save import is_url
 
 PathLike = str | os.PathLike
 
@@ -33,7 +34,9 @@ def expand_paths(paths: PathLike | Sequence[PathLike]) -> tuple[list[str], bool]
     out: list[str] = []
     for item in items:
         text = os.fspath(item)
-        if glob.has_magic(text) and not os.path.exists(text):
+        if is_url(text):
+            out.append(text)
+        elif glob.has_magic(text) and not os.path.exists(text):
             matches = sorted(glob.glob(os.path.expanduser(text)))
             if not matches:
                 raise FileNotFoundError(f"no file matches {text!r}")
@@ -45,11 +48,55 @@ def expand_paths(paths: PathLike | Sequence[PathLike]) -> tuple[list[str], bool]
 
 
 def file_kind(handle) -> str:
-    """``"hspy"``, ``"netcdf"`` or ``"hdf5"``, from the file's own attributes."""
+    """``"hspy"``, ``"netcdf"`` or ``"hdf5"``, from an HDF5 file's own attributes."""
     if hspy.is_hspy(handle):
         return "hspy"
     if netcdf.is_netcdf(handle):
         return "netcdf"
+    return "hdf5"
+
+
+# what rosettasciio reads, for the error when it is not installed
+ROSETTA_EXTENSIONS = (
+    ".blo .mib .dm3 .dm4 .emd .mrc .mrcz .tvips .ser .emi .prz .bcf .spx .nxs "
+    ".tif .tiff .rpl .msa .unf .sur .spd .spc .app5 .wdf .elid .npy .pts .de5"
+).split()
+# read by xsignal itself even when rosettasciio knows the extension
+_OWN_EXTENSIONS = (".nc", ".nc4", ".h5", ".hdf5", ".hspy", ".zspy", ".zarr", ".zip")
+
+
+def source_kind(path: str, variable: str | None = None) -> str:
+    """How to read ``path``: ``"zarr"``, ``"hdf5"`` or ``"rosetta"``.
+
+    URLs and zarr folders or zip files are zarr stores; HDF5 files are read
+    by xsignal (HyperSpy, netCDF or plain datasets) unless their extension
+    is a rosettasciio format (``.emd``, ``.nxs``...) and no HDF5 dataset
+    path is given; other files by rosettasciio.
+    """
+    from . import rosetta, zarr_
+
+    if is_url(path):
+        return "zarr"
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    if os.path.isdir(path):
+        if zarr_.is_zarr_folder(path):
+            return "zarr"
+        raise ValueError(
+            f"{path} is a folder, not a file or a zarr store (no zarr.json, "
+            ".zgroup or .zarray in it)"
+        )
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in _OWN_EXTENSIONS and not (variable or "").startswith("/"):
+        known = rosetta.extensions()
+        if ext in known:
+            return "rosetta"
+        if ext in ROSETTA_EXTENSIONS:
+            raise ImportError(
+                f"{path}: reading {ext} files needs rosettasciio: {rosetta.EXTRA}"
+            )
+    if zarr_.is_zarr_zip(path):
+        return "zarr"
     return "hdf5"
 
 
@@ -60,22 +107,37 @@ def open_one(
     chunks: Mapping[Hashable, Any] | Sequence[int] | str | None = None,
     variable: str | None = None,
 ) -> xr.DataArray:
-    """Open one file (see :func:`open`)."""
+    """Open one file or store (see :func:`open`)."""
     path = os.fspath(path)
-    handle = open_h5(path)
+    kind = source_kind(path, variable)
     token = uuid.uuid4().hex
-    try:
-        kind = file_kind(handle)
-        reader = {
-            "hspy": hspy.read_hspy,
-            "netcdf": netcdf.read_netcdf,
-            "hdf5": hdf5.read_hdf5,
-        }[kind]
-        da = reader(handle, variable, chunks=chunks, token=token)
-    except BaseException:
-        close_token(token)
-        handle.close()
-        raise
+    if kind == "zarr":
+        from .zarr_ import read_zarr
+
+        da = read_zarr(path, variable, chunks=chunks, token=token)
+    elif kind == "rosetta":
+        from .rosetta import read_rosetta
+
+        da = read_rosetta(path, variable, chunks=chunks)
+    else:
+        handle = open_h5(path)
+        try:
+            kind = file_kind(handle)
+            reader = {
+                "hspy": hspy.read_hspy,
+                "netcdf": netcdf.read_netcdf,
+                "hdf5": hdf5.read_hdf5,
+            }[kind]
+            da = reader(handle, variable, chunks=chunks, token=token)
+            da.encoding["format"] = {
+                "hspy": "HyperSpy .hspy (HDF5)",
+                "netcdf": "netCDF4 (HDF5)",
+                "hdf5": "HDF5",
+            }[kind]
+        except BaseException:
+            close_token(token)
+            handle.close()
+            raise
     if not lazy:
         da = da.compute()
         close_token(token)

@@ -9,11 +9,8 @@ times) is left to :func:`xarray.decode_cf`, which keeps the data lazy.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import uuid
 import warnings
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +18,9 @@ import dask.array as dsa
 import numpy as np
 import xarray as xr
 
-from ..chunks import navigation_chunks
-from ..dims import SIGNAL_DIMS_ATTR, check_dims, navigation_dims, signal_dims
-from ..progress import distributed_client
+from ..dims import SIGNAL_DIMS_ATTR, signal_dims
 from .common import clean_attr, dask_chunks, lazy_array, source_for
-
-DEFAULT_CHUNK_BYTES = 4 * 2**20
+from .hdf5_write import compression_encoding, fill, writable_scheduler
 
 # attributes of the netCDF4/HDF5 machinery, never shown to users
 _RESERVED = {
@@ -187,195 +181,18 @@ def _encoding(dset) -> dict[str, Any]:
 
 
 # --- save --------------------------------------------------------------------
+# --- writing ---------------------------------------------------------------------
 
 
-def save_chunks(
-    da: xr.DataArray, chunks: Mapping[Hashable, int] | Sequence[int] | None = None
-) -> tuple[int, ...]:
-    """The on-disk chunk shape :func:`save` writes ``da`` with.
-
-    Given ``chunks`` (a dict by dim name, dims left out whole, or a tuple in
-    dim order; ``-1``/``None`` = whole dim) win; else the dask chunks
-    (irregular ones give the largest chunk of each dim, with a warning);
-    else whole signals and navigation rows up to about 4 MiB.
-
-    Examples
-    --------
-    >>> import numpy as np, xarray as xr
-    >>> da = xr.DataArray(np.zeros((256, 256, 1024), "f4")[:, :, :1],
-    ...                   dims=("y", "x", "e"))
-    >>> save_chunks(da.chunk({"y": 10}))
-    (10, 256, 1)
-    >>> save_chunks(da, {"y": 4})
-    (4, 256, 1)
-    """
-    shape = dict(da.sizes)
-    if chunks is not None:
-        if isinstance(chunks, Mapping):
-            check_dims(da, chunks, "chunks dim")
-            spec = [chunks.get(d, -1) for d in da.dims]
-        else:
-            spec = list(chunks)
-            if len(spec) != da.ndim:
-                raise ValueError(
-                    f"chunks {tuple(spec)} has {len(spec)} entries but the "
-                    f"array has {da.ndim} dims {da.dims}"
-                )
-        out = []
-        for d, c in zip(da.dims, spec):
-            if c is None or c == -1:
-                c = shape[d]
-            if isinstance(c, bool) or not isinstance(c, int | np.integer) or c < 1:
-                raise ValueError(
-                    f"chunk length for {d!r} must be a positive int, -1 or None, "
-                    f"not {c!r}"
-                )
-            out.append(int(min(c, shape[d])) or 1)
-        return tuple(out)
-    if da.chunks is not None:
-        out = tuple(max(max(c), 1) if c else 1 for c in da.chunks)
-        irregular = [
-            d
-            for d, c in zip(da.dims, da.chunks)
-            if len(set(c[:-1])) > 1 or (len(c) > 1 and c[-1] > c[0])
-        ]
-        if irregular:
-            warnings.warn(
-                f"the dask chunks along {irregular} are irregular; saving with "
-                f"on-disk chunks {dict(zip(da.dims, out))} (the largest of each "
-                "dim), which is what the file gives back when opened. Pass "
-                "chunks= to choose.",
-                UserWarning,
-                stacklevel=3,
-            )
-        return out
-    sig = signal_dims(da)
-    pixel = int(np.prod([shape[d] for d in sig])) * da.dtype.itemsize
-    by_dim = navigation_chunks(  # (size-0 dims count as 1: HDF5 chunks are >= 1)
-        {d: max(1, shape[d]) for d in navigation_dims(da)}, pixel, DEFAULT_CHUNK_BYTES
-    )
-    by_dim.update({d: max(1, shape[d]) for d in sig})
-    return tuple(by_dim[d] for d in da.dims)
-
-
-def compression_encoding(compression: str | None) -> dict[str, Any]:
-    """netCDF encoding for ``compression``: None, "gzip", "lzf" or an hdf5plugin
-    filter name ("zstd", "blosc", "lz4", "bitshuffle", ...)."""
-    if compression is None:
-        return {}
-    if not isinstance(compression, str):
-        raise TypeError(f"compression must be a string or None, not {compression!r}")
-    name = compression.lower()
-    if name in ("gzip", "zlib"):
-        return {"compression": "gzip", "compression_opts": 4, "shuffle": True}
-    if name == "lzf":
-        return {"compression": "lzf", "shuffle": True}
-    try:
-        import hdf5plugin
-    except ImportError:
-        raise ValueError(
-            f"compression {compression!r} is not one of None, 'gzip', 'lzf'; "
-            "other filters need the hdf5plugin package"
-        ) from None
-    classes = {
-        k.lower(): v
-        for k, v in vars(hdf5plugin).items()
-        if isinstance(v, type) and hasattr(v, "filter_id")
-    }
-    if name not in classes:
-        raise ValueError(
-            f"unknown compression {compression!r}; choose None, 'gzip', 'lzf' "
-            f"or an hdf5plugin filter: {sorted(classes)}"
-        )
-    flt = classes[name]()
-    return {"compression": flt.filter_id, "compression_opts": flt.filter_options}
-
-
-@contextlib.contextmanager
-def _writable_scheduler():
-    """Threads instead of dask's process pool while writing.
-
-    The write tasks hold the open output file, which cannot go to other
-    processes. A ``dask.distributed`` client is fine: numbers are written
-    by :func:`_store_from_client` (blocks computed on the workers, one
-    writer here), other dtypes by xarray (which locks and reopens the file
-    on the workers).
-    """
-    import dask
-    import dask.multiprocessing
-
-    if dask.base.get_scheduler() is dask.multiprocessing.get:
-        with dask.config.set(scheduler="threads"):
-            yield
-    else:
-        yield
-
-
-def save(
-    da: xr.DataArray,
-    path: str | os.PathLike,
-    *,
-    chunks: Mapping[Hashable, int] | Sequence[int] | None = None,
-    compression: str | None = "gzip",
-    overwrite: bool = False,
+def write_netcdf(
+    da: xr.DataArray, path: Path, *, chunks: tuple[int, ...], compression: str | None
 ) -> None:
-    """Save ``da`` to a chunked netCDF4/HDF5 file, atomically.
+    """Write ``da`` to a new netCDF4 file ``path`` (see :func:`xsignal.save`).
 
-    Written through xarray's ``h5netcdf`` engine, so any netCDF4 reader
-    opens it; :func:`xsignal.open` gives back the values, coords, attrs,
-    signal marking, and dask chunks equal to the on-disk chunks. Lazy data
-    is written block by block, never whole in memory. The file is written
-    to a temporary file in the target's folder and renamed over the target
-    only once complete: a failure (a raising task, a full disk, an
-    interrupt) leaves no half-written file and any existing file
-    untouched. Saving over the file a lazy ``da`` was read from works: the
-    open file keeps being read until the rename replaces it. On a
-    ``dask.distributed`` client the blocks are computed (and, for gzip or no
-    compression, encoded) on the workers and written by this process alone,
-    in order, with at most a few blocks in flight.
-
-    Parameters
-    ----------
-    path : path-like
-        Target file (conventionally ``.nc``).
-    chunks : dict by dim name or tuple in dim order, optional
-        On-disk chunks; default the dask chunks (irregular ones: the largest
-        of each dim, with a warning), else whole signals and about 4 MiB.
-    compression : {"gzip", "lzf", None} or an hdf5plugin filter name
-        "gzip" (level 4, with byte shuffling) is readable everywhere;
-        "lzf" is faster but h5py-only; hdf5plugin filters ("zstd", "blosc",
-        ...) need that package to write and to read.
-    overwrite : bool
-        Replace an existing file; ``False`` raises ``FileExistsError``.
-
-    Raises
-    ------
-    FileExistsError
-        ``path`` exists and ``overwrite`` is False.
-    ValueError, TypeError
-        Bad ``chunks`` or ``compression``.
-
-    Examples
-    --------
-    >>> import os, tempfile, numpy as np, xarray as xr, xsignal
-    >>> da = xr.DataArray(np.arange(24.0).reshape(2, 3, 4), dims=("y", "x", "e"))
-    >>> path = os.path.join(tempfile.mkdtemp(), "a.nc")
-    >>> xsignal.save(da.signal.set_signal_dims("x", "e"), path)
-    >>> back = xsignal.open(path, lazy=False)
-    >>> back.signal.signal_dims, float(back.sum())
-    (('x', 'e'), 276.0)
+    Numbers go through :func:`_write_streaming`; other dtypes (bool,
+    complex, strings) through xarray's h5netcdf writer.
     """
-    if not isinstance(da, xr.DataArray):
-        raise TypeError(f"expected an xarray.DataArray, got {type(da).__name__}")
-    target = Path(path)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
-    if not target.parent.is_dir():
-        raise FileNotFoundError(f"no folder {target.parent} to save {target.name} in")
-    encoding = {
-        "chunksizes": save_chunks(da, chunks),
-        **compression_encoding(compression),
-    }
+    encoding = {"chunksizes": chunks, **compression_encoding(compression)}
     if da.ndim == 0:  # HDF5 scalars have no chunks and no filters
         encoding = {}
     if da.dtype.kind == "f":
@@ -387,53 +204,17 @@ def save(
     out.encoding = {}
     for coord in out.coords.values():
         coord.encoding = {}
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.xsignal-tmp")
-    try:
-        with warnings.catch_warnings(), _writable_scheduler():
-            warnings.filterwarnings("ignore", "You are writing invalid netcdf")
-            if out.ndim and _fast_path_ok(out):
-                _write_streaming(out, tmp, encoding)
-            else:
-                out.to_dataset().to_netcdf(
-                    tmp,
-                    engine="h5netcdf",
-                    encoding={name: encoding},
-                    invalid_netcdf=compression not in (None, "gzip", "zlib"),
-                )
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _fast_path_ok(da: xr.DataArray) -> bool:
-    """Numbers (other dtypes go through xarray's writer)."""
-    return da.dtype.kind in "iuf"
-
-
-class _ChunkWriter:
-    """``dask.array.store`` target: whole raw chunks written as they are."""
-
-    def __init__(self, dset, raw: bool) -> None:
-        self.dset = dset
-        self.chunks = dset.chunks
-        self.raw = raw and dset.chunks is not None
-
-    def __setitem__(self, key: tuple, block: np.ndarray) -> None:
-        if self.raw and self._whole_chunk(key, block):
-            block = np.ascontiguousarray(block, dtype=self.dset.dtype)
-            offsets = tuple(sl.start or 0 for sl in key)
-            self.dset.id.write_direct_chunk(offsets, block)
+    with warnings.catch_warnings(), writable_scheduler():
+        warnings.filterwarnings("ignore", "You are writing invalid netcdf")
+        if out.ndim and out.dtype.kind in "iuf":
+            _write_streaming(out, path, encoding)
         else:
-            self.dset[key] = block
-
-    def _whole_chunk(self, key: tuple, block: np.ndarray) -> bool:
-        if len(key) != len(self.chunks) or block.shape != self.chunks:
-            return False
-        return all(
-            isinstance(sl, slice) and (sl.start or 0) % c == 0
-            for sl, c in zip(key, self.chunks)
-        )
+            out.to_dataset().to_netcdf(
+                path,
+                engine="h5netcdf",
+                encoding={name: encoding},
+                invalid_netcdf=compression not in (None, "gzip", "zlib"),
+            )
 
 
 _CF_ATTRS = {"_FillValue", "missing_value", "scale_factor", "add_offset", "calendar"}
@@ -468,7 +249,6 @@ def _write_streaming(da: xr.DataArray, tmp: Path, encoding: dict) -> None:
     block for lazy data, whole raw chunks without going through HDF5's
     selection code (the file is the same as xarray's own writer makes).
     """
-    import dask.array as dsa
     import h5netcdf
     import h5py
 
@@ -505,119 +285,4 @@ def _write_streaming(da: xr.DataArray, tmp: Path, encoding: dict) -> None:
             if "coordinates" in f.attrs:
                 del f.attrs["coordinates"]
     with h5py.File(tmp, "a") as h:
-        dset = h[name]
-        raw = dset.id.get_create_plist().get_nfilters() == 0
-        if da.chunks is None:
-            dset[...] = da.values
-        else:
-            import threading
-
-            data = da.data
-            if not _aligned(data.chunks, dset.chunks):
-                # whole on-disk chunks per block: no chunk is written twice
-                data = data.rechunk(dset.chunks)
-            client = distributed_client()
-            if client is not None:
-                _store_from_client(client, data, dset)
-            else:
-                dsa.store(
-                    data, _ChunkWriter(dset, raw), lock=threading.Lock(), compute=True
-                )
-
-
-def _aligned(chunks: tuple[tuple[int, ...], ...], disk: tuple[int, ...]) -> bool:
-    """True when every dask block boundary falls on an on-disk chunk boundary."""
-    for dim_chunks, size in zip(chunks, disk):
-        edges = np.cumsum(dim_chunks[:-1])
-        if np.any(edges % size):
-            return False
-    return True
-
-
-# --- writing on a dask.distributed client -------------------------------------
-# HDF5 files cannot be written from several processes, and the open output
-# file cannot travel to the workers. So the workers compute the blocks (and,
-# for gzip/shuffle or no filters, encode them into the bytes of the stored
-# chunk, which is where the time goes), and this process alone writes them,
-# in order, a bounded window of blocks ahead so memory stays a few chunks.
-
-_SHUFFLE, _DEFLATE = 2, 1  # HDF5 filter ids
-
-
-def _filters(dset) -> list[tuple[int, tuple]] | None:
-    """The dataset's filter pipeline, if the workers can apply it: none,
-    shuffle, deflate, or shuffle then deflate. None for anything else."""
-    plist = dset.id.get_create_plist()
-    out = []
-    for i in range(plist.get_nfilters()):
-        code, _, values, _ = plist.get_filter(i)
-        out.append((int(code), tuple(values)))
-    codes = [c for c, _ in out]
-    return out if codes in ([], [_SHUFFLE], [_DEFLATE], [_SHUFFLE, _DEFLATE]) else None
-
-
-def _encode_chunk(
-    block: np.ndarray, chunk: tuple[int, ...], dtype: str, filters: list, fill: Any
-) -> bytes:
-    """The bytes HDF5 stores for one chunk holding ``block`` (padded with the
-    fill value to the full chunk shape at the edges, as HDF5 does)."""
-    import zlib
-
-    dtype = np.dtype(dtype)
-    if block.shape != chunk:
-        full = np.full(chunk, fill, dtype)
-        full[tuple(slice(0, n) for n in block.shape)] = block
-        block = full
-    raw = np.ascontiguousarray(block, dtype).reshape(-1)
-    for code, values in filters:
-        if code == _SHUFFLE and dtype.itemsize > 1:
-            # byte shuffle: all first bytes of the elements, then all second...
-            raw = np.ascontiguousarray(raw.view(np.uint8).reshape(-1, dtype.itemsize).T)
-        elif code == _DEFLATE:
-            level = values[0] if values else 4
-            raw = np.frombuffer(zlib.compress(raw.tobytes(), level), np.uint8)
-    return raw.tobytes()
-
-
-def _store_from_client(
-    client, data: dsa.Array, dset, window: int | None = None
-) -> None:
-    """Write ``data`` (blocks aligned with ``dset``'s chunks) into ``dset``
-    from this process, the blocks computed on ``client``'s workers."""
-    from ..lazy import client_window, in_order
-
-    filters = _filters(dset) if dset.chunks is not None else None
-    if filters is not None and not _one_chunk_blocks(data, dset.chunks):
-        data = data.rechunk(dset.chunks)  # aligned already: only splits blocks
-    edges = [np.cumsum((0, *c)) for c in data.chunks]
-    where = [
-        tuple(slice(int(e[i]), int(e[i + 1])) for e, i in zip(edges, index))
-        for index in np.ndindex(data.numblocks)
-    ]
-    where = [key for key in where if all(sl.stop > sl.start for sl in key)]
-    encode_args = (tuple(dset.chunks or ()), dset.dtype.str, filters, dset.fillvalue)
-
-    def submit(key: tuple[slice, ...]):
-        # one small graph per block (slicing culls it), never the whole graph
-        block = client.compute(data[key])
-        if not filters:  # nothing to encode: no extra task and round trip
-            return block
-        return client.submit(_encode_chunk, block, *encode_args)
-
-    window = window or client_window(client, data)
-    for key, value in zip(where, in_order(submit, where, window)):
-        if filters is None:
-            dset[key] = value
-            continue
-        if not filters:
-            value = _encode_chunk(value, *encode_args)
-        dset.id.write_direct_chunk(tuple(sl.start for sl in key), value)
-
-
-def _one_chunk_blocks(data: dsa.Array, chunk: tuple[int, ...]) -> bool:
-    """True when every block of ``data`` is one on-disk chunk (the last
-    block of a dim may be shorter)."""
-    return all(
-        all(c == n for c in dim[:-1]) and dim[-1] <= n
-        for dim, n in zip(data.chunks, chunk)
-    )
+        fill(h[name], da)

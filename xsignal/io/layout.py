@@ -1,0 +1,553 @@
+"""HyperSpy's file layout, read and written over h5py or zarr groups.
+
+One layout serves ``.hspy`` (HDF5) and ``.zspy`` (zarr format 2) files: the
+root has ``file_format = "HyperSpy"``; each signal is a group
+``/Experiments/<name>`` holding the array ``data``, one group ``axis-<i>``
+per array dim *in array order* (HyperSpy's axes manager lists navigation
+axes in the reverse order, the files do not), and the ``metadata`` and
+``original_metadata`` trees (groups of attributes). An axis group has
+``name``, ``units``, ``size`` and ``navigate``; a uniform axis has
+``offset`` and ``scale``, a non-uniform one an array ``axis`` with its
+values, a functional one an ``expression`` of ``x``.
+
+Files of format 1.x (HyperSpy < 1.0) have no ``file_format`` attribute,
+keep the title in ``mapped_parameters`` and may give no ``navigate``
+flags; then ``metadata/Signal/record_by`` says which dims are the signal
+("spectrum": the last, "image": the last two).
+
+Reading turns axes into coordinates (units in their attrs), the
+``navigate=False`` axes into the signal dims, the title into an attr and
+the metadata trees into JSON strings in attrs (so they survive any save).
+Writing does the reverse from a DataArray; attrs that HyperSpy has no
+place for are kept in ``metadata/_xsignal`` and come back as attrs.
+
+The functions here only use what h5py and zarr groups share (``attrs``,
+``get``, ``[name]``, ``in``, ``create_group``); the two differences,
+listing members and creating small arrays, are :func:`members` and the
+``put`` argument of :func:`write_signal`.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import operator
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ..dims import SIGNAL_DIMS_ATTR, encode_signal_dims, signal_dims
+from .common import clean_attr
+
+NONE = "_None_"
+FILE_FORMAT_VERSION = "3.3"
+UNNAMED = "__unnamed__"
+# the metadata group holding the attrs HyperSpy has no place for
+XSIGNAL_GROUP = "_xsignal"
+# key prefixes HyperSpy uses to keep Python types in attribute names
+_PREFIXES = (
+    "_list_empty_",
+    "_tuple_empty_",
+    "_list_",
+    "_tuple_",
+    "_sig_",
+    "_datetime_",
+    "_hspy_AxesManager_",
+    "_bs_",
+)
+# attrs that the layout stores in its own places
+_LAYOUT_ATTRS = {"title", "signal_type", "metadata", "original_metadata"}
+
+
+def members(group) -> Iterator[tuple[str, Any]]:
+    """(name, child) pairs of an h5py or zarr group."""
+    if hasattr(group, "members"):  # zarr
+        return iter(group.members())
+    return iter(group.items())
+
+
+def is_group(obj: Any) -> bool:
+    return hasattr(obj, "create_group")
+
+
+def is_hyperspy(root) -> bool:
+    """True for a HyperSpy file: ``file_format`` "HyperSpy" (or "ZSpy"), or the format
+    1.x layout (no such attribute, signals under ``Experiments``)."""
+    fmt = clean_attr(root.attrs.get("file_format", ""))
+    if isinstance(fmt, str) and fmt.lower() in ("hyperspy", "zspy"):
+        return True
+    return "file_format" not in root.attrs and bool(experiments(root))
+
+
+def experiments(root) -> dict[str, Any]:
+    """The signal groups by name (those holding ``data``)."""
+    group = root.get("Experiments")
+    if group is None or not is_group(group):
+        return {}
+    return {k: g for k, g in members(group) if is_group(g) and "data" in g}
+
+
+def choose(root, variable: str | None, where: str) -> tuple[str, Any]:
+    """(name, group) of the signal asked for; errors name ``where``."""
+    found = experiments(root)
+    if not found:
+        raise ValueError(f"{where} is a HyperSpy file without any signal")
+    if variable is None:
+        if len(found) > 1:
+            raise ValueError(
+                f"{where} holds several signals {list(found)}; pass variable= "
+                "to choose one"
+            )
+        return next(iter(found.items()))
+    key = variable.strip("/").removeprefix("Experiments/")
+    if key not in found:
+        raise ValueError(
+            f"{where} has no signal {variable!r}; its signals are {list(found)}"
+        )
+    return key, found[key]
+
+
+# --- axes ----------------------------------------------------------------------
+
+
+def value(raw: Any) -> Any:
+    """An attribute's value, with HyperSpy's ``"_None_"`` as None."""
+    out = clean_attr(raw)
+    return None if isinstance(out, str) and out == NONE else out
+
+
+_OPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Pow: operator.pow,
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
+}
+_FUNCS = {
+    f: getattr(np, f)
+    for f in ("exp", "log", "log10", "sqrt", "sin", "cos", "tan", "abs", "arctan")
+}
+
+
+def evaluate(expression: str, names: dict[str, Any]) -> np.ndarray:
+    """Evaluate a functional axis' arithmetic ``expression`` (no ``eval``).
+
+    Examples
+    --------
+    >>> evaluate("a*x**2 + 1", {"a": 2.0, "x": np.arange(3.0)})
+    array([1., 3., 9.])
+    """
+
+    def walk(node: ast.AST) -> Any:
+        if isinstance(node, ast.Expression):
+            return walk(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+            return node.value
+        if isinstance(node, ast.Name) and node.id in names:
+            return names[node.id]
+        if isinstance(node, ast.Name) and node.id in ("pi", "e"):
+            return getattr(math, node.id)
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            return _OPS[type(node.op)](walk(node.left), walk(node.right))
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _OPS:
+            return _OPS[type(node.op)](walk(node.operand))
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in _FUNCS
+            and len(node.args) == 1
+        ):
+            return _FUNCS[node.func.id](walk(node.args[0]))
+        raise ValueError(f"unsupported expression {expression!r}")
+
+    return np.asarray(walk(ast.parse(expression, mode="eval")), dtype=float)
+
+
+def axis_values(axis: dict[str, Any], size: int, where: str = "") -> np.ndarray | None:
+    """Coordinate values of one axis described as HyperSpy does (the attrs
+    of an ``axis-<i>`` group, or an axis dict of rosettasciio), or None.
+
+    Examples
+    --------
+    >>> axis_values({"offset": 280.0, "scale": 0.5}, 3)
+    array([280. , 280.5, 281. ])
+    """
+    kind = value(axis.get("_type", "UniformDataAxis"))
+    if axis.get("axis") is not None:
+        return np.asarray(axis["axis"])
+    if kind == "FunctionalDataAxis" or axis.get("expression") is not None:
+        names = {
+            k: value(v)
+            for k, v in axis.items()
+            if k not in ("expression", "name", "units", "navigate", "_type", "x")
+        }
+        x = axis.get("x")
+        names["x"] = np.arange(size, dtype=float) if x is None else x
+        expression = str(value(axis["expression"]))
+        try:
+            return evaluate(expression, names)
+        except (ValueError, SyntaxError, TypeError):
+            warnings.warn(
+                f"axis {where}: cannot evaluate the functional axis "
+                f"{expression!r}; it gets no coordinate",
+                UserWarning,
+                stacklevel=4,
+            )
+            return None
+    offset = value(axis.get("offset", 0.0)) or 0.0
+    scale = value(axis.get("scale", 1.0))
+    scale = 1.0 if scale is None else scale
+    return offset + scale * np.arange(size, dtype=float)
+
+
+def _axis_dict(group, size: int) -> dict[str, Any]:
+    """An ``axis-<i>`` group as an axis dict (its attrs, arrays read)."""
+    axis = dict(group.attrs.items())
+    if "axis" in group:
+        axis["axis"] = np.asarray(group["axis"][...])
+    if "x" in group:
+        x = group["x"]
+        if is_group(x):  # the x of a functional axis is itself an axis
+            axis["x"] = axis_values(_axis_dict(x, size), size, x.name)
+        else:
+            axis["x"] = np.asarray(x[...])
+    return axis
+
+
+def axes_coords(
+    axes: list[dict[str, Any]], shape: tuple[int, ...], where: str = ""
+) -> tuple[tuple[str, ...], dict[str, xr.Variable], list[str] | None]:
+    """Dims, coordinates and signal dims of axis dicts in array order.
+
+    The signal dims are the axes with ``navigate`` False, or None when no
+    axis says (the caller decides then).
+    """
+    dims: list[str] = []
+    coords: dict[str, xr.Variable] = {}
+    flags: list[bool | None] = []
+    for i, size in enumerate(shape):
+        axis = axes[i] if i < len(axes) and axes[i] is not None else {}
+        name = value(axis.get("name"))
+        if not isinstance(name, str) or not name or name in dims:
+            name = f"dim_{i}"
+        dims.append(name)
+        navigate = value(axis.get("navigate"))
+        flags.append(None if navigate is None else bool(navigate))
+        values = axis_values(axis, size, f"{where} {name}".strip()) if axis else None
+        if values is not None and values.shape == (size,):
+            units = value(axis.get("units"))
+            attrs = {"units": units} if isinstance(units, str) and units else {}
+            coords[name] = xr.Variable(name, values, attrs)
+    if any(f is not None for f in flags):
+        sig = [d for d, f in zip(dims, flags) if f is False]
+    else:
+        sig = None
+    return tuple(dims), coords, sig
+
+
+# --- metadata --------------------------------------------------------------------
+
+
+def _key(name: str) -> str:
+    for prefix in _PREFIXES:
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name
+
+
+def jsonable(raw: Any) -> Any:
+    """A metadata value as plain JSON types (arrays become lists)."""
+    out = value(raw)
+    if isinstance(out, np.ndarray):
+        return [jsonable(v) for v in out.tolist()] if out.ndim else out.item()
+    if isinstance(out, np.generic):
+        return out.item()
+    if isinstance(out, bytes):
+        return out.decode("utf-8", "replace")
+    if isinstance(out, list | tuple):
+        return [jsonable(v) for v in out]
+    if isinstance(out, dict):
+        return {str(k): jsonable(v) for k, v in out.items()}
+    return out
+
+
+def read_tree(group) -> dict[str, Any]:
+    """A metadata group as a JSON-able dict."""
+    out: dict[str, Any] = {}
+    for k, v in group.attrs.items():
+        out[_key(k)] = jsonable(v)
+    for k, v in members(group):
+        if is_group(v):
+            out[_key(k)] = read_tree(v)
+        elif v.dtype.kind in "biufcSUO" and v.size <= 10_000:
+            out[_key(k)] = jsonable(np.asarray(v[...]))
+        else:
+            out[_key(k)] = f"<{v.dtype} array of shape {v.shape}>"
+    return out
+
+
+def metadata_attrs(
+    metadata: dict[str, Any], original: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """DataArray attrs from HyperSpy's metadata (and original metadata) trees."""
+    metadata = dict(metadata)
+    attrs: dict[str, Any] = dict(metadata.pop(XSIGNAL_GROUP, None) or {})
+    general = metadata.get("General", {})
+    if isinstance(general, dict) and general.get("title"):
+        attrs["title"] = general["title"]
+    signal = metadata.get("Signal", {})
+    if isinstance(signal, dict) and signal.get("signal_type"):
+        attrs["signal_type"] = signal["signal_type"]
+    if attrs.pop("_no_title", False):
+        attrs.pop("title", None)
+    if not attrs.pop("_no_metadata", False):
+        attrs["metadata"] = json.dumps(metadata, default=str)
+    if original:
+        attrs["original_metadata"] = json.dumps(original, default=str)
+    return attrs
+
+
+def _tree_attrs(group) -> dict[str, Any]:
+    metadata = read_tree(group["metadata"]) if "metadata" in group else {}
+    if "mapped_parameters" in group:  # format 1.x: the title lives here
+        old = read_tree(group["mapped_parameters"])
+        metadata.setdefault("General", {}).setdefault("title", old.get("title"))
+        if "record_by" in old:
+            metadata.setdefault("Signal", {}).setdefault("record_by", old["record_by"])
+    original = (
+        read_tree(group["original_metadata"]) if "original_metadata" in group else {}
+    )
+    return metadata_attrs(metadata, original)
+
+
+# --- reading -----------------------------------------------------------------------
+
+
+def apply_coord_hints(coords: dict[str, xr.Variable], attrs: dict[str, Any]) -> None:
+    """Give back the coordinates xsignal wrote beside HyperSpy's axes:
+    exact values where the axis' offset and scale round them, none where
+    the array had none."""
+    for dim in attrs.pop("_no_coords", None) or []:
+        coords.pop(dim, None)
+    for dim, values in (attrs.pop("_coords", None) or {}).items():
+        if dim in coords:
+            old = coords[dim]
+            coords[dim] = xr.Variable(dim, np.asarray(values), old.attrs)
+
+
+def read_layout(root, variable: str | None, where: str):
+    """(name, data array, dims, coords, attrs, signal dims) of one signal."""
+    name, group = choose(root, variable, where)
+    if "attributes" in group and bool(group["attributes"].attrs.get("ragged", False)):
+        raise NotImplementedError(
+            f"{where}: signal {name!r} is ragged (a different length "
+            "per pixel), which xsignal does not read"
+        )
+    data = group["data"]
+    axes = [
+        _axis_dict(group[f"axis-{i}"], n) if f"axis-{i}" in group else None
+        for i, n in enumerate(data.shape)
+    ]
+    dims, coords, sig = axes_coords(axes, tuple(data.shape), where)
+    attrs = _tree_attrs(group)
+    apply_coord_hints(coords, attrs)
+    if sig is None:  # no navigate flags (old files): record_by, else the last dim
+        record_by = json.loads(attrs.get("metadata", "{}")).get("Signal", {})
+        record_by = record_by.get("record_by") if isinstance(record_by, dict) else None
+        sig = list(dims[-2:] if record_by == "image" else dims[-1:])
+    attrs[SIGNAL_DIMS_ATTR] = encode_signal_dims(sig)
+    return name, data, dims, coords, attrs, sig
+
+
+# --- writing -----------------------------------------------------------------------
+
+
+def hyperspy_axes(da: xr.DataArray) -> list[dict[str, Any]]:
+    """HyperSpy axis dicts for ``da``'s dims, in array order.
+
+    A dim whose coordinate is evenly spaced becomes a uniform axis (offset,
+    scale), another numeric coordinate a non-uniform axis (its values in
+    ``axis``), a dim without one a uniform axis of step 1 from 0.
+
+    Examples
+    --------
+    >>> da = xr.DataArray(np.zeros((2, 3)), dims=("x", "e"),
+    ...                   coords={"e": ("e", [1.0, 1.5, 2.0], {"units": "eV"})})
+    >>> [(a["name"], a["navigate"], a.get("scale"), a["units"])
+    ...  for a in hyperspy_axes(da)]
+    [('x', True, 1.0, '_None_'), ('e', False, 0.5, 'eV')]
+    """
+    sig = set(signal_dims(da))
+    axes = []
+    for dim, size in da.sizes.items():
+        axis: dict[str, Any] = {
+            "_type": "UniformDataAxis",
+            "name": str(dim),
+            "size": int(size),
+            "navigate": dim not in sig,
+            "is_binned": False,
+            "units": NONE,
+            "offset": 0.0,
+            "scale": 1.0,
+        }
+        coord = da.coords[dim] if dim in da.coords else None
+        if coord is not None and coord.dtype.kind in "iuf" and size:
+            values = np.asarray(coord.values, dtype=float)
+            units = coord.attrs.get("units")
+            axis["units"] = str(units) if units else NONE
+            steps = np.diff(values)
+            if size == 1 or np.allclose(steps, steps[0], rtol=1e-9, atol=0):
+                axis["offset"] = float(values[0])
+                axis["scale"] = (
+                    float((values[-1] - values[0]) / (size - 1)) if size > 1 else 1.0
+                )
+                exact = axis["offset"] + axis["scale"] * np.arange(size, dtype=float)
+                if not np.array_equal(exact, values) or coord.dtype != float:
+                    axis["exact"] = coord.values  # kept by xsignal, not HyperSpy
+            else:
+                del axis["offset"], axis["scale"]
+                axis["_type"] = "DataAxis"
+                axis["axis"] = values
+        elif coord is None:
+            axis["exact"] = None  # no coordinate: xsignal gives none back
+        axes.append(axis)
+    return axes
+
+
+def _plain(raw: Any) -> Any:
+    """A value as JSON types (for zarr attrs)."""
+    if isinstance(raw, np.ndarray):
+        return raw.tolist()
+    if isinstance(raw, np.generic):
+        return raw.item()
+    return raw
+
+
+def write_tree(group, tree: dict[str, Any], *, json_attrs: bool) -> None:
+    """Write a dict as groups of attributes, HyperSpy's way.
+
+    ``json_attrs`` (zarr) stores plain JSON values; otherwise (HDF5) lists
+    of numbers or strings become arrays under a ``_list_`` key.
+    """
+    for key, item in tree.items():
+        key = str(key)
+        if isinstance(item, dict):
+            write_tree(group.create_group(key), item, json_attrs=json_attrs)
+        elif item is None:
+            group.attrs[key] = NONE
+        elif isinstance(item, list | tuple):
+            if not item:
+                group.attrs[f"_list_empty_{key}"] = NONE
+                continue
+            array = np.asarray(item) if _homogeneous(item) else None
+            if array is None:
+                group.attrs[key] = json.dumps(item, default=str)
+            elif json_attrs:
+                group.attrs[f"_list_{key}"] = _plain(array)
+            else:
+                group.attrs[f"_list_{key}"] = (
+                    array.astype("S") if array.dtype.kind == "U" else array
+                )
+        elif isinstance(item, str | bool | int | float | np.generic | np.ndarray):
+            group.attrs[key] = _plain(item) if json_attrs else item
+        else:
+            group.attrs[key] = str(item)
+
+
+def _homogeneous(items: list | tuple) -> bool:
+    kinds = {type(v) for v in items}
+    return kinds <= {int, float} or kinds == {str} or kinds == {bool}
+
+
+def _metadata_tree(
+    da: xr.DataArray, hints: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(metadata, original_metadata) trees to write for ``da``'s attrs;
+    ``hints`` (coordinates HyperSpy's axes cannot give exactly) go with the
+    attrs HyperSpy has no place for."""
+    attrs = dict(da.attrs)
+    try:
+        metadata = json.loads(attrs.get("metadata", "{}"))
+    except (TypeError, ValueError):
+        metadata = {}
+    metadata = metadata if isinstance(metadata, dict) else {}
+    metadata.pop(XSIGNAL_GROUP, None)
+    general = metadata.setdefault("General", {})
+    title = attrs.get("title", da.name if da.name is not None else "")
+    general["title"] = str(title)
+    metadata.setdefault("Signal", {})["signal_type"] = str(attrs.get("signal_type", ""))
+    extra = {
+        k: v
+        for k, v in attrs.items()
+        if k not in _LAYOUT_ATTRS and k != SIGNAL_DIMS_ATTR
+    }
+    if "metadata" not in attrs:
+        extra["_no_metadata"] = True
+    if "title" not in attrs:
+        extra["_no_title"] = True
+    extra.update(hints)
+    if extra:
+        metadata[XSIGNAL_GROUP] = extra
+    try:
+        original = json.loads(attrs["original_metadata"])
+    except (KeyError, TypeError, ValueError):
+        original = None
+    return metadata, original if isinstance(original, dict) else None
+
+
+def write_signal(
+    root,
+    da: xr.DataArray,
+    *,
+    put: Callable[[Any, str, np.ndarray], Any],
+    json_attrs: bool,
+    file_format: str = "HyperSpy",
+) -> Any:
+    """Write everything of ``da`` but its data; return the signal's group.
+
+    ``put(group, name, values)`` creates a small array in a group (h5py
+    and zarr spell it differently). The caller adds the ``data`` array to
+    the returned group. ``da`` must have its signal dims last, as HyperSpy
+    requires (see :func:`hyperspy_order`).
+    """
+    root.attrs["file_format"] = file_format
+    root.attrs["file_format_version"] = FILE_FORMAT_VERSION
+    name = str(da.name) if da.name is not None else UNNAMED
+    group = root.create_group("Experiments").create_group(name.replace("/", "_"))
+    attributes = group.create_group("attributes")
+    attributes.attrs["_lazy"] = False
+    attributes.attrs["ragged"] = False
+    hints: dict[str, Any] = {}
+    for i, axis in enumerate(hyperspy_axes(da)):
+        sub = group.create_group(f"axis-{i}")
+        if "exact" in axis:
+            exact = axis.pop("exact")
+            if exact is None:
+                hints.setdefault("_no_coords", []).append(axis["name"])
+            else:
+                hints.setdefault("_coords", {})[axis["name"]] = _plain(exact)
+        values = axis.pop("axis", None)
+        for key, item in axis.items():
+            sub.attrs[key] = item
+        if values is not None:
+            put(sub, "axis", values)
+    metadata, original = _metadata_tree(da, hints)
+    write_tree(group.create_group("metadata"), metadata, json_attrs=json_attrs)
+    write_tree(
+        group.create_group("original_metadata"), original or {}, json_attrs=json_attrs
+    )
+    return group
+
+
+def hyperspy_order(da: xr.DataArray) -> xr.DataArray:
+    """``da`` with its navigation dims first and signal dims last (HyperSpy's
+    array order); unchanged when already so."""
+    sig = list(signal_dims(da))
+    order = [d for d in da.dims if d not in sig] + sig
+    return da if list(da.dims) == order else da.transpose(*order)

@@ -1,0 +1,161 @@
+"""Every format rosettasciio reads (``xsignal[formats]``): ``.blo``, ``.mib``,
+``.dm3/.dm4``, ``.emd``, ``.mrc``, ``.tvips``, ``.ser``, ``.prz``, ``.bcf``,
+``.nxs``, ``.tif``, ...
+
+rosettasciio's readers give, per signal, a dict of ``data`` (a dask array
+with ``lazy=True`` where the reader can), ``axes`` (HyperSpy's axis dicts),
+``metadata`` and ``original_metadata``. The axes become coordinates and
+the signal marking as for ``.hspy`` files (:mod:`xsignal.io.layout`), the
+metadata trees attrs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import warnings
+from typing import Any
+
+import dask.array as dsa
+import numpy as np
+import xarray as xr
+
+from ..dims import SIGNAL_DIMS_ATTR, encode_signal_dims
+from . import layout
+from .common import dask_chunks
+
+EXTRA = 'pip install "xsignal[formats]"'
+# formats xsignal reads itself (faster, and zarr 3): never through rosettasciio
+_NATIVE = {"HSPY", "ZSPY", "netCDF"}
+
+
+def plugins() -> list[dict[str, Any]]:
+    """rosettasciio's reader plugins, or an ImportError naming the extra."""
+    try:
+        from rsciio import IO_PLUGINS
+    except ImportError as err:
+        raise ImportError(
+            f"reading this format needs rosettasciio: {EXTRA} ({err})"
+        ) from err
+    return [p for p in IO_PLUGINS if p["name"] not in _NATIVE]
+
+
+def extensions() -> set[str]:
+    """Lower-case extensions (with the dot) that rosettasciio reads, or an
+    empty set without rosettasciio."""
+    try:
+        found = plugins()
+    except ImportError:
+        return set()
+    return {"." + e.lower() for p in found for e in p["file_extensions"]}
+
+
+def candidates(path: str) -> list[dict[str, Any]]:
+    """The plugins whose extensions match ``path``'s, in rosettasciio's order."""
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    return [p for p in plugins() if ext in {e.lower() for e in p["file_extensions"]}]
+
+
+def _read(plugin: dict[str, Any], path: str) -> list[dict[str, Any]]:
+    reader = importlib.import_module(plugin["api"]).file_reader
+    if "lazy" in inspect.signature(reader).parameters:
+        return reader(path, lazy=True)
+    return reader(path)
+
+
+def read_signals(path: str) -> tuple[str, list[dict[str, Any]]]:
+    """(plugin name, rosettasciio's signal dicts) for ``path``, trying each
+    matching plugin in turn."""
+    found = candidates(path)
+    if not found:
+        raise ValueError(
+            f"{path}: xsignal does not know the extension {os.path.splitext(path)[1]!r}"
+        )
+    errors = []
+    for plugin in found:
+        try:
+            signals = _read(plugin, path)
+        except ImportError as err:  # that plugin's own optional dependency
+            errors.append(f"{plugin['name']}: needs {err.name or err}")
+            continue
+        except Exception as err:  # noqa: BLE001  (the next plugin may read it)
+            errors.append(f"{plugin['name']}: {type(err).__name__}: {err}")
+            continue
+        if signals:
+            return plugin["name"], signals
+        errors.append(f"{plugin['name']}: no signal")
+    raise ValueError(f"cannot read {path} with rosettasciio ({'; '.join(errors)})")
+
+
+def signal_name(signal: dict[str, Any], index: int) -> str:
+    title = signal.get("metadata", {}).get("General", {}).get("title")
+    return str(title) if title else f"signal_{index}"
+
+
+def to_dataarray(signal: dict[str, Any], path: str, *, chunks: Any) -> xr.DataArray:
+    """A rosettasciio signal dict as a DataArray (lazy when its data is)."""
+    data = signal["data"]
+    shape = tuple(int(n) for n in data.shape)
+    axes: list[dict[str, Any] | None] = [None] * len(shape)
+    for i, axis in enumerate(signal.get("axes", [])):
+        where = axis.get("index_in_array", i)
+        if where is not None and where < len(shape):
+            axes[where] = axis
+    dims, coords, sig = layout.axes_coords(axes, shape, path)
+    if sig is None:
+        sig = list(dims[-1:])
+    attrs = layout.metadata_attrs(
+        layout.jsonable(signal.get("metadata", {}) or {}),
+        _safe_tree(signal.get("original_metadata", {}) or {}),
+    )
+    attrs[SIGNAL_DIMS_ATTR] = encode_signal_dims(sig)
+    if isinstance(data, dsa.Array):
+        stored = tuple(max(c) if c else 1 for c in data.chunks)
+        spec = dask_chunks(shape, dims, data.dtype, stored, chunks, sig)
+        if spec != data.chunks:
+            data = data.rechunk(spec)
+    elif chunks is not None:
+        spec = dask_chunks(shape, dims, data.dtype, None, chunks, sig)
+        data = dsa.from_array(np.asarray(data), chunks=spec)
+    out = xr.DataArray(data, dims=dims, coords=coords, attrs=attrs)
+    out.encoding["source"] = path
+    return out
+
+
+def _safe_tree(tree: Any) -> Any:
+    """Original metadata as JSON types: big arrays become a short note."""
+    if isinstance(tree, dict):
+        return {str(k): _safe_tree(v) for k, v in tree.items()}
+    if isinstance(tree, np.ndarray) and tree.size > 10_000:
+        return f"<{tree.dtype} array of shape {tree.shape}>"
+    if isinstance(tree, list | tuple) and len(tree) > 10_000:
+        return f"<list of {len(tree)} items>"
+    return layout.jsonable(tree)
+
+
+def read_rosetta(path: str, variable: str | None, *, chunks: Any) -> xr.DataArray:
+    """The signal of ``path`` (``variable`` picks one of several, by title
+    or index) as a DataArray."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        plugin, signals = read_signals(path)
+    names = [signal_name(s, i) for i, s in enumerate(signals)]
+    if variable is None:
+        if len(signals) > 1:
+            raise ValueError(
+                f"{path} holds several signals {names}; pass variable= (a title "
+                "or an index) to choose one"
+            )
+        index = 0
+    elif str(variable) in names:
+        index = names.index(str(variable))
+    elif str(variable).isdigit() and int(variable) < len(signals):
+        index = int(variable)
+    else:
+        raise ValueError(f"{path} has no signal {variable!r}; its signals are {names}")
+    out = to_dataarray(signals[index], path, chunks=chunks)
+    out.encoding["format"] = f"{plugin} (rosettasciio)"
+    if len(signals) > 1:
+        out.name = names[index]
+    return out

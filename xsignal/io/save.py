@@ -1,0 +1,377 @@
+"""``xsignal.save``: the format from the extension, chunks, and atomic writes.
+
+Every format writer (:mod:`.netcdf`, :mod:`.hspy`, :mod:`.zarr_`) writes a
+new file or store at a path it is given; this module chooses the writer,
+checks everything it can before any work, writes to a temporary sibling of
+the target and renames it into place only once complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import uuid
+import warnings
+import zipfile
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ..chunks import navigation_chunks
+from ..dims import check_dims, navigation_dims, signal_dims
+
+DEFAULT_CHUNK_BYTES = 4 * 2**20
+TMP_SUFFIX = ".xsignal-tmp"
+
+# format -> the extensions that choose it (a ".zip" after .zarr/.zspy, or
+# alone, means a zarr store in a zip file)
+EXTENSIONS = {
+    "netcdf": (".nc", ".nc4", ".h5", ".hdf5"),
+    "hspy": (".hspy",),
+    "zspy": (".zspy",),
+    "zarr": (".zarr",),
+}
+HDF5_FORMATS = ("netcdf", "hspy")
+
+
+def is_url(path: Any) -> bool:
+    """True for an fsspec URL such as ``"s3://bucket/x.zarr"``."""
+    return isinstance(path, str) and "://" in path
+
+
+def format_for(path: str | os.PathLike, format: str | None = None) -> tuple[str, bool]:
+    """(format, zipped) for saving to ``path``.
+
+    ``format`` wins over the extension; a name ending in ``.zip`` is a
+    zarr (or ``.zspy`` before it: HyperSpy zarr) store in a zip file.
+
+    Raises
+    ------
+    ValueError
+        An extension (or ``format``) xsignal cannot write, listing those it can.
+
+    Examples
+    --------
+    >>> format_for("scan.hspy"), format_for("x.zarr.zip"), format_for("a", "zarr")
+    (('hspy', False), ('zarr', True), ('zarr', False))
+    """
+    name = os.fspath(path).rstrip("/").lower()
+    zipped = name.endswith(".zip")
+    if zipped:
+        name = name[: -len(".zip")]
+    if format is not None:
+        fmt = str(format).lower()
+        if fmt in ("nc", "netcdf4", "hdf5", "h5"):
+            fmt = "netcdf"
+        if fmt not in EXTENSIONS:
+            raise ValueError(
+                f"unknown format {format!r}; xsignal writes {sorted(EXTENSIONS)}"
+            )
+        if zipped and fmt not in ("zarr", "zspy"):
+            raise ValueError(f"{path}: only zarr stores can be saved in a .zip file")
+        return fmt, zipped
+    for fmt, extensions in EXTENSIONS.items():
+        if name.endswith(extensions):
+            if zipped and fmt not in ("zarr", "zspy"):
+                raise ValueError(
+                    f"{path}: only zarr stores (.zarr, .zspy) can be saved in a "
+                    ".zip file"
+                )
+            return fmt, zipped
+    if zipped:
+        return "zarr", True
+    known = [e for exts in EXTENSIONS.values() for e in exts] + [".zip"]
+    raise ValueError(
+        f"cannot tell which format to save {os.fspath(path)!r} in: its extension "
+        f"is not one of {', '.join(known)}; rename it or pass format= "
+        f"(one of {sorted(EXTENSIONS)})"
+    )
+
+
+def save_chunks(
+    da: xr.DataArray, chunks: Mapping[Hashable, int] | Sequence[int] | None = None
+) -> tuple[int, ...]:
+    """The on-disk chunk shape :func:`save` writes ``da`` with.
+
+    Given ``chunks`` (a dict by dim name, dims left out whole, or a tuple in
+    dim order; ``-1``/``None`` = whole dim) win; else the dask chunks
+    (irregular ones give the largest chunk of each dim, with a warning);
+    else whole signals and navigation rows up to about 4 MiB.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> da = xr.DataArray(np.zeros((256, 256, 1024), "f4")[:, :, :1],
+    ...                   dims=("y", "x", "e"))
+    >>> save_chunks(da.chunk({"y": 10}))
+    (10, 256, 1)
+    >>> save_chunks(da, {"y": 4})
+    (4, 256, 1)
+    """
+    shape = dict(da.sizes)
+    if chunks is not None:
+        if isinstance(chunks, Mapping):
+            check_dims(da, chunks, "chunks dim")
+            spec = [chunks.get(d, -1) for d in da.dims]
+        else:
+            spec = list(chunks)
+            if len(spec) != da.ndim:
+                raise ValueError(
+                    f"chunks {tuple(spec)} has {len(spec)} entries but the "
+                    f"array has {da.ndim} dims {da.dims}"
+                )
+        out = []
+        for d, c in zip(da.dims, spec):
+            if c is None or c == -1:
+                c = shape[d]
+            if isinstance(c, bool) or not isinstance(c, int | np.integer) or c < 1:
+                raise ValueError(
+                    f"chunk length for {d!r} must be a positive int, -1 or None, "
+                    f"not {c!r}"
+                )
+            out.append(int(min(c, shape[d])) or 1)
+        return tuple(out)
+    if da.chunks is not None:
+        out = tuple(max(max(c), 1) if c else 1 for c in da.chunks)
+        irregular = [
+            d
+            for d, c in zip(da.dims, da.chunks)
+            if len(set(c[:-1])) > 1 or (len(c) > 1 and c[-1] > c[0])
+        ]
+        if irregular:
+            warnings.warn(
+                f"the dask chunks along {irregular} are irregular; saving with "
+                f"on-disk chunks {dict(zip(da.dims, out))} (the largest of each "
+                "dim), which is what the file gives back when opened. Pass "
+                "chunks= to choose.",
+                UserWarning,
+                stacklevel=3,
+            )
+        return out
+    sig = signal_dims(da)
+    pixel = int(np.prod([shape[d] for d in sig])) * da.dtype.itemsize
+    by_dim = navigation_chunks(  # (size-0 dims count as 1: HDF5 chunks are >= 1)
+        {d: max(1, shape[d]) for d in navigation_dims(da)}, pixel, DEFAULT_CHUNK_BYTES
+    )
+    by_dim.update({d: max(1, shape[d]) for d in sig})
+    return tuple(by_dim[d] for d in da.dims)
+
+
+def save(
+    da: xr.DataArray,
+    path: str | os.PathLike,
+    *,
+    format: str | None = None,  # noqa: A002  (the API's name)
+    chunks: Mapping[Hashable, int] | Sequence[int] | None = None,
+    compression: Any = "auto",
+    overwrite: bool = False,
+    shards: Mapping[Hashable, int] | Sequence[int] | None = None,
+) -> None:
+    """Save ``da`` to a chunked file or store, atomically.
+
+    The format comes from ``format=`` or the extension:
+
+    - ``.nc``, ``.nc4``, ``.h5``, ``.hdf5``: netCDF4 (through h5netcdf), read
+      by any netCDF4 reader;
+    - ``.hspy``: HyperSpy's HDF5 layout, which ``hs.load`` opens;
+    - ``.zspy``: HyperSpy's zarr layout (zarr format 2);
+    - ``.zarr``: a zarr format 3 store as xarray writes it
+      (``xr.open_zarr`` reads it), optionally sharded;
+    - ``.zip`` after any zarr name (``x.zarr.zip``, ``x.zspy.zip``) or
+      alone: the same store in one zip file.
+
+    Any other extension raises ``ValueError`` before anything is written.
+    :func:`xsignal.open` gives back the values, coords, attrs, signal
+    marking, and dask chunks equal to the stored chunks. Lazy data is
+    written block by block, never whole in memory. A local save is written
+    to a temporary sibling of the target and renamed over it only once
+    complete: a failure (a raising task, a full disk, an interrupt) leaves
+    no half-written file and any existing file or store untouched; saving
+    over the file a lazy ``da`` reads from works. On a ``dask.distributed``
+    client, zarr stores are written by the workers, each its own chunks;
+    HDF5 files are written by this process from blocks computed (and, for
+    gzip or no compression, encoded) on the workers. An fsspec URL
+    (``"s3://bucket/x.zarr"``) is written in place, not atomically.
+
+    Parameters
+    ----------
+    path : path-like or URL
+        Target file or store.
+    format : {"netcdf", "hspy", "zspy", "zarr"}, optional
+        Overrides the extension.
+    chunks : dict by dim name or tuple in dim order, optional
+        Stored chunks; default the dask chunks (irregular ones: the largest
+        of each dim, with a warning), else whole signals and about 4 MiB.
+    compression : str, None or a filter object
+        ``"auto"``: gzip for HDF5 formats, zstd for zarr. ``"gzip"``,
+        ``"zstd"``, ``"lz4"``, ``"lzf"`` (HDF5 only), ``None``; other
+        hdf5plugin filter names for HDF5 (that package needed to write and
+        to read); a numcodecs or zarr codec object for zarr.
+    overwrite : bool
+        Replace an existing file or store; ``False`` raises
+        ``FileExistsError``. A replaced file keeps its permissions.
+    shards : dict by dim name or tuple in dim order, optional
+        zarr format 3 only: the shard shape, a multiple of the chunks (many
+        chunks in one stored object, fewer files).
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and ``overwrite`` is False.
+    ValueError, TypeError
+        An extension or format that cannot be written, bad ``chunks``,
+        ``shards`` or ``compression``.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, xarray as xr, xsignal
+    >>> da = xr.DataArray(np.arange(24.0).reshape(2, 3, 4), dims=("y", "x", "e"))
+    >>> folder = tempfile.mkdtemp()
+    >>> xsignal.save(da.signal.set_signal_dims("x", "e"), os.path.join(folder, "a.nc"))
+    >>> back = xsignal.open(os.path.join(folder, "a.nc"), lazy=False)
+    >>> back.signal.signal_dims, float(back.sum())
+    (('x', 'e'), 276.0)
+    >>> xsignal.save(da, os.path.join(folder, "a.zarr"), chunks={"y": 1})
+    >>> xsignal.open(os.path.join(folder, "a.zarr")).chunks
+    ((1, 1), (3,), (4,))
+    >>> xsignal.save(da, os.path.join(folder, "a.tif"))
+    Traceback (most recent call last):
+    ...
+    ValueError: cannot tell which format to save '...a.tif' in: ...
+    """
+    if not isinstance(da, xr.DataArray):
+        raise TypeError(f"expected an xarray.DataArray, got {type(da).__name__}")
+    fmt, zipped = format_for(path, format)
+    stored = save_chunks(da, chunks)
+    if fmt in ("hspy", "zspy"):  # HyperSpy wants the signal dims last
+        from .layout import hyperspy_order
+
+        by_dim = dict(zip(da.dims, stored))
+        da = hyperspy_order(da)
+        stored = tuple(by_dim[d] for d in da.dims)
+    writer = _writer(fmt, compression, shards, stored, da)
+    if is_url(path):
+        if zipped or fmt in HDF5_FORMATS:
+            raise ValueError(
+                f"cannot save {path}: only zarr stores (.zarr, .zspy) can be "
+                "written to a URL"
+            )
+        writer(da, os.fspath(path), stored, overwrite=overwrite)
+        return
+    target = Path(path)
+    if (target.exists() or target.is_symlink()) and not overwrite:
+        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
+    if not target.parent.is_dir():
+        raise FileNotFoundError(f"no folder {target.parent} to save {target.name} in")
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+    store = tmp.with_name(tmp.name + ".store") if zipped else tmp
+    try:
+        writer(da, store, stored, overwrite=False)
+        if zipped:
+            zip_folder(store, tmp)
+            remove(store)
+        _keep_mode(target, tmp)
+        replace(tmp, target)
+    except BaseException:
+        remove(store)
+        remove(tmp)
+        raise
+
+
+def _writer(fmt: str, compression: Any, shards: Any, stored: tuple, da: xr.DataArray):
+    """The format's writer, after checking ``compression`` and ``shards``.
+
+    Returns ``write(da, path, chunks, overwrite=...)``.
+    """
+    if shards is not None and fmt != "zarr":
+        raise ValueError(f"shards= is for zarr format 3 stores (.zarr), not {fmt}")
+    if fmt in HDF5_FORMATS:
+        from .hdf5_write import compression_encoding
+
+        compression = "gzip" if compression == "auto" else compression
+        compression_encoding(compression)  # raises on a bad name, before any work
+        if fmt == "netcdf":
+            from .netcdf import write_netcdf as write
+        else:
+            from .hspy import write_hspy as write
+
+        def hdf5(da, path, chunks, *, overwrite):
+            write(da, path, chunks=chunks, compression=compression)
+
+        return hdf5
+    from . import zarr_
+
+    zarr_format = 2 if fmt == "zspy" else 3
+    codecs = zarr_.compressors(compression, zarr_format)
+    shard_shape = zarr_.shard_shape(da, shards, stored) if shards is not None else None
+    if fmt == "zspy":
+
+        def zspy(da, path, chunks, *, overwrite):
+            zarr_.write_zspy(
+                da, path, chunks=chunks, compressors=codecs, overwrite=overwrite
+            )
+
+        return zspy
+
+    def zarr3(da, path, chunks, *, overwrite):
+        zarr_.write_zarr(
+            da,
+            path,
+            chunks=chunks,
+            compressors=codecs,
+            shards=shard_shape,
+            overwrite=overwrite,
+        )
+
+    return zarr3
+
+
+def zip_folder(folder: Path, target: Path) -> None:
+    """Store ``folder``'s files in a new zip file ``target`` (uncompressed:
+    the chunks are compressed already), names relative to ``folder``."""
+    with zipfile.ZipFile(target, "x", compression=zipfile.ZIP_STORED) as zf:
+        for root, dirs, files in os.walk(folder):
+            dirs.sort()
+            for name in sorted(files):
+                full = Path(root) / name
+                zf.write(full, full.relative_to(folder).as_posix())
+
+
+def remove(path: Path) -> None:
+    """Remove a file or folder if it exists."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _keep_mode(target: Path, tmp: Path) -> None:
+    """Give the new file the permissions of the one it replaces."""
+    with contextlib.suppress(OSError):
+        if target.is_file() and tmp.is_file():
+            os.chmod(tmp, stat.S_IMODE(target.stat().st_mode))
+
+
+def replace(tmp: Path, target: Path) -> None:
+    """Move ``tmp`` (a file or folder) to ``target``, replacing it.
+
+    A file over a file is one atomic rename. Where a folder is involved
+    (zarr stores), the old target is first renamed aside and deleted only
+    after the new one is in place; if that fails it is put back.
+    """
+    if not (tmp.is_dir() or target.is_dir()) or not target.exists():
+        os.replace(tmp, target)
+        return
+    aside = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old{TMP_SUFFIX}")
+    os.rename(target, aside)
+    try:
+        os.rename(tmp, target)
+    except BaseException:
+        os.rename(aside, target)
+        raise
+    remove(aside)

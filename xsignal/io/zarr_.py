@@ -1,0 +1,316 @@
+"""Zarr stores: ``.zarr`` (format 2 or 3, as xarray writes them) and
+HyperSpy's ``.zspy`` (its HDF5 layout in zarr format 2).
+
+A store is a local folder, a zip file, or an fsspec URL (``http://``,
+``s3://``, ``memory://``...). Reading is lazy, one dask task per stored
+chunk. Plain stores go through xarray's zarr backend (coords, attrs, CF
+decoding, consolidated metadata); HyperSpy stores through
+:mod:`xsignal.io.layout`, as ``.hspy`` files. Writing goes through zarr
+itself: every chunk is written by the dask task that computes it, so on a
+``dask.distributed`` cluster the workers write their own chunks and no
+data passes through the calling process.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+import zipfile
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import dask.array as dsa
+import numpy as np
+import xarray as xr
+from dask.base import tokenize
+
+from . import layout
+from .common import dask_chunks
+
+ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
+
+
+def is_zarr_folder(path: str) -> bool:
+    """True for a folder holding a zarr group or array (format 2 or 3)."""
+    return os.path.isdir(path) and any(
+        os.path.exists(os.path.join(path, m)) for m in ZARR_MARKERS
+    )
+
+
+def is_zarr_zip(path: str) -> bool:
+    """True for a zip file holding a zarr store at its root."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(n in ZARR_MARKERS for n in zf.namelist())
+
+
+def open_store(path: str, *, mode: str = "r"):
+    """The zarr store for a folder, a zip file or a URL (read-only)."""
+    import zarr.storage
+
+    if "://" in path:
+        return zarr.storage.FsspecStore.from_url(path, read_only=True)
+    if os.path.isfile(path):
+        return zarr.storage.ZipStore(path, mode="r")
+    return zarr.storage.LocalStore(path, read_only=True)
+
+
+def _root(store, path: str):
+    import zarr
+
+    try:
+        return zarr.open_group(store, mode="r")
+    except Exception as err:  # zarr raises several kinds for a missing group
+        raise ValueError(f"cannot read {path} as a zarr store ({err})") from err
+
+
+def read_zarr(
+    path: str, variable: str | None, *, chunks: Any, token: str
+) -> xr.DataArray:
+    """One array of a zarr store (HyperSpy's layout or xarray's) as a lazy
+    DataArray."""
+    store = open_store(path)
+    root = _root(store, path)
+    version = f"zarr format {root.metadata.zarr_format}"
+    if layout.is_hyperspy(root):
+        out = _read_hyperspy(root, path, variable, chunks)
+        out.encoding["format"] = f"HyperSpy .zspy ({version})"
+    else:
+        out = _read_xarray(store, path, variable, chunks)
+        out.encoding["format"] = version
+    return out
+
+
+def _read_hyperspy(root, path: str, variable: str | None, chunks: Any) -> xr.DataArray:
+    name, array, dims, coords, attrs, sig = layout.read_layout(root, variable, path)
+    spec = dask_chunks(array.shape, dims, array.dtype, array.chunks, chunks, sig)
+    data = dsa.from_array(
+        array,
+        chunks=spec,
+        name="xsignal-zarr-" + tokenize(path, array.path, spec),
+        lock=False,
+        asarray=True,
+        inline_array=True,
+        meta=np.empty((0,) * array.ndim, dtype=array.dtype),
+    )
+    out = xr.DataArray(
+        data,
+        dims=dims,
+        coords=coords,
+        attrs=attrs,
+        name=None if name == layout.UNNAMED else name,
+    )
+    out.encoding.update({"source": path, "chunks": array.chunks, "dtype": array.dtype})
+    return out
+
+
+def data_variables(ds: xr.Dataset) -> list[Hashable]:
+    return list(ds.data_vars)
+
+
+def _read_xarray(store, path: str, variable: str | None, chunks: Any) -> xr.DataArray:
+    try:
+        with warnings.catch_warnings():
+            # stores without consolidated metadata are fine, only slower to open
+            warnings.filterwarnings("ignore", "Failed to open Zarr store with consol")
+            ds = xr.open_zarr(store, chunks=None, consolidated=None)
+    except Exception as err:
+        raise ValueError(f"cannot read {path} as a zarr store ({err})") from err
+    names = data_variables(ds)
+    if variable is None:
+        if not names:
+            raise ValueError(f"{path} has no data variable")
+        if len(names) > 1:
+            raise ValueError(
+                f"{path} has several data variables {names}; pass variable= "
+                "to choose one"
+            )
+        variable = names[0]
+    key = variable.strip("/")
+    if key not in ds.data_vars:
+        raise ValueError(
+            f"{path} has no variable {variable!r}; its data variables are {names}"
+        )
+    da = ds[key]
+    if da.ndim:
+        stored = da.encoding.get("preferred_chunks") or {}
+        disk = tuple(stored.get(d, n) for d, n in da.sizes.items())
+        from ..dims import SIGNAL_DIMS_ATTR, signal_dims
+
+        sig = signal_dims(da) if SIGNAL_DIMS_ATTR in da.attrs else ()
+        spec = dask_chunks(da.shape, da.dims, da.dtype, disk, chunks, sig)
+        da = da.chunk(dict(zip(da.dims, spec)))
+    if da.name == "__xarray_dataarray_variable__":
+        da = da.rename(None)
+    da.encoding["source"] = path
+    return da
+
+
+# --- writing -----------------------------------------------------------------------
+
+
+def compressors(compression: Any, zarr_format: int) -> tuple:
+    """zarr compressors for ``compression`` ("auto" = zstd), checked up front.
+
+    Examples
+    --------
+    >>> compressors("auto", 3)
+    (ZstdCodec(level=3, checksum=False),)
+    >>> compressors(None, 2)
+    ()
+    """
+    if compression is None:
+        return ()
+    if not isinstance(compression, str):
+        return (compression,)  # a numcodecs or zarr codec object
+    name = compression.lower()
+    if zarr_format == 3:
+        from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
+
+        table = {
+            "auto": lambda: ZstdCodec(level=3),
+            "zstd": lambda: ZstdCodec(level=3),
+            "gzip": lambda: GzipCodec(level=4),
+            "zlib": lambda: GzipCodec(level=4),
+            "lz4": lambda: BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
+            "blosc": lambda: BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),
+        }
+    else:
+        import numcodecs
+
+        table = {
+            "auto": lambda: numcodecs.Zstd(level=3),
+            "zstd": lambda: numcodecs.Zstd(level=3),
+            "gzip": lambda: numcodecs.GZip(level=4),
+            "zlib": lambda: numcodecs.GZip(level=4),
+            "lz4": lambda: numcodecs.Blosc(cname="lz4", clevel=5),
+            "blosc": lambda: numcodecs.Blosc(cname="zstd", clevel=3),
+        }
+    if name not in table:
+        raise ValueError(
+            f"unknown compression {compression!r} for zarr; choose None, "
+            f"{', '.join(repr(k) for k in table)} or a numcodecs/zarr codec"
+        )
+    return (table[name](),)
+
+
+def shard_shape(
+    da: xr.DataArray,
+    shards: Mapping[Hashable, int] | Sequence[int],
+    chunks: tuple[int, ...],
+) -> tuple[int, ...]:
+    """The shard shape from ``shards`` (by dim name or in dim order; dims
+    left out: one chunk), checked to be whole multiples of the chunks."""
+    if isinstance(shards, Mapping):
+        from ..dims import check_dims
+
+        check_dims(da, shards, "shards dim")
+        spec = [shards.get(d, c) for d, c in zip(da.dims, chunks)]
+    else:
+        spec = list(shards)
+        if len(spec) != da.ndim:
+            raise ValueError(
+                f"shards {tuple(spec)} has {len(spec)} entries but the array "
+                f"has {da.ndim} dims {da.dims}"
+            )
+    out = []
+    for d, s, c, n in zip(da.dims, spec, chunks, da.shape):
+        s = n if s in (None, -1) else s
+        if isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 1:
+            raise ValueError(
+                f"shard length for {d!r} must be a positive int, not {s!r}"
+            )
+        s = -(-min(int(s), max(n, 1)) // c) * c  # whole chunks
+        out.append(s)
+    return tuple(out)
+
+
+def _aligned_data(da: xr.DataArray, step: tuple[int, ...]) -> xr.DataArray:
+    """``da`` with dask blocks made of whole ``step`` units (chunks, or
+    shards), so no two tasks write the same stored object."""
+    if da.chunks is None:
+        return da
+    ok = all(all(c % s == 0 for c in dim[:-1]) for dim, s in zip(da.chunks, step))
+    return da if ok else da.chunk(dict(zip(da.dims, step)))
+
+
+def write_zarr(
+    da: xr.DataArray,
+    path: str | Path,
+    *,
+    chunks: tuple[int, ...],
+    compressors: tuple,
+    shards: tuple[int, ...] | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Write ``da`` as a zarr format 3 store, xarray's layout."""
+    name = da.name if da.name is not None else "__xarray_dataarray_variable__"
+    if name in da.coords:
+        name = "__xarray_dataarray_variable__"
+    out = _aligned_data(da.rename(name), shards or chunks)
+    out.encoding = {}
+    for coord in out.coords.values():
+        coord.encoding = {}
+    encoding: dict[str, Any] = {"compressors": compressors}
+    if out.ndim:
+        encoding["chunks"] = chunks
+        if shards is not None:
+            encoding["shards"] = shards
+    if out.dtype.kind == "f":
+        encoding["_FillValue"] = None
+    with warnings.catch_warnings():
+        # consolidated metadata (one read to open a remote store) is a
+        # zarr-python extension of format 3
+        warnings.filterwarnings("ignore", "Consolidated metadata is currently not")
+        out.to_dataset().to_zarr(
+            os.fspath(path),
+            mode="w" if overwrite else "w-",
+            zarr_format=3,
+            consolidated=True,
+            encoding={name: encoding},
+            compute=True,
+        )
+
+
+def write_zspy(
+    da: xr.DataArray,
+    path: str | Path,
+    *,
+    chunks: tuple[int, ...],
+    compressors: tuple,
+    overwrite: bool = False,
+) -> None:
+    """Write ``da`` (signal dims last) as a HyperSpy ``.zspy`` store (zarr
+    format 2)."""
+    import zarr
+
+    if da.dtype.kind in "USO":
+        raise TypeError(
+            f"cannot save {da.dtype} data as .zspy: HyperSpy files hold numbers "
+            "and booleans"
+        )
+    root = zarr.open_group(
+        os.fspath(path), mode="w" if overwrite else "w-", zarr_format=2
+    )
+
+    def put(group, name: str, values: np.ndarray) -> None:
+        group.create_array(name, data=np.asarray(values), compressors=None)
+
+    group = layout.write_signal(root, da, put=put, json_attrs=True, file_format="ZSpy")
+    array = group.create_array(
+        "data",
+        shape=da.shape,
+        dtype=da.dtype,
+        chunks=tuple(max(1, c) for c in chunks) if da.ndim else (),
+        compressors=compressors or None,
+        fill_value=0,
+    )
+    if da.size:
+        data = _aligned_data(da, chunks).data
+        if da.chunks is None:
+            array[...] = np.asarray(data)
+        else:
+            dsa.store(data, array, lock=False, compute=True)
+    zarr.consolidate_metadata(root.store)  # one read opens it, as HyperSpy writes

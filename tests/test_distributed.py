@@ -388,3 +388,30 @@ def test_ragged_map_model_and_eager_open(client, da, path):
     eager = on_cluster(client, lambda: xsignal.open(path, lazy=False))
     assert not xsignal.is_lazy(eager)
     np.testing.assert_array_equal(eager.values, threaded(lambda: da.values))
+
+
+@pytest.mark.parametrize("name", ["big.zarr", "big.zspy"])
+def test_zarr_save_keeps_the_data_on_the_workers(client, folder, name):
+    """The workers write their own chunks: almost nothing reaches the client,
+    while an HDF5 save (one writer, here) receives every byte."""
+    from xsignal.testing import count_received_bytes
+
+    source = folder / "big-source.nc"
+    if not source.exists():
+        write_spectrum_image(
+            source, (128, 64, 512), rank=3, seed=5, chunks=(8, 64, 512)
+        )
+    lazy = xsignal.open(source) * 2
+    with count_received_bytes() as zarr_bytes:
+        on_cluster(client, lambda: xsignal.save(lazy, folder / name, overwrite=True))
+    with count_received_bytes() as hdf5_bytes:
+        on_cluster(
+            client,
+            lambda: xsignal.save(
+                lazy, folder / "big.nc", compression=None, overwrite=True
+            ),
+        )
+    assert zarr_bytes.nbytes < 0.02 * lazy.nbytes
+    assert hdf5_bytes.nbytes > 0.9 * lazy.nbytes  # the counter does see data
+    back = xsignal.open(folder / name)
+    np.testing.assert_array_equal(back.values, threaded(lambda: lazy.values))

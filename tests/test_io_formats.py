@@ -372,3 +372,24 @@ def test_record_by_spectrum_without_navigate_flags(tmp_path, opened):
     da = xsignal.open(tmp_path / "s.hspy")
     opened.append(da)
     assert da.signal.signal_dims == ("dim_2",)
+
+
+def test_detector_formats_without_rosettasciio_name_the_extra(tmp_path):
+    """In a process where rosettasciio cannot be imported."""
+    import subprocess
+    import sys
+
+    (tmp_path / "scan.blo").write_bytes(b"IMGBLO" + bytes(100))
+    code = (
+        "import sys; sys.modules['rsciio'] = None\n"
+        "import xsignal\n"
+        "try:\n"
+        f"    xsignal.open({str(tmp_path / 'scan.blo')!r})\n"
+        "except ImportError as err:\n"
+        "    print(err)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert 'pip install "xsignal[formats]"' in out.stdout
+    assert "scan.blo" in out.stdout

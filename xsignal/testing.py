@@ -317,3 +317,44 @@ def raise_if_dask_computes(max_computes: int = 0) -> Iterator[_CountingScheduler
     scheduler = _CountingScheduler(max_computes)
     with dask.config.set(scheduler=scheduler):
         yield scheduler
+
+
+class ReceivedBytes:
+    """Bytes this process received over dask.distributed's TCP comms."""
+
+    def __init__(self) -> None:
+        self.nbytes = 0
+
+
+@contextlib.contextmanager
+def count_received_bytes() -> Iterator[ReceivedBytes]:
+    """Count the bytes this process reads from dask.distributed's TCP comms.
+
+    Wraps distributed's own socket read (``read_bytes_rw``, which reads every
+    message frame) while the block runs, so a test or benchmark can check
+    that a pass over the data kept the data on the workers: the count is
+    then a small fraction of the array's size (results, task states,
+    heartbeats). Needs ``distributed``.
+
+    Examples
+    --------
+    >>> from xsignal.testing import count_received_bytes
+    >>> with count_received_bytes() as received:
+    ...     pass  # run something on a dask.distributed client
+    >>> received.nbytes
+    0
+    """
+    from distributed.comm import tcp
+
+    counter = ReceivedBytes()
+    original = tcp.read_bytes_rw
+
+    async def counting(stream: Any, n: int) -> Any:
+        counter.nbytes += n
+        return await original(stream, n)
+
+    tcp.read_bytes_rw = counting
+    try:
+        yield counter
+    finally:
+        tcp.read_bytes_rw = original

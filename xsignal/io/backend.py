@@ -1,9 +1,10 @@
 """``engine="xsignal"``: every format :func:`xsignal.open` reads, as an xarray
-backend.
+backend (and ``engine="hspy"``, the same for HyperSpy files only).
 
-The backend opens the file with :func:`xsignal.open` (format detection,
+The backend opens the file as :func:`xsignal.open` does (format detection,
 one dask task per stored chunk, the signal marking in attrs) and gives
-the array as the one data variable of a Dataset.
+the array as the one data variable of a Dataset; ``chunks={}`` keeps the
+stored chunks.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ class XsignalBackendEntrypoint(BackendEntrypoint):
     ) -> xr.Dataset:
         from .dispatch import open_one
 
-        da = open_one(os.fspath(filename_or_obj), variable=variable)
+        path = os.fspath(filename_or_obj)
+        self.check(path)
+        da = open_one(path, variable=variable)
         name = da.name if da.name is not None else "data"
         if da.chunks is not None:  # chunks={} gives the stored chunks
             da.encoding["preferred_chunks"] = {
@@ -56,12 +59,39 @@ class XsignalBackendEntrypoint(BackendEntrypoint):
         ds.set_close(lambda: _close(da))
         return ds
 
+    def check(self, path: str) -> None:
+        """Raise if this engine does not read ``path`` (every file: no)."""
+
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         try:
             name = os.fspath(filename_or_obj).lower().rstrip("/")
         except TypeError:
             return False
         return name.endswith((".hspy", ".zspy", ".zspy.zip"))
+
+
+class HspyBackendEntrypoint(XsignalBackendEntrypoint):
+    """``xr.open_dataset(path, engine="hspy")``: HyperSpy ``.hspy`` files.
+
+    The signal becomes the one data variable (named after the signal),
+    with coordinates from its axes; ``chunks={}`` gives the on-disk chunks.
+    """
+
+    description = "Open HyperSpy .hspy files (HDF5) in xarray"
+
+    def check(self, path: str) -> None:
+        from . import hspy
+        from .common import open_h5
+
+        with open_h5(path) as handle:
+            if not hspy.is_hspy(handle):
+                raise ValueError(f"{path} is not a HyperSpy file")
+
+    def guess_can_open(self, filename_or_obj: Any) -> bool:
+        try:
+            return os.fspath(filename_or_obj).lower().endswith(".hspy")
+        except TypeError:
+            return False
 
 
 def _close(da: xr.DataArray) -> None:

@@ -115,9 +115,10 @@ def to_dataarray(signal: dict[str, Any], path: str, *, chunks: Any) -> xr.DataAr
         spec = dask_chunks(shape, dims, data.dtype, stored, chunks, sig)
         if spec != data.chunks:
             data = data.rechunk(spec)
-    elif chunks is not None:
+    else:  # a reader without lazy support: in memory already, dask on top
+        data = np.asarray(data)
         spec = dask_chunks(shape, dims, data.dtype, None, chunks, sig)
-        data = dsa.from_array(np.asarray(data), chunks=spec)
+        data = dsa.from_array(data, chunks=spec)
     out = xr.DataArray(data, dims=dims, coords=coords, attrs=attrs)
     out.encoding["source"] = path
     return out

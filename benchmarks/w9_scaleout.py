@@ -1,0 +1,74 @@
+"""W9 scale-out: bytes that reach the calling process on a LocalCluster.
+
+A ``LocalCluster(n_workers=2, threads_per_worker=1, processes=True)`` on
+127.0.0.1; each operation runs on the M file from the client, and the bytes
+the client process reads from distributed's TCP comms
+(:func:`xsignal.testing.count_received_bytes`) are divided by the array's
+size. Work that runs where the data lives stays near 0; a pass that pulls
+every block into the caller is 1 or more. The "vs raw" column holds that
+fraction, not a time ratio.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import xsignal
+from benchmarks.common import Context, Row, timed
+from xsignal.testing import count_received_bytes
+
+
+def operations(path: Path, out: Path) -> dict:
+    def save(name: str, **kw):
+        return lambda: xsignal.save(
+            xsignal.open(path), out / name, overwrite=True, **kw
+        )
+
+    return {
+        "navigator": lambda: xsignal.open(path).signal.navigator().compute(),
+        "save .zarr": save("m.zarr"),
+        "save .zspy": save("m.zspy"),
+        "save .nc (one writer)": save("m.nc", compression=None),
+        "save .hspy (one writer)": save("m.hspy", compression=None),
+    }
+
+
+def run(ctx: Context) -> list[Row]:
+    try:
+        import distributed
+    except ImportError:
+        ctx.notes.append("W9 skipped: distributed is not installed")
+        return []
+    path = ctx.data_file("M")
+    size = xsignal.open(path).nbytes
+    out = Path(tempfile.mkdtemp(prefix="xsignal-w9-"))
+    rows = []
+    try:
+        with (
+            distributed.LocalCluster(
+                n_workers=2,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=":0",
+            ) as cluster,
+            distributed.Client(cluster),
+        ):
+            for name, fn in operations(path, out).items():
+                with count_received_bytes() as received:
+                    seconds, _ = timed(fn)
+                fraction = received.nbytes / size
+                rows.append(
+                    Row(
+                        "W9",
+                        f"xsignal {name}",
+                        seconds,
+                        vs_raw=fraction,
+                        extra=f"{received.nbytes / 2**20:.1f} MiB into the caller",
+                    )
+                )
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return rows

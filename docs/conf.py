@@ -36,3 +36,9 @@ plot_html_show_formats = False
 plot_formats = [("png", 90)]
 plot_include_source = True
 plot_rcparams = {"figure.figsize": (6, 3.5), "figure.autolayout": True}
+
+# the files page shows a detector format only where rosettasciio is installed
+doctest_global_setup = """
+import importlib.util
+rsciio = importlib.util.find_spec("rsciio")
+"""

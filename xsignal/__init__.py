@@ -47,10 +47,10 @@ __all__ = [
 ]
 
 # --- files (issue 3) ---------------------------------------------------------
-from .io import open, save  # noqa: E402  (xsignal.open is the API name)
+from .io import metadata, open, save  # noqa: E402  (xsignal.open is the API name)
 from .stacking import stack  # noqa: E402
 
-__all__ += ["open", "save", "stack"]
+__all__ += ["metadata", "open", "save", "stack"]
 
 # --- map (issue 4) -----------------------------------------------------------
 from .mapping import map, map_blocks, map_overlap  # noqa: E402, A004

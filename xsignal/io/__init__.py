@@ -2,6 +2,7 @@
 zarr stores, plain HDF5 datasets, and every format rosettasciio reads."""
 
 from .dispatch import open
+from .metadata import metadata
 from .save import save
 
-__all__ = ["open", "save"]
+__all__ = ["metadata", "open", "save"]

@@ -481,7 +481,8 @@ def _metadata_tree(
     general = metadata.setdefault("General", {})
     title = attrs.get("title", da.name if da.name is not None else "")
     general["title"] = str(title)
-    metadata.setdefault("Signal", {})["signal_type"] = str(attrs.get("signal_type", ""))
+    if "signal_type" in attrs:
+        metadata.setdefault("Signal", {})["signal_type"] = str(attrs["signal_type"])
     extra = {
         k: v
         for k, v in attrs.items()

@@ -54,6 +54,37 @@ def open_h5(path: str):
         ) from err
 
 
+def choose(
+    names: Sequence[str],
+    variable: str | None,
+    where: str,
+    what: str = "data variables",
+    one: str = "variable",
+) -> str:
+    """The one of ``names`` that ``variable`` asks for (None: the only one).
+
+    Errors name ``where`` and list ``names``.
+
+    Examples
+    --------
+    >>> choose(["a"], None, "f.nc"), choose(["a", "b"], "/b", "f.nc")
+    ('a', 'b')
+    """
+    names = list(names)
+    if variable is None:
+        if not names:
+            raise ValueError(f"{where} has no {what}")
+        if len(names) > 1:
+            raise ValueError(
+                f"{where} has several {what} {names}; pass variable= to choose one"
+            )
+        return names[0]
+    key = variable.strip("/")
+    if key not in names:
+        raise ValueError(f"{where} has no {one} {variable!r}; its {what} are {names}")
+    return key
+
+
 def clean_attr(value: Any) -> Any:
     """An HDF5 attribute as xarray's h5netcdf backend gives it."""
     if isinstance(value, bytes | np.bytes_):

@@ -11,7 +11,7 @@ import numpy as np
 import xarray as xr
 
 from . import layout
-from .common import dask_chunks, lazy_array, source_for
+from .common import lazy_array, source_for
 from .hdf5_write import compression_encoding, fill, writable_scheduler
 
 
@@ -26,26 +26,14 @@ def _layout(handle, variable: str | None):
 
 def read_hspy(handle, variable: str | None, *, chunks: Any, token: str) -> xr.DataArray:
     """One signal of an open ``.hspy`` file as a lazy DataArray."""
-    name, dset, dims, coords, attrs, sig = _layout(handle, variable)
-    src = source_for(handle, dset.name, token)
-    data = lazy_array(
-        src, dask_chunks(dset.shape, dims, dset.dtype, dset.chunks, chunks, sig)
+
+    def to_dask(dset, spec):
+        return lazy_array(source_for(handle, dset.name, token), spec)
+
+    out = layout.read_signal(
+        handle, variable, handle.filename, chunks=chunks, to_dask=to_dask
     )
-    out = xr.DataArray(
-        data,
-        dims=dims,
-        coords=coords,
-        attrs=attrs,
-        name=None if name == layout.UNNAMED else name,
-    )
-    out.encoding.update(
-        {
-            "source": handle.filename,
-            "chunksizes": dset.chunks,
-            "compression": dset.compression,
-            "dtype": dset.dtype,
-        }
-    )
+    out.encoding["compression"] = handle[out.encoding["variable"]].compression
     return out
 
 

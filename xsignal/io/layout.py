@@ -41,7 +41,7 @@ import numpy as np
 import xarray as xr
 
 from ..dims import SIGNAL_DIMS_ATTR, encode_signal_dims, signal_dims
-from .common import clean_attr
+from .common import choose, clean_attr, dask_chunks
 
 NONE = "_None_"
 FILE_FORMAT_VERSION = "3.3"
@@ -91,23 +91,14 @@ def experiments(root) -> dict[str, Any]:
     return {k: g for k, g in members(group) if is_group(g) and "data" in g}
 
 
-def choose(root, variable: str | None, where: str) -> tuple[str, Any]:
+def choose_signal(root, variable: str | None, where: str) -> tuple[str, Any]:
     """(name, group) of the signal asked for; errors name ``where``."""
     found = experiments(root)
     if not found:
         raise ValueError(f"{where} is a HyperSpy file without any signal")
-    if variable is None:
-        if len(found) > 1:
-            raise ValueError(
-                f"{where} holds several signals {list(found)}; pass variable= "
-                "to choose one"
-            )
-        return next(iter(found.items()))
-    key = variable.strip("/").removeprefix("Experiments/")
-    if key not in found:
-        raise ValueError(
-            f"{where} has no signal {variable!r}; its signals are {list(found)}"
-        )
+    if variable is not None:
+        variable = variable.strip("/").removeprefix("Experiments/")
+    key = choose(list(found), variable, where, "signals", "signal")
     return key, found[key]
 
 
@@ -343,7 +334,7 @@ def apply_coord_hints(coords: dict[str, xr.Variable], attrs: dict[str, Any]) -> 
 
 def read_layout(root, variable: str | None, where: str):
     """(name, data array, dims, coords, attrs, signal dims) of one signal."""
-    name, group = choose(root, variable, where)
+    name, group = choose_signal(root, variable, where)
     if "attributes" in group and bool(group["attributes"].attrs.get("ragged", False)):
         raise NotImplementedError(
             f"{where}: signal {name!r} is ragged (a different length "
@@ -363,6 +354,36 @@ def read_layout(root, variable: str | None, where: str):
         sig = list(dims[-2:] if record_by == "image" else dims[-1:])
     attrs[SIGNAL_DIMS_ATTR] = encode_signal_dims(sig)
     return name, data, dims, coords, attrs, sig
+
+
+def read_signal(
+    root,
+    variable: str | None,
+    where: str,
+    *,
+    chunks: Any,
+    to_dask: Callable[[Any, tuple], Any],
+) -> xr.DataArray:
+    """One signal as a DataArray; ``to_dask(array, chunks)`` makes the lazy
+    data from the file's array (h5py and zarr arrays differ)."""
+    name, array, dims, coords, attrs, sig = read_layout(root, variable, where)
+    spec = dask_chunks(array.shape, dims, array.dtype, array.chunks, chunks, sig)
+    out = xr.DataArray(
+        to_dask(array, spec),
+        dims=dims,
+        coords=coords,
+        attrs=attrs,
+        name=None if name == UNNAMED else name,
+    )
+    out.encoding.update(
+        {
+            "source": where,
+            "variable": array.name,
+            "chunksizes": array.chunks,
+            "dtype": array.dtype,
+        }
+    )
+    return out
 
 
 # --- writing -----------------------------------------------------------------------

@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 
 from ..dims import SIGNAL_DIMS_ATTR, signal_dims
-from .common import clean_attr, dask_chunks, lazy_array, source_for
+from .common import choose, clean_attr, dask_chunks, lazy_array, source_for
 from .hdf5_write import compression_encoding, fill, writable_scheduler
 
 # attributes of the netCDF4/HDF5 machinery, never shown to users
@@ -91,20 +91,9 @@ def read_netcdf(
     """One data variable of an open netCDF4 file as a lazy DataArray."""
     path = handle.filename
     names = candidates(handle)
-    if variable is None:
-        if not names:
-            raise ValueError(f"{path} has no data variable")
-        if len(names) > 1:
-            raise ValueError(
-                f"{path} has several data variables {names}; pass variable= "
-                "to choose one"
-            )
-        variable = names[0]
-    key = variable.lstrip("/")
-    if key not in handle or not hasattr(handle[key], "shape"):
-        raise ValueError(
-            f"{path} has no variable {variable!r}; its data variables are {names}"
-        )
+    # any array of the file may be asked for by name, not only data variables
+    asked = variable is not None and hasattr(handle.get(variable.strip("/")), "shape")
+    key = variable.strip("/") if asked else choose(names, variable, path)
     dset = handle[key]
     dims = _dims(dset)
     attrs = _attrs(dset)

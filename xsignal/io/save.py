@@ -93,6 +93,24 @@ def format_for(path: str | os.PathLike, format: str | None = None) -> tuple[str,
     )
 
 
+def per_dim(
+    da: xr.DataArray, spec: Mapping[Hashable, Any] | Sequence[Any], what: str, default
+) -> list[Any]:
+    """``spec`` (a dict by dim name, dims left out ``default``, or a sequence
+    in dim order) as a list in dim order; unknown dims or a wrong length
+    raise ``ValueError`` naming ``what``."""
+    if isinstance(spec, Mapping):
+        check_dims(da, spec, f"{what} dim")
+        return [spec.get(d, dflt) for d, dflt in zip(da.dims, default)]
+    out = list(spec)
+    if len(out) != da.ndim:
+        raise ValueError(
+            f"{what} {tuple(out)} has {len(out)} entries but the array has "
+            f"{da.ndim} dims {da.dims}"
+        )
+    return out
+
+
 def save_chunks(
     da: xr.DataArray, chunks: Mapping[Hashable, int] | Sequence[int] | None = None
 ) -> tuple[int, ...]:
@@ -115,16 +133,7 @@ def save_chunks(
     """
     shape = dict(da.sizes)
     if chunks is not None:
-        if isinstance(chunks, Mapping):
-            check_dims(da, chunks, "chunks dim")
-            spec = [chunks.get(d, -1) for d in da.dims]
-        else:
-            spec = list(chunks)
-            if len(spec) != da.ndim:
-                raise ValueError(
-                    f"chunks {tuple(spec)} has {len(spec)} entries but the "
-                    f"array has {da.ndim} dims {da.dims}"
-                )
+        spec = per_dim(da, chunks, "chunks", [-1] * da.ndim)
         out = []
         for d, c in zip(da.dims, spec):
             if c is None or c == -1:

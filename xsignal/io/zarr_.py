@@ -26,7 +26,7 @@ import xarray as xr
 from dask.base import tokenize
 
 from . import layout
-from .common import dask_chunks
+from .common import choose, dask_chunks
 
 ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
 
@@ -84,30 +84,17 @@ def read_zarr(
 
 
 def _read_hyperspy(root, path: str, variable: str | None, chunks: Any) -> xr.DataArray:
-    name, array, dims, coords, attrs, sig = layout.read_layout(root, variable, path)
-    spec = dask_chunks(array.shape, dims, array.dtype, array.chunks, chunks, sig)
-    data = dsa.from_array(
-        array,
-        chunks=spec,
-        name="xsignal-zarr-" + tokenize(path, array.path, spec),
-        lock=False,
-        asarray=True,
-        inline_array=True,
-        meta=np.empty((0,) * array.ndim, dtype=array.dtype),
-    )
-    out = xr.DataArray(
-        data,
-        dims=dims,
-        coords=coords,
-        attrs=attrs,
-        name=None if name == layout.UNNAMED else name,
-    )
-    out.encoding.update({"source": path, "chunks": array.chunks, "dtype": array.dtype})
-    return out
+    def to_dask(array, spec):
+        return dsa.from_array(
+            array,
+            chunks=spec,
+            name="xsignal-zarr-" + tokenize(path, array.path, spec),
+            lock=False,
+            inline_array=True,
+            meta=np.empty((0,) * array.ndim, dtype=array.dtype),
+        )
 
-
-def data_variables(ds: xr.Dataset) -> list[Hashable]:
-    return list(ds.data_vars)
+    return layout.read_signal(root, variable, path, chunks=chunks, to_dask=to_dask)
 
 
 def _read_xarray(store, path: str, variable: str | None, chunks: Any) -> xr.DataArray:
@@ -118,21 +105,7 @@ def _read_xarray(store, path: str, variable: str | None, chunks: Any) -> xr.Data
             ds = xr.open_zarr(store, chunks=None, consolidated=None)
     except Exception as err:
         raise ValueError(f"cannot read {path} as a zarr store ({err})") from err
-    names = data_variables(ds)
-    if variable is None:
-        if not names:
-            raise ValueError(f"{path} has no data variable")
-        if len(names) > 1:
-            raise ValueError(
-                f"{path} has several data variables {names}; pass variable= "
-                "to choose one"
-            )
-        variable = names[0]
-    key = variable.strip("/")
-    if key not in ds.data_vars:
-        raise ValueError(
-            f"{path} has no variable {variable!r}; its data variables are {names}"
-        )
+    key = choose(list(map(str, ds.data_vars)), variable, path)
     da = ds[key]
     if da.ndim:
         stored = da.encoding.get("preferred_chunks") or {}
@@ -203,18 +176,9 @@ def shard_shape(
 ) -> tuple[int, ...]:
     """The shard shape from ``shards`` (by dim name or in dim order; dims
     left out: one chunk), checked to be whole multiples of the chunks."""
-    if isinstance(shards, Mapping):
-        from ..dims import check_dims
+    from .save import per_dim
 
-        check_dims(da, shards, "shards dim")
-        spec = [shards.get(d, c) for d, c in zip(da.dims, chunks)]
-    else:
-        spec = list(shards)
-        if len(spec) != da.ndim:
-            raise ValueError(
-                f"shards {tuple(spec)} has {len(spec)} entries but the array "
-                f"has {da.ndim} dims {da.dims}"
-            )
+    spec = per_dim(da, shards, "shards", chunks)
     out = []
     for d, s, c, n in zip(da.dims, spec, chunks, da.shape):
         s = n if s in (None, -1) else s

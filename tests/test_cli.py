@@ -5,7 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import xarray as xr
 
 from xsignal.testing import write_spectrum_image
 
@@ -64,9 +66,14 @@ def test_demo_on_a_local_cluster(tmp_path):
 
 def test_convert_hspy_to_netcdf_with_chunks(tmp_path):
     import xsignal
-    from tests.conftest import SHARED_HSPY
 
-    source = SHARED_HSPY / "diffraction_4d.hspy"
+    source = tmp_path / "d4.hspy"
+    stem = xr.DataArray(
+        np.random.default_rng(0).random((5, 4, 16, 16)).astype("f4"),
+        dims=("y", "x", "ky", "kx"),
+        attrs={"title": "4D-STEM"},
+    ).signal.set_signal_dims("ky", "kx")
+    xsignal.save(stem, source, chunks={"y": 2})
     target = tmp_path / "d4.nc"
     out = run(
         "convert",
@@ -86,6 +93,30 @@ def test_convert_hspy_to_netcdf_with_chunks(tmp_path):
     assert (back.values == original.values).all()
     again = run("convert", str(source), str(target), check=False)
     assert again.returncode == 2 and "exists" in again.stderr
+
+
+def test_convert_netcdf_to_hspy_gives_hyperspy_layout(tmp_path):
+    import h5py
+
+    import xsignal
+
+    source = write_spectrum_image(tmp_path / "in.nc", (4, 5, 16))
+    out = run("convert", str(source), str(tmp_path / "out.hspy"), "--no-progress")
+    assert "wrote" in out.stdout
+    with h5py.File(tmp_path / "out.hspy") as f:
+        assert f.attrs["file_format"] == "HyperSpy"
+    back = xsignal.open(tmp_path / "out.hspy")
+    assert back.encoding["format"] == "HyperSpy .hspy (HDF5)"
+    assert back.signal.signal_dims == ("energy",)
+    assert back.coords["energy"].attrs["units"] == "eV"
+    np.testing.assert_array_equal(back.values, xsignal.open(source).values)
+
+
+def test_convert_refuses_an_unknown_extension_before_reading(tmp_path):
+    source = write_spectrum_image(tmp_path / "in.nc", (4, 5, 16))
+    out = run("convert", str(source), str(tmp_path / "out.tif"), check=False)
+    assert out.returncode == 2 and ".hspy" in out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nc"]
 
 
 @pytest.mark.parametrize(

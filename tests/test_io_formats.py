@@ -242,12 +242,15 @@ def test_folder_that_is_not_a_store_is_refused(tmp_path):
         xsignal.open(tmp_path / "plain")
 
 
-# --- HyperSpy-written .zspy stores (made with HyperSpy 2.5) -------------------
+# --- HyperSpy-written files (made with HyperSpy 2.5) ---------------------------
 
 
-@pytest.mark.parametrize("name", ["eels.zspy", "eels.zspy.zip", "diffraction.zspy"])
-def test_hyperspy_written_zspy_stores(name, opened):
-    expected = EXPECTED[name.removesuffix(".zip")]
+@pytest.mark.parametrize(
+    "name", ["eels.zspy", "eels.zspy.zip", "eels.hspy", "diffraction.zspy"]
+)
+def test_hyperspy_written_files(name, opened):
+    """Written by HyperSpy 2.5 (the same signal as .hspy, .zspy and zipped)."""
+    expected = EXPECTED["eels.zspy" if name.startswith("eels") else name]
     with raise_if_dask_computes():
         da = xsignal.open(DATA / name)
     opened.append(da)

@@ -282,6 +282,22 @@ def test_recycled_block_memory_is_never_shared_with_live_views(tmp_path, opened)
     np.testing.assert_array_equal(da.data.blocks[1].compute(), ref[16:32])
 
 
+def test_pooled_buffer_outlives_every_view():
+    from xsignal.handles import _BufferPool
+
+    pool = _BufferPool()
+    block = pool.empty((64, 1024), np.dtype("f4"))  # 256 KiB: pooled
+    block[...] = 7
+    row = block[3]  # a view: its base is not `block` itself
+    del block
+    import gc
+
+    gc.collect()
+    other = pool.empty((64, 1024), np.dtype("f4"))
+    other[...] = -1
+    np.testing.assert_array_equal(row, 7)
+
+
 def test_forked_process_pool_reopens_the_file(tmp_path, opened):
     import dask
 

@@ -1,11 +1,18 @@
-"""Files behind lazy arrays: picklable HDF5 dataset sources, and closing them.
+"""Files behind lazy arrays: picklable sources, and closing them.
 
-A :class:`H5Source` names one HDF5 dataset (file path + dataset path). It
+A :class:`Source` is what one array of a file is read through: small,
+picklable (dask's process scheduler and ``dask.distributed`` workers get
+it in the graph and read the file themselves), with a ``token`` shared by
+the sources of one ``xsignal.open`` call and a closed state.
+:class:`H5Source` names one HDF5 dataset (file path + dataset path); it
 opens the file the first time a process reads from it and keeps the h5py
-handle in a per-process registry, so a dask graph holds only the small
-source object: it pickles to other processes (dask's process scheduler,
-``dask.distributed`` workers), which open the file themselves.
+handle in a per-process registry (as xarray's ``CachingFileManager`` does,
+but a closed source never reopens). :class:`ArraySource` wraps an array
+object that pickles by itself (a zarr array); readers of other formats
+subclass :class:`Source`.
 
+Every format's xarray backend gives its data as a :class:`SourceArray`
+(xarray's ``BackendArray`` protocol over a source), so
 :func:`close_file` finds the sources in a lazy array's graph, closes their
 handles and marks them closed: a later compute raises a clear error
 instead of silently reopening the file. This module sits at the bottom of
@@ -24,6 +31,13 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+from xarray.backends import BackendArray
+from xarray.core.indexing import (
+    BasicIndexer,
+    ExplicitlyIndexed,
+    IndexingSupport,
+    explicit_indexing_adapter,
+)
 
 # token -> open h5py.File, in this process, least recently used first. One
 # token per xsignal.open call, so closing one opened array does not close
@@ -70,9 +84,12 @@ class _BufferPool:
                 self.held -= nbytes
         if buf is None:
             buf = bytearray(nbytes)
-        out = np.frombuffer(buf, dtype=dtype).reshape(shape)
-        weakref.finalize(out, self._give_back, buf)
-        return out
+        # the finalizer goes on the array made over the buffer: every view
+        # (the reshaped result included) has it as its base and keeps it
+        # alive, whichever of them lives longest
+        flat = np.frombuffer(buf, dtype=dtype)
+        weakref.finalize(flat, self._give_back, buf)
+        return flat.reshape(shape)
 
     def _give_back(self, buf: bytearray) -> None:
         with self.lock:
@@ -104,7 +121,78 @@ def file_identity(path: str) -> tuple[int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size)
 
 
-class H5Source:
+class Source:
+    """A picklable reference to one array of a file (see the module doc).
+
+    Subclasses set ``path``, ``shape``, ``dtype``, ``token`` and ``closed``
+    (through :meth:`_start`) and implement ``_get(key)`` for basic keys
+    (tuples of ints and step-1 slices).
+    """
+
+    path: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    token: str
+    closed: bool = False
+
+    def _start(self, path: str, shape: Any, dtype: Any, token: str | None) -> None:
+        self.path = str(path)
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        self.token = token or uuid.uuid4().hex
+        self.closed = False
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __dask_tokenize__(self) -> tuple:
+        return (type(self).__name__, self.path, self.token)
+
+    def _check_open(self) -> None:
+        if self.closed or self.token in _CLOSED:
+            raise ClosedFileError(
+                f"the file {self.path} was closed with close_file(); open it "
+                "again with xsignal.open"
+            )
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        self._check_open()
+        return self._get(key)
+
+    def _get(self, key: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        """Drop what this process holds open for the source (if anything)."""
+
+
+class ArraySource(Source):
+    """A :class:`Source` over an array object that pickles by itself (a zarr
+    array: its store, not its data; or xarray's lazily decoded array over
+    one), read with basic indexing.
+
+    Examples
+    --------
+    >>> src = ArraySource(np.arange(6).reshape(2, 3), "memory")
+    >>> src[(slice(0, 1), slice(1, 3))]
+    array([[1, 2]])
+    """
+
+    def __init__(self, array: Any, path: str, token: str | None = None) -> None:
+        self._start(path, array.shape, array.dtype, token)
+        self.array = array
+
+    def __repr__(self) -> str:
+        return f"ArraySource({self.path!r})"
+
+    def _get(self, key: Any) -> np.ndarray:
+        if isinstance(self.array, ExplicitlyIndexed):  # xarray's lazy arrays
+            return np.asarray(self.array[BasicIndexer(key)])
+        return np.asarray(self.array[key])
+
+
+class H5Source(Source):
     """A picklable reference to one dataset of an HDF5 file.
 
     Behaves enough like an array (``shape``, ``dtype``, ``ndim``,
@@ -138,13 +226,9 @@ class H5Source:
         token: str | None = None,
         direct_chunks: tuple[int, ...] | None = None,
     ) -> None:
-        self.path = os.fspath(path)
+        self._start(os.fspath(path), shape, dtype, token)
         self.name = name
-        self.shape = tuple(int(n) for n in shape)
-        self.dtype = np.dtype(dtype)
         self.identity = identity
-        self.token = token or uuid.uuid4().hex
-        self.closed = False
         # on-disk chunk shape when the chunks are stored raw (no filters):
         # whole chunks are then read with one read_direct_chunk, bypassing
         # HDF5's selection machinery (about twice as fast)
@@ -152,10 +236,6 @@ class H5Source:
         with _REGISTRY_LOCK:
             _LIVE[self.token] += 1
         weakref.finalize(self, _release, self.token).atexit = False
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
 
     def __repr__(self) -> str:
         return f"H5Source({self.path!r}, {self.name!r})"
@@ -166,13 +246,6 @@ class H5Source:
 
     def __dask_tokenize__(self) -> tuple:
         return ("xsignal.H5Source", self.path, self.name, self.token)
-
-    def _check_open(self) -> None:
-        if self.closed or self.token in _CLOSED:
-            raise ClosedFileError(
-                f"the file {self.path} was closed with close_file(); open it "
-                "again with xsignal.open"
-            )
 
     def _acquire(self):
         """This source's open h5py file, marked in use until :meth:`_done`."""
@@ -194,7 +267,7 @@ class H5Source:
             if _IN_USE[self.token] <= 0:
                 del _IN_USE[self.token]
 
-    def __getitem__(self, key: Any) -> np.ndarray:
+    def _get(self, key: Any) -> np.ndarray:
         # h5py serialises every call with its own global lock, so no extra
         # lock is needed for threads; reading straight into the result
         # array avoids a copy.
@@ -245,6 +318,31 @@ class H5Source:
         except Exception:  # chunk never written (fill value) or odd layout
             return None
         return out
+
+
+class SourceArray(BackendArray):
+    """xarray's lazy array protocol over a :class:`Source`.
+
+    Basic keys (ints and slices) reach the source, which reads whole stored
+    chunks directly where it can; xarray applies any other indexing to the
+    result in memory. Non-native byte orders come back native, as xarray's
+    own readers give them.
+    """
+
+    def __init__(self, src: Source) -> None:
+        self.src = src
+        self.shape = src.shape
+        dtype = src.dtype
+        self.dtype = dtype.newbyteorder("=") if dtype.kind in "iufc" else dtype
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return explicit_indexing_adapter(
+            key, self.shape, IndexingSupport.BASIC, self._read
+        )
+
+    def _read(self, key: tuple) -> np.ndarray:
+        out = self.src[key]
+        return out if out.dtype == self.dtype else out.astype(self.dtype)
 
 
 def _slices_shape(key: Any, shape: tuple[int, ...]) -> tuple[int, ...] | None:
@@ -337,8 +435,8 @@ def open_source_handle(src: H5Source, handle: Any) -> None:
         _evict_idle()
 
 
-def sources(da: Any) -> Iterator[H5Source]:
-    """The :class:`H5Source` objects in ``da``'s dask graph (none if in memory)."""
+def sources(da: Any) -> Iterator[Source]:
+    """The :class:`Source` objects in ``da``'s dask graph (none if in memory)."""
     data = getattr(da, "data", da)
     graph = getattr(data, "__dask_graph__", None)
     if graph is None:
@@ -351,11 +449,11 @@ def sources(da: Any) -> Iterator[H5Source]:
                 yield src
 
 
-def _find_sources(value: Any, depth: int) -> Iterator[H5Source]:
-    if isinstance(value, H5Source):
+def _find_sources(value: Any, depth: int) -> Iterator[Source]:
+    if isinstance(value, Source):
         yield value
         return
-    if depth > 6:
+    if depth > 16 or isinstance(value, np.ndarray | str | bytes | int | float):
         return
     if isinstance(value, (tuple, list)):
         for item in value:
@@ -365,8 +463,9 @@ def _find_sources(value: Any, depth: int) -> Iterator[H5Source]:
             yield from _find_sources(item, depth + 1)
     else:
         # dask's task objects keep their function's arguments in .args/.kwargs
-        # (and a DataNode its value in .value)
-        for attr in ("args", "kwargs", "value"):
+        # (and a DataNode its value in .value); xarray's lazy indexing
+        # wrappers the wrapped array in .array, a SourceArray its .src
+        for attr in ("args", "kwargs", "value", "array", "src"):
             inner = getattr(value, attr, None)
             if inner is not None and not callable(inner):
                 yield from _find_sources(inner, depth + 1)
@@ -414,6 +513,7 @@ def close_file(da: xr.DataArray) -> None:
     tokens = set()
     for src in list(sources(da)):
         src.closed = True
+        src.release()
         close_token(src.token)
         tokens.add(src.token)
     if tokens:

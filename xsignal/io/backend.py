@@ -1,26 +1,160 @@
-"""``engine="xsignal"``: every format :func:`xsignal.open` reads, as an xarray
-backend (and ``engine="hspy"``, the same for HyperSpy files only).
+"""The reader layer: one xarray backend per format, and format detection.
 
-The backend opens the file as :func:`xsignal.open` does (format detection,
-one dask task per stored chunk, the signal marking in attrs) and gives
-the array as the one data variable of a Dataset; ``chunks={}`` keeps the
-stored chunks.
+Each backend's ``open_dataset`` gives one variable (the file's signal or
+the ``variable=`` asked for) with its coordinates, lazily indexed through a
+:class:`~xsignal.handles.SourceArray` over a picklable source, with the
+stored chunks in ``encoding["preferred_chunks"]``; nothing but metadata is
+read. :func:`xsignal.open` is :func:`backend_for` + ``xr.open_dataset`` +
+the chunks asked for + the signal marking.
+
+- :class:`Hdf5Backend`: netCDF4, HyperSpy ``.hspy`` and plain HDF5 files,
+  told apart by their content (one file handle per process, whole stored
+  chunks read directly);
+- :class:`ZarrBackend`: zarr stores, HyperSpy's ``.zspy`` layout or
+  xarray's, in folders, zip files or at fsspec URLs;
+- :class:`RosettaBackend`: every format rosettasciio reads;
+- :class:`XsignalBackend` (``engine="xsignal"``): any of them, chosen by
+  :func:`backend_for`; :class:`HspyBackend` (``engine="hspy"``): HyperSpy
+  HDF5 files only.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
 import xarray as xr
 from xarray.backends import BackendEntrypoint
 
+from ..handles import close_token
+from .common import open_h5
+from .save import is_url
 
-class XsignalBackendEntrypoint(BackendEntrypoint):
+# what rosettasciio reads, for the error when it is not installed
+ROSETTA_EXTENSIONS = (
+    ".blo .mib .dm3 .dm4 .emd .mrc .mrcz .tvips .ser .emi .prz .bcf .spx .nxs "
+    ".tif .tiff .rpl .msa .unf .sur .spd .spc .app5 .wdf .elid .npy .pts .de5"
+).split()
+# read by xsignal itself even when rosettasciio knows the extension
+_OWN_EXTENSIONS = (".nc", ".nc4", ".h5", ".hdf5", ".hspy", ".zspy", ".zarr", ".zip")
+
+
+class FileBackend(BackendEntrypoint):
+    """What every xsignal backend shares: ``variable=``, ``drop_variables``,
+    and closing the files of the opened Dataset with ``ds.close()``.
+
+    Subclasses implement ``read(path, variable, token) -> xr.Dataset``.
+    """
+
+    url = "https://github.com/xsignal/xsignal"
+    open_dataset_parameters = ("filename_or_obj", "drop_variables", "variable")
+
+    def open_dataset(
+        self,
+        filename_or_obj: Any,
+        *,
+        drop_variables: str | Iterable[str] | None = None,
+        variable: str | None = None,
+    ) -> xr.Dataset:
+        path = os.fspath(filename_or_obj)
+        token = uuid.uuid4().hex
+        try:
+            ds = self.read(path, variable, token)
+        except BaseException:
+            close_token(token)
+            raise
+        drop = [drop_variables] if isinstance(drop_variables, str) else drop_variables
+        if drop:
+            ds = ds.drop_vars([d for d in drop if d in ds.variables])
+        ds.set_close(lambda: close_token(token))
+        return ds
+
+    def read(self, path: str, variable: str | None, token: str) -> xr.Dataset:
+        raise NotImplementedError
+
+
+class Hdf5Backend(FileBackend):
+    """netCDF4, HyperSpy ``.hspy`` and plain HDF5 files (by their content)."""
+
+    description = "netCDF4, HyperSpy .hspy and plain HDF5 files, read by xsignal"
+    _FORMATS = {
+        "hspy": "HyperSpy .hspy (HDF5)",
+        "netcdf": "netCDF4 (HDF5)",
+        "hdf5": "HDF5",
+    }
+
+    def read(self, path: str, variable: str | None, token: str) -> xr.Dataset:
+        from . import hdf5, hspy, netcdf
+
+        handle = open_h5(path)
+        try:
+            kind = file_kind(handle)
+            self.check(kind, path)
+            reader = {
+                "hspy": hspy.read_hspy,
+                "netcdf": netcdf.read_netcdf,
+                "hdf5": hdf5.read_hdf5,
+            }[kind]
+            ds = reader(handle, variable, token=token)
+        except BaseException:
+            handle.close()
+            raise
+        for var in ds.data_vars.values():
+            var.encoding["format"] = self._FORMATS[kind]
+        return ds
+
+    def check(self, kind: str, path: str) -> None:
+        """Raise if this backend does not read files of ``kind``."""
+
+
+class HspyBackend(Hdf5Backend):
+    """``xr.open_dataset(path, engine="hspy")``: HyperSpy ``.hspy`` files.
+
+    The signal becomes the one data variable (named after the signal),
+    with coordinates from its axes; ``chunks={}`` gives the on-disk chunks.
+    """
+
+    description = "Open HyperSpy .hspy files (HDF5) in xarray"
+
+    def check(self, kind: str, path: str) -> None:
+        if kind != "hspy":
+            raise ValueError(f"{path} is not a HyperSpy file")
+
+    def guess_can_open(self, filename_or_obj: Any) -> bool:
+        try:
+            return os.fspath(filename_or_obj).lower().endswith(".hspy")
+        except TypeError:
+            return False
+
+
+class ZarrBackend(FileBackend):
+    """zarr stores: HyperSpy ``.zspy`` or xarray's layout, format 2 or 3."""
+
+    description = "zarr stores and HyperSpy .zspy stores, read by xsignal"
+
+    def read(self, path: str, variable: str | None, token: str) -> xr.Dataset:
+        from .zarr_ import read_zarr
+
+        return read_zarr(path, variable, token=token)
+
+
+class RosettaBackend(FileBackend):
+    """Every format rosettasciio reads (``xsignal[formats]``)."""
+
+    description = "every format rosettasciio reads, through xsignal"
+
+    def read(self, path: str, variable: str | None, token: str) -> xr.Dataset:
+        from .rosetta import read_rosetta
+
+        return read_rosetta(path, variable, token=token)
+
+
+class XsignalBackend(FileBackend):
     """``xr.open_dataarray(path, engine="xsignal")`` for netCDF, ``.hspy``,
     ``.zspy``, zarr, plain HDF5 (``variable="/path"``) and every format
-    rosettasciio reads.
+    rosettasciio reads: the backend :func:`backend_for` chooses.
 
     Examples
     --------
@@ -32,35 +166,9 @@ class XsignalBackendEntrypoint(BackendEntrypoint):
     """
 
     description = "Open every format xsignal reads (HyperSpy, zarr, netCDF...)"
-    url = "https://github.com/xsignal/xsignal"
-    open_dataset_parameters = ("filename_or_obj", "drop_variables", "variable")
 
-    def open_dataset(
-        self,
-        filename_or_obj: Any,
-        *,
-        drop_variables: str | Iterable[str] | None = None,
-        variable: str | None = None,
-    ) -> xr.Dataset:
-        from .dispatch import open_one
-
-        path = os.fspath(filename_or_obj)
-        self.check(path)
-        da = open_one(path, variable=variable)
-        name = da.name if da.name is not None else "data"
-        if da.chunks is not None:  # chunks={} gives the stored chunks
-            da.encoding["preferred_chunks"] = {
-                d: max(c) if c else 1 for d, c in zip(da.dims, da.chunks)
-            }
-        ds = da.to_dataset(name=name)
-        drop = [drop_variables] if isinstance(drop_variables, str) else drop_variables
-        if drop:
-            ds = ds.drop_vars([d for d in drop if d in ds.variables])
-        ds.set_close(lambda: _close(da))
-        return ds
-
-    def check(self, path: str) -> None:
-        """Raise if this engine does not read ``path`` (every file: no)."""
+    def read(self, path: str, variable: str | None, token: str) -> xr.Dataset:
+        return backend_for(path, variable)().read(path, variable, token)
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         try:
@@ -70,31 +178,55 @@ class XsignalBackendEntrypoint(BackendEntrypoint):
         return name.endswith((".hspy", ".zspy", ".zspy.zip"))
 
 
-class HspyBackendEntrypoint(XsignalBackendEntrypoint):
-    """``xr.open_dataset(path, engine="hspy")``: HyperSpy ``.hspy`` files.
+def file_kind(handle) -> str:
+    """``"hspy"``, ``"netcdf"`` or ``"hdf5"``, from an HDF5 file's own attributes."""
+    from . import hspy, netcdf
 
-    The signal becomes the one data variable (named after the signal),
-    with coordinates from its axes; ``chunks={}`` gives the on-disk chunks.
+    if hspy.is_hspy(handle):
+        return "hspy"
+    if netcdf.is_netcdf(handle):
+        return "netcdf"
+    return "hdf5"
+
+
+def backend_for(path: str, variable: str | None = None) -> type[FileBackend]:
+    """The backend that reads ``path``.
+
+    URLs and zarr folders or zip files are zarr stores; HDF5 files are read
+    by xsignal (HyperSpy, netCDF or plain datasets) unless their extension
+    is a rosettasciio format (``.emd``, ``.nxs``...) and no HDF5 dataset
+    path is given; other files by rosettasciio.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        A folder that is not a zarr store.
+    ImportError
+        A detector format, without rosettasciio installed.
     """
+    from . import rosetta, zarr_
 
-    description = "Open HyperSpy .hspy files (HDF5) in xarray"
-
-    def check(self, path: str) -> None:
-        from . import hspy
-        from .common import open_h5
-
-        with open_h5(path) as handle:
-            if not hspy.is_hspy(handle):
-                raise ValueError(f"{path} is not a HyperSpy file")
-
-    def guess_can_open(self, filename_or_obj: Any) -> bool:
-        try:
-            return os.fspath(filename_or_obj).lower().endswith(".hspy")
-        except TypeError:
-            return False
-
-
-def _close(da: xr.DataArray) -> None:
-    from ..handles import close_file
-
-    close_file(da)
+    if is_url(path):
+        return ZarrBackend
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    if os.path.isdir(path):
+        if zarr_.is_zarr_folder(path):
+            return ZarrBackend
+        raise ValueError(
+            f"{path} is a folder, not a file or a zarr store (no zarr.json, "
+            ".zgroup or .zarray in it)"
+        )
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in _OWN_EXTENSIONS and not (variable or "").startswith("/"):
+        if ext in rosetta.extensions():
+            return RosettaBackend
+        if ext in ROSETTA_EXTENSIONS:
+            raise ImportError(
+                f"{path}: reading {ext} files needs rosettasciio: {rosetta.EXTRA}"
+            )
+    if zarr_.is_zarr_zip(path):
+        return ZarrBackend
+    return Hdf5Backend

@@ -1,5 +1,6 @@
-"""What every reader shares: opening HDF5 files with clear errors, attrs, and
-the lazy dask array over one dataset (one task per chunk, no wrappers)."""
+"""What every reader shares: opening HDF5 files with clear errors, attrs,
+choosing a variable, the lazily indexed variable over a source, and the
+dask chunks to read it with (one task per stored chunk)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,17 @@ import os
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
-import dask.array as dsa
 import numpy as np
+import xarray as xr
 from dask.array.core import normalize_chunks
-from dask.base import tokenize
+from xarray.core import indexing
 
 from ..chunks import navigation_chunks, target_chunk_bytes
-from ..handles import H5Source, file_identity, open_source_handle
+from ..handles import H5Source, Source, SourceArray, file_identity, open_source_handle
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# the name xarray gives an unnamed DataArray's variable in a file
+ANONYMOUS = "__xarray_dataarray_variable__"
 _BAD_CHUNKS = "chunks must be None, 'auto', a dict or a tuple, not {!r}"
 
 
@@ -196,19 +199,24 @@ def dask_chunks(
     return normalize_chunks(spec, shape, dtype=dtype, previous_chunks=disk_chunks)
 
 
-def lazy_array(src: H5Source, chunks: tuple[tuple[int, ...], ...]) -> dsa.Array:
-    """A dask array over ``src``: one task per block, each one h5py read."""
-    name = "xsignal-open-" + tokenize(src, chunks)
-    arr = dsa.from_array(
-        src,
-        chunks=chunks,
-        name=name,
-        lock=False,  # h5py serialises its calls itself
-        asarray=False,
-        fancy=False,
-        meta=np.empty((0,) * src.ndim, dtype=src.dtype),
-        inline_array=True,
-    )
-    if not src.dtype.isnative and src.dtype.kind in "iufc":
-        arr = arr.astype(src.dtype.newbyteorder("="))  # as xarray's readers give
-    return arr
+def source_variable(
+    src: Source,
+    dims: Sequence[Hashable],
+    attrs: dict[str, Any] | None = None,
+    *,
+    disk_chunks: Sequence[int] | None,
+    signal: Sequence[Hashable] = (),
+    encoding: dict[str, Any] | None = None,
+) -> xr.Variable:
+    """The variable a backend gives for ``src``: lazily indexed (nothing is
+    read until xarray or dask asks), with ``preferred_chunks`` the stored
+    chunks (for a contiguous dataset whole signals and about dask's
+    ``array.chunk-size`` per block), which ``chunks={}`` gives."""
+    data = indexing.LazilyIndexedArray(SourceArray(src))
+    var = xr.Variable(tuple(dims), data, attrs or {})
+    spec = dask_chunks(src.shape, dims, src.dtype, disk_chunks, None, signal)
+    var.encoding = {
+        **(encoding or {}),
+        "preferred_chunks": {d: max(c) if c else 1 for d, c in zip(dims, spec)},
+    }
+    return var

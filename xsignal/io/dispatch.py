@@ -1,18 +1,19 @@
-"""``xsignal.open``: one entry point for netCDF4, HyperSpy and plain HDF5 files."""
+"""``xsignal.open``: the format's backend (:mod:`xsignal.io.backend`), the
+dask chunks asked for, several files and stacking."""
 
 from __future__ import annotations
 
 import glob
 import os
-import uuid
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import xarray as xr
 
-from ..handles import close_token
-from . import hdf5, hspy, netcdf
-from .common import open_h5
+from ..dims import SIGNAL_DIMS_ATTR, signal_dims
+from ..handles import close_file
+from .backend import backend_for
+from .common import ANONYMOUS, dask_chunks
 from .save import is_url
 
 PathLike = str | os.PathLike
@@ -47,59 +48,6 @@ def expand_paths(paths: PathLike | Sequence[PathLike]) -> tuple[list[str], bool]
     return out, several
 
 
-def file_kind(handle) -> str:
-    """``"hspy"``, ``"netcdf"`` or ``"hdf5"``, from an HDF5 file's own attributes."""
-    if hspy.is_hspy(handle):
-        return "hspy"
-    if netcdf.is_netcdf(handle):
-        return "netcdf"
-    return "hdf5"
-
-
-# what rosettasciio reads, for the error when it is not installed
-ROSETTA_EXTENSIONS = (
-    ".blo .mib .dm3 .dm4 .emd .mrc .mrcz .tvips .ser .emi .prz .bcf .spx .nxs "
-    ".tif .tiff .rpl .msa .unf .sur .spd .spc .app5 .wdf .elid .npy .pts .de5"
-).split()
-# read by xsignal itself even when rosettasciio knows the extension
-_OWN_EXTENSIONS = (".nc", ".nc4", ".h5", ".hdf5", ".hspy", ".zspy", ".zarr", ".zip")
-
-
-def source_kind(path: str, variable: str | None = None) -> str:
-    """How to read ``path``: ``"zarr"``, ``"hdf5"`` or ``"rosetta"``.
-
-    URLs and zarr folders or zip files are zarr stores; HDF5 files are read
-    by xsignal (HyperSpy, netCDF or plain datasets) unless their extension
-    is a rosettasciio format (``.emd``, ``.nxs``...) and no HDF5 dataset
-    path is given; other files by rosettasciio.
-    """
-    from . import rosetta, zarr_
-
-    if is_url(path):
-        return "zarr"
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such file: {path}")
-    if os.path.isdir(path):
-        if zarr_.is_zarr_folder(path):
-            return "zarr"
-        raise ValueError(
-            f"{path} is a folder, not a file or a zarr store (no zarr.json, "
-            ".zgroup or .zarray in it)"
-        )
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in _OWN_EXTENSIONS and not (variable or "").startswith("/"):
-        known = rosetta.extensions()
-        if ext in known:
-            return "rosetta"
-        if ext in ROSETTA_EXTENSIONS:
-            raise ImportError(
-                f"{path}: reading {ext} files needs rosettasciio: {rosetta.EXTRA}"
-            )
-    if zarr_.is_zarr_zip(path):
-        return "zarr"
-    return "hdf5"
-
-
 def open_one(
     path: PathLike,
     *,
@@ -107,40 +55,33 @@ def open_one(
     chunks: Mapping[Hashable, Any] | Sequence[int] | str | None = None,
     variable: str | None = None,
 ) -> xr.DataArray:
-    """Open one file or store (see :func:`open`)."""
+    """Open one file or store (see :func:`open`): its backend, then dask
+    chunks as asked (one task per stored chunk by default)."""
     path = os.fspath(path)
-    kind = source_kind(path, variable)
-    token = uuid.uuid4().hex
-    if kind == "zarr":
-        from .zarr_ import read_zarr
-
-        da = read_zarr(path, variable, chunks=chunks, token=token)
-    elif kind == "rosetta":
-        from .rosetta import read_rosetta
-
-        da = read_rosetta(path, variable, chunks=chunks)
-    else:
-        handle = open_h5(path)
-        try:
-            kind = file_kind(handle)
-            reader = {
-                "hspy": hspy.read_hspy,
-                "netcdf": netcdf.read_netcdf,
-                "hdf5": hdf5.read_hdf5,
-            }[kind]
-            da = reader(handle, variable, chunks=chunks, token=token)
-            da.encoding["format"] = {
-                "hspy": "HyperSpy .hspy (HDF5)",
-                "netcdf": "netCDF4 (HDF5)",
-                "hdf5": "HDF5",
-            }[kind]
-        except BaseException:
-            close_token(token)
-            handle.close()
-            raise
+    ds = xr.open_dataset(
+        path,
+        engine=backend_for(path, variable),
+        chunks=None,
+        cache=False,
+        variable=variable,
+    )
+    (name,) = ds.data_vars
+    opened = ds[name]
+    preferred = opened.encoding.get("preferred_chunks", {})
+    stored = tuple(preferred.get(d, n) for d, n in opened.sizes.items())
+    sig = signal_dims(opened) if SIGNAL_DIMS_ATTR in opened.attrs else ()
+    try:
+        spec = dask_chunks(opened.shape, opened.dims, opened.dtype, stored, chunks, sig)
+    except ValueError:
+        ds.close()
+        raise
+    da = opened.chunk(dict(zip(opened.dims, spec)))
+    if name == ANONYMOUS:
+        da = da.rename(None)
     if not lazy:
-        da = da.compute()
-        close_token(token)
+        out = da.compute()
+        close_file(da)
+        return out
     return da
 
 
@@ -153,14 +94,20 @@ def open(  # noqa: A001  (xsignal.open mirrors xarray's open_* family)
     dim: str = "stack",
     variable: str | None = None,
 ) -> xr.DataArray | list[xr.DataArray]:
-    """Open netCDF4, HyperSpy ``.hspy`` or HDF5 files as (lazy) DataArrays.
+    """Open files or stores of any format xsignal reads as (lazy) DataArrays.
 
-    The kind of file is recognised from its content, not its name: HyperSpy
-    files by their ``file_format`` attribute, netCDF4 files (written by
-    :func:`xsignal.save`, xarray or netCDF-C) by their dimension scales;
-    anything else is read as a plain HDF5 dataset. Nothing but the
+    Reads netCDF4 files (written by :func:`xsignal.save`, xarray or
+    netCDF-C), HyperSpy ``.hspy`` files (every format version) and ``.zspy``
+    stores, zarr stores (format 2 or 3; folders, zip files and fsspec URLs
+    such as ``"s3://bucket/scan.zarr"``), plain HDF5 datasets
+    (``variable="/group/data"``) and, with ``pip install "xsignal[formats]"``,
+    every format rosettasciio reads (``.blo``, ``.mib``, ``.dm4``, ``.emd``,
+    ``.tif``...). HDF5 files are told apart by their content, zarr stores by
+    their metadata, detector formats by their extension. Nothing but the
     metadata and the coordinates is read at opening: the data is a dask
-    array with one task per block, each one read of the file.
+    array with one task per stored chunk, each one read of the file. Each
+    format is an xarray backend (:mod:`xsignal.io.backend`); ``open`` adds
+    the detection, the chunks and the signal marking.
 
     Parameters
     ----------
@@ -180,9 +127,10 @@ def open(  # noqa: A001  (xsignal.open mirrors xarray's open_* family)
     dim : str
         Name of the stacking dim.
     variable : str, optional
-        The variable to read: a netCDF variable name, an HDF5 dataset path
-        (``"/group/data"``) or, for a ``.hspy`` file holding several
-        signals, the signal's name. Needed when a file holds several.
+        The variable to read: a netCDF or zarr variable name, an HDF5
+        dataset path (``"/group/data"``) or, for a HyperSpy or detector file
+        holding several signals, the signal's name (or index, for detector
+        files). Needed when a file holds several.
 
     Returns
     -------
@@ -196,8 +144,10 @@ def open(  # noqa: A001  (xsignal.open mirrors xarray's open_* family)
     ------
     FileNotFoundError
         A missing file, or a glob matching nothing.
+    ImportError
+        A detector format without rosettasciio installed (names the extra).
     ValueError
-        A file that is not HDF5 or is damaged; several candidate variables
+        A file of no format xsignal reads, or a damaged one; several candidate variables
         without ``variable=``; an unknown ``variable``; with
         ``stack=True``, files that do not match (the first offender is
         named).

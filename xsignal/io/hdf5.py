@@ -6,7 +6,7 @@ from typing import Any
 
 import xarray as xr
 
-from .common import clean_attr, dask_chunks, lazy_array, source_for
+from .common import clean_attr, source_for, source_variable
 
 
 def datasets(handle) -> list[str]:
@@ -23,8 +23,8 @@ def datasets(handle) -> list[str]:
     return found
 
 
-def read_hdf5(handle, variable: str | None, *, chunks: Any, token: str) -> xr.DataArray:
-    """One dataset of an open HDF5 file as a lazy DataArray.
+def read_hdf5(handle, variable: str | None, *, token: str) -> xr.Dataset:
+    """One dataset of an open HDF5 file as a lazily indexed Dataset.
 
     Dims are named after attached dimension scales when there are any,
     else ``dim_0``, ``dim_1``...; the dataset's attributes become attrs,
@@ -63,23 +63,25 @@ def read_hdf5(handle, variable: str | None, *, chunks: Any, token: str) -> xr.Da
         if len(scales) and scales[0].shape == (obj.shape[i],):
             coords[name] = scales[0][()]  # an attached dimension scale
     dims = tuple(dims)
-    src = source_for(handle, key, token)
-    data = lazy_array(src, dask_chunks(obj.shape, dims, obj.dtype, obj.chunks, chunks))
     attrs = {
         k: clean_attr(v)
         for k, v in obj.attrs.items()
         if k not in ("DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME")
     }
-    out = xr.DataArray(
-        data, dims=dims, coords=coords, attrs=attrs, name=key.rsplit("/", 1)[-1]
+    encoding = {
+        "source": path,
+        "variable": key,
+        "chunksizes": obj.chunks,
+        "compression": obj.compression,
+        "dtype": obj.dtype,
+    }
+    var = source_variable(
+        source_for(handle, key, token),
+        dims,
+        attrs,
+        disk_chunks=obj.chunks,
+        encoding=encoding,
     )
-    out.encoding.update(
-        {
-            "source": path,
-            "variable": key,
-            "chunksizes": obj.chunks,
-            "compression": obj.compression,
-            "dtype": obj.dtype,
-        }
-    )
-    return out
+    name = key.rsplit("/", 1)[-1]
+    coords = {d: xr.Variable(d, v) for d, v in coords.items() if d != name}
+    return xr.Dataset({name: var}, coords=coords)

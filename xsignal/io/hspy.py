@@ -11,7 +11,7 @@ import numpy as np
 import xarray as xr
 
 from . import layout
-from .common import lazy_array, source_for
+from .common import source_for
 from .hdf5_write import compression_encoding, fill, writable_scheduler
 
 
@@ -20,21 +20,17 @@ def is_hspy(handle) -> bool:
     return layout.is_hyperspy(handle)
 
 
-def _layout(handle, variable: str | None):
-    return layout.read_layout(handle, variable, handle.filename)
-
-
-def read_hspy(handle, variable: str | None, *, chunks: Any, token: str) -> xr.DataArray:
-    """One signal of an open ``.hspy`` file as a lazy DataArray."""
-
-    def to_dask(dset, spec):
-        return lazy_array(source_for(handle, dset.name, token), spec)
-
-    out = layout.read_signal(
-        handle, variable, handle.filename, chunks=chunks, to_dask=to_dask
+def read_hspy(handle, variable: str | None, *, token: str) -> xr.Dataset:
+    """One signal of an open ``.hspy`` file as a lazily indexed Dataset."""
+    ds = layout.read_signal(
+        handle,
+        variable,
+        handle.filename,
+        to_source=lambda dset: source_for(handle, dset.name, token),
     )
-    out.encoding["compression"] = handle[out.encoding["variable"]].compression
-    return out
+    for var in ds.data_vars.values():
+        var.encoding["compression"] = handle[var.encoding["variable"]].compression
+    return ds
 
 
 def write_hspy(

@@ -41,7 +41,7 @@ import numpy as np
 import xarray as xr
 
 from ..dims import SIGNAL_DIMS_ATTR, encode_signal_dims, signal_dims
-from .common import choose, clean_attr, dask_chunks
+from .common import ANONYMOUS, choose, clean_attr, source_variable
 
 NONE = "_None_"
 FILE_FORMAT_VERSION = "3.3"
@@ -357,33 +357,29 @@ def read_layout(root, variable: str | None, where: str):
 
 
 def read_signal(
-    root,
-    variable: str | None,
-    where: str,
-    *,
-    chunks: Any,
-    to_dask: Callable[[Any, tuple], Any],
-) -> xr.DataArray:
-    """One signal as a DataArray; ``to_dask(array, chunks)`` makes the lazy
-    data from the file's array (h5py and zarr arrays differ)."""
+    root, variable: str | None, where: str, *, to_source: Callable[[Any], Any]
+) -> xr.Dataset:
+    """One signal as a lazily indexed Dataset (the signal its one data
+    variable, ``"__xarray_dataarray_variable__"`` when unnamed);
+    ``to_source(array)`` makes the :class:`xsignal.handles.Source` of the
+    file's array (h5py and zarr arrays differ)."""
     name, array, dims, coords, attrs, sig = read_layout(root, variable, where)
-    spec = dask_chunks(array.shape, dims, array.dtype, array.chunks, chunks, sig)
-    out = xr.DataArray(
-        to_dask(array, spec),
-        dims=dims,
-        coords=coords,
-        attrs=attrs,
-        name=None if name == UNNAMED else name,
+    encoding = {
+        "source": where,
+        "variable": array.name,
+        "chunksizes": array.chunks,
+        "dtype": array.dtype,
+    }
+    var = source_variable(
+        to_source(array),
+        dims,
+        attrs,
+        disk_chunks=array.chunks,
+        signal=sig,
+        encoding=encoding,
     )
-    out.encoding.update(
-        {
-            "source": where,
-            "variable": array.name,
-            "chunksizes": array.chunks,
-            "dtype": array.dtype,
-        }
-    )
-    return out
+    key = ANONYMOUS if name == UNNAMED else name
+    return xr.Dataset({key: var}, coords=coords)
 
 
 # --- writing -----------------------------------------------------------------------

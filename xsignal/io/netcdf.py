@@ -10,16 +10,14 @@ times) is left to :func:`xarray.decode_cf`, which keeps the data lazy.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
-import dask.array as dsa
 import numpy as np
 import xarray as xr
 
 from ..dims import SIGNAL_DIMS_ATTR, signal_dims
-from .common import choose, clean_attr, dask_chunks, lazy_array, source_for
+from .common import choose, clean_attr, source_for, source_variable
 from .hdf5_write import compression_encoding, fill, writable_scheduler
 
 # attributes of the netCDF4/HDF5 machinery, never shown to users
@@ -85,10 +83,9 @@ def candidates(handle) -> list[str]:
     return [k for k, v in datasets.items() if not _is_scale(v) and k not in coords]
 
 
-def read_netcdf(
-    handle, variable: str | None, *, chunks: Any, token: str
-) -> xr.DataArray:
-    """One data variable of an open netCDF4 file as a lazy DataArray."""
+def read_netcdf(handle, variable: str | None, *, token: str) -> xr.Dataset:
+    """One data variable of an open netCDF4 file, with its coordinates, as a
+    lazily indexed Dataset (CF decoding applied lazily by xarray)."""
     path = handle.filename
     names = candidates(handle)
     # any array of the file may be asked for by name, not only data variables
@@ -105,37 +102,17 @@ def read_netcdf(
     marking = attrs.get(SIGNAL_DIMS_ATTR)
     probe = xr.DataArray(np.empty((0,) * len(dims)), dims=dims, attrs=attrs)
     sig = signal_dims(probe) if marking is not None else ()
-    src = source_for(handle, key, token)
-    data = lazy_array(
-        src, dask_chunks(dset.shape, dims, dset.dtype, dset.chunks, chunks, sig)
+    var = source_variable(
+        source_for(handle, key, token),
+        dims,
+        attrs,
+        disk_chunks=dset.chunks,
+        signal=sig,
+        encoding={**_encoding(dset), "source": path},
     )
-    if attrs.get("dtype") == "bool" and data.dtype.kind in "iu":
-        data = data.astype(bool)  # xarray stores booleans as int8 + dtype="bool"
-        del attrs["dtype"]
-    coords = _coords(handle, dset, dims)
-    name: Hashable | None = _basename(dset.name)
-    ds = xr.Dataset({"__data__": xr.Variable(dims, data, attrs)}, coords=coords)
-    ds = xr.decode_cf(ds)
-    out = ds["__data__"].rename(None if name == _ANONYMOUS else name)
-    if not isinstance(out.variable._data, dsa.Array):
-        # a CF decoder without dask support wrapped the data (e.g. character
-        # arrays): decode block by block instead
-        out = out.copy(data=_blockwise_decoded(out, data))
-    out.encoding.update(_encoding(dset))
-    out.encoding["source"] = path
-    return out
-
-
-def _blockwise_decoded(out: xr.DataArray, data: dsa.Array) -> dsa.Array:
-    wrapper = out.variable._data
-
-    def block(_: np.ndarray, block_info=None) -> np.ndarray:
-        where = tuple(slice(a, b) for a, b in block_info[None]["array-location"])
-        return np.asarray(wrapper[where])
-
-    return data.map_blocks(
-        block, dtype=out.dtype, meta=np.empty((0,) * out.ndim, out.dtype)
-    )
+    name = _basename(dset.name)
+    ds = xr.Dataset({name: var}, coords=_coords(handle, dset, dims))
+    return xr.decode_cf(ds)
 
 
 def _coords(handle, dset, dims: tuple[str, ...]) -> dict[str, xr.Variable]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import threading
 import warnings
 from typing import Any
 
@@ -22,8 +23,9 @@ import numpy as np
 import xarray as xr
 
 from ..dims import SIGNAL_DIMS_ATTR, encode_signal_dims
+from ..handles import Source
 from . import layout
-from .common import dask_chunks
+from .common import ANONYMOUS, source_variable
 
 EXTRA = 'pip install "xsignal[formats]"'
 # formats xsignal reads itself (faster, and zarr 3): never through rosettasciio
@@ -93,51 +95,74 @@ def signal_name(signal: dict[str, Any], index: int) -> str:
     return str(title) if title else f"signal_{index}"
 
 
-def to_dataarray(signal: dict[str, Any], path: str, *, chunks: Any) -> xr.DataArray:
-    """A rosettasciio signal dict as a DataArray (lazy when its data is)."""
-    data = signal["data"]
-    shape = tuple(int(n) for n in data.shape)
-    axes: list[dict[str, Any] | None] = [None] * len(shape)
-    for i, axis in enumerate(signal.get("axes", [])):
-        where = axis.get("index_in_array", i)
-        if where is not None and where < len(shape):
-            axes[where] = axis
-    dims, coords, sig = layout.axes_coords(axes, shape, path)
-    if sig is None:
-        sig = list(dims[-1:])
-    attrs = layout.metadata_attrs(
-        layout.jsonable(signal.get("metadata", {}) or {}),
-        _safe_tree(signal.get("original_metadata", {}) or {}),
-    )
-    attrs[SIGNAL_DIMS_ATTR] = encode_signal_dims(sig)
-    if isinstance(data, dsa.Array):
-        stored = tuple(max(c) if c else 1 for c in data.chunks)
-        spec = dask_chunks(shape, dims, data.dtype, stored, chunks, sig)
-        if spec != data.chunks:
-            data = data.rechunk(spec)
-    else:  # a reader without lazy support: in memory already, dask on top
-        data = np.asarray(data)
-        spec = dask_chunks(shape, dims, data.dtype, None, chunks, sig)
-        data = dsa.from_array(data, chunks=spec)
-    out = xr.DataArray(data, dims=dims, coords=coords, attrs=attrs)
-    out.encoding["source"] = path
-    return out
+# (path, plugin, token) -> rosettasciio's signal dicts, per process: each
+# process (a dask worker) reads the file's structure once, then slices
+_SIGNALS: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+_SIGNALS_LOCK = threading.Lock()
 
 
-def _safe_tree(tree: Any) -> Any:
-    """Original metadata as JSON types: big arrays become a short note."""
-    if isinstance(tree, dict):
-        return {str(k): _safe_tree(v) for k, v in tree.items()}
-    if isinstance(tree, np.ndarray) and tree.size > 10_000:
-        return f"<{tree.dtype} array of shape {tree.shape}>"
-    if isinstance(tree, list | tuple) and len(tree) > 10_000:
-        return f"<list of {len(tree)} items>"
-    return layout.jsonable(tree)
+class RosettaSource(Source):
+    """One signal of a file read by rosettasciio, as a picklable source.
+
+    A process that reads from it opens the file with rosettasciio itself
+    (lazily where the reader can) and computes the slices it is asked for,
+    so a dask graph carries the path, not rosettasciio's arrays.
+    """
+
+    def __init__(
+        self, path: str, plugin: str, index: int, shape: Any, dtype: Any, token: str
+    ) -> None:
+        self._start(path, shape, dtype, token)
+        self.plugin = plugin
+        self.index = index
+
+    def __repr__(self) -> str:
+        return f"RosettaSource({self.path!r}, {self.plugin!r}, {self.index})"
+
+    def __reduce__(self):
+        return (
+            _rebuild,
+            (
+                self.path,
+                self.plugin,
+                self.index,
+                self.shape,
+                self.dtype.str,
+                self.token,
+                self.closed,
+            ),
+        )
+
+    def _key(self) -> tuple[str, str, str]:
+        return (self.path, self.plugin, self.token)
+
+    def _get(self, key: Any) -> np.ndarray:
+        with _SIGNALS_LOCK:
+            signals = _SIGNALS.get(self._key())
+        if signals is None:
+            plugin = next(p for p in plugins() if p["name"] == self.plugin)
+            signals = _read(plugin, self.path)
+            with _SIGNALS_LOCK:
+                _SIGNALS[self._key()] = signals
+        data = signals[self.index]["data"][key]
+        if isinstance(data, dsa.Array):  # inside a task: this slice, here
+            data = data.compute(scheduler="sync")
+        return np.asarray(data)
+
+    def release(self) -> None:
+        with _SIGNALS_LOCK:
+            _SIGNALS.pop(self._key(), None)
 
 
-def read_rosetta(path: str, variable: str | None, *, chunks: Any) -> xr.DataArray:
+def _rebuild(path, plugin, index, shape, dtype, token, closed) -> RosettaSource:
+    src = RosettaSource(path, plugin, index, shape, dtype, token)
+    src.closed = closed
+    return src
+
+
+def read_rosetta(path: str, variable: str | None, *, token: str) -> xr.Dataset:
     """The signal of ``path`` (``variable`` picks one of several, by title
-    or index) as a DataArray."""
+    or index) as a lazily indexed Dataset."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         plugin, signals = read_signals(path)
@@ -155,8 +180,47 @@ def read_rosetta(path: str, variable: str | None, *, chunks: Any) -> xr.DataArra
         index = int(variable)
     else:
         raise ValueError(f"{path} has no signal {variable!r}; its signals are {names}")
-    out = to_dataarray(signals[index], path, chunks=chunks)
-    out.encoding["format"] = f"{plugin} (rosettasciio)"
-    if len(signals) > 1:
-        out.name = names[index]
-    return out
+    signal = signals[index]
+    data = signal["data"]
+    shape = tuple(int(n) for n in data.shape)
+    axes: list[dict[str, Any] | None] = [None] * len(shape)
+    for i, axis in enumerate(signal.get("axes", [])):
+        where = axis.get("index_in_array", i)
+        if where is not None and where < len(shape):
+            axes[where] = axis
+    dims, coords, sig = layout.axes_coords(axes, shape, path)
+    if sig is None:
+        sig = list(dims[-1:])
+    attrs = layout.metadata_attrs(
+        layout.jsonable(signal.get("metadata", {}) or {}),
+        _safe_tree(signal.get("original_metadata", {}) or {}),
+    )
+    attrs[SIGNAL_DIMS_ATTR] = encode_signal_dims(sig)
+    src = RosettaSource(path, plugin, index, shape, data.dtype, token)
+    with _SIGNALS_LOCK:
+        _SIGNALS[src._key()] = signals  # this process has read it already
+    stored = None
+    if isinstance(data, dsa.Array):
+        stored = tuple(max(c) if c else 1 for c in data.chunks)
+    var = source_variable(
+        src,
+        dims,
+        attrs,
+        disk_chunks=stored,
+        signal=sig,
+        encoding={"source": path, "format": f"{plugin} (rosettasciio)"},
+    )
+    name = names[index] if len(signals) > 1 else ANONYMOUS
+    coords = {k: v for k, v in coords.items() if k != name}
+    return xr.Dataset({name: var}, coords=coords)
+
+
+def _safe_tree(tree: Any) -> Any:
+    """Original metadata as JSON types: big arrays become a short note."""
+    if isinstance(tree, dict):
+        return {str(k): _safe_tree(v) for k, v in tree.items()}
+    if isinstance(tree, np.ndarray) and tree.size > 10_000:
+        return f"<{tree.dtype} array of shape {tree.shape}>"
+    if isinstance(tree, list | tuple) and len(tree) > 10_000:
+        return f"<list of {len(tree)} items>"
+    return layout.jsonable(tree)

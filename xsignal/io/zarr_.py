@@ -23,10 +23,11 @@ from typing import Any
 import dask.array as dsa
 import numpy as np
 import xarray as xr
-from dask.base import tokenize
 
+from ..dims import SIGNAL_DIMS_ATTR, signal_dims
+from ..handles import ArraySource
 from . import layout
-from .common import choose, dask_chunks
+from .common import choose, source_variable
 
 ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
 
@@ -66,38 +67,30 @@ def _root(store, path: str):
         raise ValueError(f"cannot read {path} as a zarr store ({err})") from err
 
 
-def read_zarr(
-    path: str, variable: str | None, *, chunks: Any, token: str
-) -> xr.DataArray:
-    """One array of a zarr store (HyperSpy's layout or xarray's) as a lazy
-    DataArray."""
+def read_zarr(path: str, variable: str | None, *, token: str) -> xr.Dataset:
+    """One array of a zarr store (HyperSpy's layout or xarray's) as a lazily
+    indexed Dataset."""
     store = open_store(path)
     root = _root(store, path)
     version = f"zarr format {root.metadata.zarr_format}"
     if layout.is_hyperspy(root):
-        out = _read_hyperspy(root, path, variable, chunks)
-        out.encoding["format"] = f"HyperSpy .zspy ({version})"
-    else:
-        out = _read_xarray(store, path, variable, chunks)
-        out.encoding["format"] = version
-    return out
-
-
-def _read_hyperspy(root, path: str, variable: str | None, chunks: Any) -> xr.DataArray:
-    def to_dask(array, spec):
-        return dsa.from_array(
-            array,
-            chunks=spec,
-            name="xsignal-zarr-" + tokenize(path, array.path, spec),
-            lock=False,
-            inline_array=True,
-            meta=np.empty((0,) * array.ndim, dtype=array.dtype),
+        ds = layout.read_signal(
+            root,
+            variable,
+            path,
+            to_source=lambda array: ArraySource(array, path, token),
         )
+        version = f"HyperSpy .zspy ({version})"
+    else:
+        ds = _read_xarray(store, path, variable, token)
+    for var in ds.data_vars.values():
+        var.encoding["format"] = version
+    return ds
 
-    return layout.read_signal(root, variable, path, chunks=chunks, to_dask=to_dask)
 
-
-def _read_xarray(store, path: str, variable: str | None, chunks: Any) -> xr.DataArray:
+def _read_xarray(store, path: str, variable: str | None, token: str) -> xr.Dataset:
+    """Through xarray's zarr backend (decoding, consolidated metadata), the
+    chosen variable's data behind a :class:`~xsignal.handles.Source`."""
     try:
         with warnings.catch_warnings():
             # stores without consolidated metadata are fine, only slower to open
@@ -106,19 +99,25 @@ def _read_xarray(store, path: str, variable: str | None, chunks: Any) -> xr.Data
     except Exception as err:
         raise ValueError(f"cannot read {path} as a zarr store ({err})") from err
     key = choose(list(map(str, ds.data_vars)), variable, path)
-    da = ds[key]
-    if da.ndim:
-        stored = da.encoding.get("preferred_chunks") or {}
-        disk = tuple(stored.get(d, n) for d, n in da.sizes.items())
-        from ..dims import SIGNAL_DIMS_ATTR, signal_dims
-
-        sig = signal_dims(da) if SIGNAL_DIMS_ATTR in da.attrs else ()
-        spec = dask_chunks(da.shape, da.dims, da.dtype, disk, chunks, sig)
-        da = da.chunk(dict(zip(da.dims, spec)))
-    if da.name == "__xarray_dataarray_variable__":
-        da = da.rename(None)
-    da.encoding["source"] = path
-    return da
+    var = ds[key].variable
+    stored = var.encoding.get("preferred_chunks") or {}
+    disk = tuple(stored.get(d, n) for d, n in var.sizes.items()) if var.ndim else None
+    sig = ()
+    if SIGNAL_DIMS_ATTR in var.attrs:
+        sig = signal_dims(
+            xr.DataArray(np.empty((0,) * var.ndim), dims=var.dims, attrs=var.attrs)
+        )
+    encoding = {k: v for k, v in var.encoding.items() if k != "preferred_chunks"}
+    new = source_variable(
+        ArraySource(var._data, path, token),
+        var.dims,
+        var.attrs,
+        disk_chunks=disk,
+        signal=sig,
+        encoding={**encoding, "source": path},
+    )
+    coords = {k: v.variable for k, v in ds[key].coords.items()}
+    return xr.Dataset({key: new}, coords=coords)
 
 
 # --- writing -----------------------------------------------------------------------

@@ -396,3 +396,42 @@ def test_detector_formats_without_rosettasciio_name_the_extra(tmp_path):
     )
     assert 'pip install "xsignal[formats]"' in out.stdout
     assert "scan.blo" in out.stdout
+
+
+@pytest.mark.parametrize("name", ["a.zarr", "a.zspy", "a.zarr.zip", "a.hspy"])
+def test_process_pool_reads_and_writes(tmp_path, name):
+    da = make("float32", True)
+    with dask.config.set(scheduler="processes", num_workers=2):
+        xsignal.save(da, tmp_path / name)
+        back = xsignal.open(tmp_path / name)
+        np.testing.assert_array_equal(back.values, da.values)
+        assert float(back.signal.navigator().sum()) == pytest.approx(float(da.sum()))
+
+
+@pytest.mark.parametrize("name", ["a.zarr", "a.zspy", "a.zarr.zip"])
+def test_close_file_on_a_store_makes_later_use_raise(tmp_path, name):
+    xsignal.save(make("float32", True), tmp_path / name)
+    da = xsignal.open(tmp_path / name)
+    derived = da.signal.navigator() * 2
+    assert da.signal.compute(close_file=True).shape == (6, 5, 16)
+    with pytest.raises(ValueError, match="closed with close_file"):
+        derived.compute()
+    # the store can be replaced, and opened again
+    xsignal.save(make("float32", False) * 3, tmp_path / name, overwrite=True)
+    again = xsignal.open(tmp_path / name)
+    np.testing.assert_allclose(again.values, make("float32", False).values * 3)
+
+
+def test_info_describes_stores_and_urls(tmp_path, http_folder, capsys):
+    from xsignal.cli import main
+
+    folder, url = http_folder
+    xsignal.save(make("float32", True), folder / "a.zspy")
+    assert main(["info", str(folder / "a.zspy")]) == 0
+    text = capsys.readouterr().out
+    assert (
+        "HyperSpy .zspy (zarr format 2)" in text and "title:           EELS map" in text
+    )
+    pytest.importorskip("aiohttp")
+    assert main(["info", f"{url}/a.zspy"]) == 0
+    assert "zarr format 2" in capsys.readouterr().out

@@ -1,4 +1,7 @@
-"""W1 navigator: open the M file, sum over the signal dim, compute."""
+"""W1 navigator: open the M file, sum over the signal dim, compute.
+
+Also the same through zarr v3 copies of the file (uncompressed and zstd),
+against the same raw h5py pass."""
 
 from __future__ import annotations
 
@@ -52,15 +55,26 @@ emit(seconds=seconds)
 """
 
 
+def zarr_copy(path, compression) -> str:
+    """The M file saved as a zarr v3 store (cached beside it)."""
+    store = path.with_name(f"{path.stem}_{compression or 'none'}.zarr")
+    if not store.exists():
+        xsignal.save(xsignal.open(path), store, compression=compression)
+    return store
+
+
 def run(ctx: Context) -> list[Row]:
     path = ctx.data_file("M")
+    plain, zstd = zarr_copy(path, None), zarr_copy(path, "zstd")
     tools = {
         "raw": lambda: raw(path),
         "xarray+dask": lambda: by_hand(path),
         "xsignal": lambda: with_xsignal(path),
+        "xsignal .zarr": lambda: with_xsignal(plain),
+        "xsignal .zarr zstd": lambda: with_xsignal(zstd),
     }
     measured = compare(tools, ctx.repeats)
-    for tool in ("xarray+dask", "xsignal"):
+    for tool in ("xarray+dask", "xsignal", "xsignal .zarr", "xsignal .zarr zstd"):
         np.testing.assert_allclose(
             measured[tool].result, measured["raw"].result, rtol=1e-5
         )

@@ -579,3 +579,26 @@ def test_all_navigation_dims_gives_scalars(backend):
     out = da.signal.map(lambda v, e: seen.append(np.ndim(v)) or v**e, e=2)
     np.testing.assert_array_equal(out.values, np.arange(6.0).reshape(2, 3) ** 2)
     assert set(seen) == {0}
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_map_on_a_single_pixel_calls_once(lazy):
+    """An array with no navigation dims is one pixel: one call, its result."""
+    energy = ("energy", np.arange(16.0), {"units": "eV"})
+    da = xr.DataArray(np.arange(16.0), dims=("energy",), coords={"energy": energy})
+    da = da.chunk() if lazy else da
+    calls = []
+
+    def total(s):
+        calls.append(s.shape)
+        return s.sum()
+
+    out = da.signal.map(total)
+    assert out.dims == () and float(out) == 120.0
+    doubled = da.signal.map(lambda s: s * 2)
+    assert doubled.dims == ("energy",)
+    assert doubled.coords["energy"].attrs["units"] == "eV"
+    np.testing.assert_array_equal(doubled.values, np.arange(16.0) * 2)
+    pair = da.signal.map(lambda s: np.array([s.min(), s.max()]))
+    np.testing.assert_array_equal(pair.values, [0.0, 15.0])
+    assert all(shape == (16,) for shape in calls)

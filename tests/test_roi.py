@@ -176,7 +176,7 @@ def test_bad_dims_and_roi():
     da = image()
     with pytest.raises(ValueError, match="'q' is not a dim"):
         CircleROI(1, 1, 1)(da, dims=("x", "q"))
-    with pytest.raises(ValueError, match="two dim names"):
+    with pytest.raises(ValueError, match=r"\(x_dim, y_dim\)"):
         CircleROI(1, 1, 1)(da, dims="x")
     with pytest.raises(TypeError, match="CircleROI or RectangularROI"):
         xsignal.roi(da, (1, 1, 1))
@@ -185,3 +185,45 @@ def test_bad_dims_and_roi():
     with pytest.raises(ValueError, match="pass dims="):
         CircleROI(1, 1, 1)(xsignal.set_signal_dims(image(), "x", "energy"))
     assert CircleROI(1, 1, 1) == CircleROI(1.0, 1.0, 1.0, 0.0)  # frozen values
+
+
+def test_roi_dims_by_kind_dict_and_tuple():
+    da = xr.DataArray(
+        np.arange(2 * 3 * 7 * 9, dtype="f8").reshape(2, 3, 7, 9),
+        dims=("y", "x", "ky", "kx"),
+        coords={
+            "kx": ("kx", np.arange(9.0), {"units": "1/nm"}),
+            "ky": ("ky", np.arange(7.0), {"units": "1/nm"}),
+        },
+    ).signal.set_signal_dims("ky", "kx")
+    box = xsignal.RectangularROI(left=1, top=2, right=5, bottom=3)  # x 1..5, y 2..3
+    by_kind = da.signal.roi(box, dims="signal")
+    assert by_kind.sizes["kx"] == 5 and by_kind.sizes["ky"] == 2
+    xr.testing.assert_identical(
+        by_kind, da.signal.roi(box, dims={"x": "kx", "y": "ky"})
+    )
+    xr.testing.assert_identical(by_kind, da.signal.roi(box, dims=("kx", "ky")))
+    assert by_kind.coords["kx"].attrs["units"] == "1/nm"
+    nav = da.signal.roi(xsignal.RectangularROI(0, 0, 1, 0), dims="navigation")
+    assert dict(nav.sizes) == {"y": 1, "x": 2, "ky": 7, "kx": 9}
+    with pytest.raises(ValueError, match="'x' and 'y'"):
+        da.signal.roi(box, dims={"a": "kx", "b": "ky"})
+    with pytest.raises(ValueError, match="'navigation', 'signal'"):
+        da.signal.roi(box, dims="kx")
+
+
+def test_units_survive_roi_reductions_and_rebin():
+    da = xr.DataArray(
+        np.ones((4, 6, 8)),
+        dims=("y", "x", "energy"),
+        coords={
+            "y": ("y", np.arange(4.0), {"units": "nm"}),
+            "x": ("x", np.arange(6.0), {"units": "nm"}),
+            "energy": ("energy", np.arange(8.0), {"units": "eV"}),
+        },
+    )
+    inside = xsignal.CircleROI(cx=2, cy=2, r=1.5)(da)
+    assert inside.coords["x"].attrs["units"] == "nm"
+    assert xsignal.nanmean(inside).coords["energy"].attrs["units"] == "eV"
+    assert da.signal.sum("signal").coords["y"].attrs["units"] == "nm"
+    assert da.signal.rebin({"x": 2}).coords["x"].attrs["units"] == "nm"

@@ -430,7 +430,7 @@ def _count_block(
         flat = (np.arange(n_lanes)[:, None] * n_bins + index)[ok]
         counts = np.bincount(flat, minlength=n_lanes * n_bins).astype(np.int64)
     n_reduced = block.ndim - n_keep
-    return counts.reshape(*kept, *([1] * n_reduced), n_bins)
+    return counts.reshape((*kept, *([1] * n_reduced), n_bins))
 
 
 def _counts(data: Any, edges: np.ndarray, n_keep: int, lo: float, hi: float) -> Any:

@@ -138,7 +138,7 @@ class _PixelLoop:
             )
             raise _rewrap(err, message) from err
         out = self._assemble(results, n, nav_shape, offsets)
-        return out.reshape(*nav_shape, *self.out_shape)
+        return out.reshape((*nav_shape, *self.out_shape))
 
     def _loop(self, flat: np.ndarray, its: list[np.ndarray], results: list) -> None:
         # The hot loop: one call and one append per pixel, nothing else.

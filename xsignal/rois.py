@@ -18,8 +18,9 @@ symmetric about ``(cx, cy)`` when that is a pixel centre.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -55,7 +56,7 @@ class _ROI:
         raise NotImplementedError
 
     def __call__(
-        self, da: xr.DataArray, dims: Sequence[Hashable] | None = None
+        self, da: xr.DataArray, dims: Any = None
     ) -> xr.DataArray:
         """Apply this ROI to ``da``: see :func:`xsignal.roi`."""
         return roi(da, self, dims=dims)
@@ -158,21 +159,33 @@ class CircleROI(_ROI):
         return (d2 <= self.r**2) & (d2 >= self.r_inner**2)
 
 
-def _roi_dims(
-    da: xr.DataArray, dims: Sequence[Hashable] | None
-) -> tuple[Hashable, Hashable]:
-    if dims is None:
-        nav = navigation_dims(da)
-        if len(nav) < 2 and da.ndim == 2:
+def _roi_dims(da: xr.DataArray, dims: Any) -> tuple[Hashable, Hashable]:
+    """(x_dim, y_dim) from ``dims``: None or "navigation" (the last two
+    navigation dims, the last one as x), "signal" (the same of the signal
+    dims), ``{"x": x_dim, "y": y_dim}`` or ``(x_dim, y_dim)``."""
+    if dims is None or (isinstance(dims, str) and dims in ("navigation", "signal")):
+        kind = dims or "navigation"
+        pool = navigation_dims(da) if kind == "navigation" else signal_dims(da)
+        if dims is None and len(pool) < 2 and da.ndim == 2:
             return da.dims[1], da.dims[0]  # a plain image: its own two dims
-        if len(nav) < 2:
+        if len(pool) < 2:
             raise ValueError(
-                f"an ROI needs two dims and the array has {len(nav)} navigation "
-                f"dim(s) {nav}; pass dims=(x_dim, y_dim)"
+                f"an ROI needs two dims and the array has {len(pool)} {kind} "
+                f"dim(s) {pool}; pass dims=(x_dim, y_dim)"
             )
-        return nav[-1], nav[-2]
+        return pool[-1], pool[-2]
+    if isinstance(dims, Mapping):
+        if set(dims) != {"x", "y"}:
+            raise ValueError(
+                f"dims as a dict maps 'x' and 'y' to dim names, e.g. "
+                f"{{'x': 'kx', 'y': 'ky'}}, not {dict(dims)!r}"
+            )
+        dims = (dims["x"], dims["y"])
     if isinstance(dims, (str, bytes)) or len(dims) != 2:
-        raise ValueError(f"dims must be two dim names (x_dim, y_dim), not {dims!r}")
+        raise ValueError(
+            "dims must be None, 'navigation', 'signal', {'x': x_dim, 'y': y_dim} "
+            f"or (x_dim, y_dim), not {dims!r}"
+        )
     x, y = check_dims(da, dims, "ROI dim")
     return x, y
 
@@ -206,7 +219,7 @@ def _span(
 def roi(
     da: xr.DataArray,
     roi: RectangularROI | CircleROI,
-    dims: Sequence[Hashable] | None = None,
+    dims: Any = None,
 ) -> xr.DataArray:
     """Crop ``da`` to the bounding box of ``roi`` and set outside pixels to NaN.
 
@@ -218,13 +231,14 @@ def roi(
         ``where``: no data is read).
     roi : RectangularROI or CircleROI
         In coordinate units of ``dims``.
-    dims : (x_dim, y_dim), optional
-        The dims that ``cx``/``left, right`` and ``cy``/``top, bottom``
-        refer to. Default: the last two navigation dims, the last one as x
-        (a 2-D array with fewer navigation dims, such as an unmarked image,
-        uses its two dims).
-        Signal dims work the same way: ``dims=("kx", "ky")`` gives a virtual
-        detector on 4D-STEM data.
+    dims : None, "navigation", "signal", dict or (x_dim, y_dim)
+        The dims that ``cx``/``left, right`` (x) and ``cy``/``top, bottom``
+        (y) refer to. ``None`` or ``"navigation"``: the last two navigation
+        dims, the **last one as x** (the image's columns, as HyperSpy draws
+        it; a 2-D array with fewer navigation dims, such as an unmarked
+        image, uses its two dims). ``"signal"``: the last two signal dims
+        the same way, a virtual detector on 4D-STEM data. Or name them:
+        ``{"x": "kx", "y": "ky"}`` or the tuple ``("kx", "ky")``, x first.
 
     Returns
     -------
@@ -253,10 +267,11 @@ def roi(
     >>> da = xr.DataArray(np.ones((2, 3, 7, 7)), dims=("y", "x", "ky", "kx"))
     >>> da = xsignal.set_signal_dims(da, "ky", "kx")
     >>> ring = xsignal.CircleROI(cx=3, cy=3, r=2, r_inner=1)
-    >>> image = xsignal.nansum(da.signal.roi(ring, dims=("kx", "ky")), "signal")
+    >>> image = xsignal.nansum(da.signal.roi(ring, dims="signal"), "signal")
     >>> image.values
     array([[12., 12., 12.],
            [12., 12., 12.]])
+    >>> same = da.signal.roi(ring, dims={"x": "kx", "y": "ky"})
     """
     _check_dataarray(da)
     if not isinstance(roi, _ROI):

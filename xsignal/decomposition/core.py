@@ -251,7 +251,7 @@ def _signal_array(problem: Problem, values: np.ndarray) -> np.ndarray:
     """``(..., features)`` -> ``(..., *signal shape)`` with NaN at masked."""
     full = np.full((*values.shape[:-1], problem.n_sig), np.nan)
     full[..., problem.keep_signal] = values
-    return full.reshape(*values.shape[:-1], *problem.sig_shape)
+    return full.reshape((*values.shape[:-1], *problem.sig_shape))
 
 
 def _assemble(
@@ -276,7 +276,7 @@ def _assemble(
     )
     projected = fit.projected
     if not isinstance(projected, dsa.Array):
-        projected = projected.reshape(*problem.nav_shape, k + 2)
+        projected = projected.reshape((*problem.nav_shape, k + 2))
     columns = xr.DataArray(projected, dims=(*nav, "_column"), coords=_coords(data, nav))
     loadings = columns.isel(_column=slice(0, k)).rename(_column="component")
     loadings = loadings.transpose("component", *nav).assign_coords(component)

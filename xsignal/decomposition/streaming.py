@@ -218,7 +218,7 @@ def lazy_projection(
             keep = ~nav_mask[tuple(slice(a, b) for a, b in loc)].ravel()
             if keep.any():
                 out[keep] = fn(flat[keep])
-        return out.reshape(*nav_shape, ncols)
+        return out.reshape((*nav_shape, ncols))
 
     sig_axes = list(range(n_nav_dims, arr.ndim))
     return dsa.map_blocks(

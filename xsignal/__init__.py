@@ -59,8 +59,14 @@ __all__ += ["map", "map_blocks", "map_overlap"]
 
 # --- decomposition (issue 5) -------------------------------------------------
 from .decomposition import Decomposition, decomposition  # noqa: E402
+from .decomposition.bss import Separation, blind_source_separation  # noqa: E402
 
-__all__ += ["Decomposition", "decomposition"]
+__all__ += ["Decomposition", "Separation", "blind_source_separation", "decomposition"]
+
+# --- quick look (issue 11) ----------------------------------------------------
+from .plotting import plot, plot_decomposition  # noqa: E402
+
+__all__ += ["plot", "plot_decomposition"]
 
 # --- reductions, histogram, roi, stacking, rebin (issue 6) -------------------
 from . import reductions as _reductions  # noqa: E402

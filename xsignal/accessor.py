@@ -19,6 +19,7 @@ from . import histograms as _histogram
 from . import io as _io
 from . import lazy as _lazy
 from . import mapping as _mapping
+from . import plotting as _plotting
 from . import rebin as _rebin
 from . import reductions as _reductions
 from .rois import roi as _apply_roi
@@ -301,3 +302,17 @@ class SignalAccessor:
     def roi(self, roi: Any, dims: Any = None) -> xr.DataArray:
         """Call :func:`xsignal.roi` on this DataArray."""
         return _apply_roi(self._da, roi, dims=dims)
+
+    # --- quick look (issue 11) ------------------------------------------------
+    def plot(
+        self,
+        pixel: Mapping[Hashable, int] | None = None,
+        navigator: Any = "auto",
+        *,
+        figure: Any = None,
+        progress: bool | None = None,
+    ) -> Any:
+        """Call :func:`xsignal.plot` on this DataArray."""
+        return _plotting.plot(
+            self._da, pixel, navigator, figure=figure, progress=progress
+        )

@@ -55,9 +55,7 @@ class _ROI:
         """True where the point ``(x, y)`` is inside the shape (edges included)."""
         raise NotImplementedError
 
-    def __call__(
-        self, da: xr.DataArray, dims: Any = None
-    ) -> xr.DataArray:
+    def __call__(self, da: xr.DataArray, dims: Any = None) -> xr.DataArray:
         """Apply this ROI to ``da``: see :func:`xsignal.roi`."""
         return roi(da, self, dims=dims)
 

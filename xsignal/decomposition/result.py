@@ -228,6 +228,33 @@ class Decomposition:
             lazy=bool(ds.attrs.get("lazy", False)),
         )
 
+    def blind_source_separation(
+        self,
+        n_components: int | None = None,
+        *,
+        algorithm: Any = "FastICA",
+        on: str = "factors",
+        random_state: Any = 0,
+        **kwargs: Any,
+    ) -> Any:
+        """Call :func:`xsignal.blind_source_separation` on this result."""
+        from .bss import blind_source_separation
+
+        return blind_source_separation(
+            self,
+            n_components,
+            algorithm=algorithm,
+            on=on,
+            random_state=random_state,
+            **kwargs,
+        )
+
+    def plot(self, components: int | Sequence[int] | None = None, **kwargs: Any) -> Any:
+        """Call :func:`xsignal.plot_decomposition` on this result."""
+        from ..plotting import plot_decomposition
+
+        return plot_decomposition(self, components, **kwargs)
+
     def plot_explained_variance_ratio(
         self, *, log: bool = True, ax: Any = None, **kwargs: Any
     ) -> Any:

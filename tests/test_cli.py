@@ -34,6 +34,78 @@ def test_info_describes_a_file(tmp_path):
     out = run("info", str(path))
     assert "<Signal1D lazy float32, (y: 4, x: 5 | energy: 16)" in out.stdout
     assert "chunks" in out.stdout
+    assert "format:          netCDF4 (HDF5)" in out.stdout
+    assert "title:           synthetic spectrum image" in out.stdout
+    assert "signal dims:     energy: 16 (eV) (marked)" in out.stdout
+    assert "in memory:       1.25 KiB" in out.stdout  # 4*5*16*4 bytes
+    assert "0.0 MiB" not in out.stdout
+
+
+def uint16_counts(tmp_path):
+    """A raw-counts detector file: uint16, as written by an acquisition."""
+    import xsignal
+
+    data = np.random.default_rng(0).poisson(20, (12, 10, 64)).astype("uint16")
+    da = xr.DataArray(data, dims=("y", "x", "energy"), attrs={"title": "counts"})
+    path = tmp_path / "counts.hspy"
+    xsignal.save(da, path)
+    return path
+
+
+def test_decompose_raw_counts_with_defaults(tmp_path):
+    import xsignal
+
+    path = uint16_counts(tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-m", "xsignal.cli", "decompose", str(path), "--no-progress"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+        timeout=300,
+    )
+    assert "uint16 data decomposed as float32" in out.stdout
+    assert "10 components (the default)" in out.stdout
+    result = xsignal.Decomposition.from_dataset(
+        xr.open_dataset(tmp_path / "counts_decomposition.nc", engine="h5netcdf")
+    )
+    assert result.n_components == 10
+    assert result.factors.dtype == np.float64
+
+
+def test_decompose_checks_the_output_before_any_work(tmp_path):
+    path = uint16_counts(tmp_path)
+    missing = run(
+        "decompose", str(path), "-o", str(tmp_path / "no" / "r.nc"), check=False
+    )
+    assert missing.returncode == 2 and "no folder" in missing.stderr
+    (tmp_path / "r.nc").write_text("keep me")
+    exists = run("decompose", str(path), "-o", str(tmp_path / "r.nc"), check=False)
+    assert exists.returncode == 2 and "--overwrite" in exists.stderr
+    assert (tmp_path / "r.nc").read_text() == "keep me"
+    chosen = run(
+        "decompose",
+        str(path),
+        "-k",
+        "3",
+        "--dtype",
+        "float64",
+        "-o",
+        str(tmp_path / "r.nc"),
+        "--overwrite",
+        "--no-progress",
+    )
+    assert "note" not in chosen.stdout and "3 components" in chosen.stdout
+
+
+def test_convert_with_dtype(tmp_path):
+    import xsignal
+
+    path = uint16_counts(tmp_path)
+    run("convert", str(path), str(tmp_path / "f.zarr"), "--dtype", "float32")
+    back = xsignal.open(tmp_path / "f.zarr")
+    assert back.dtype == np.float32
+    np.testing.assert_array_equal(back.values, xsignal.open(path).values)
 
 
 def test_info_missing_file_is_a_clear_error(tmp_path):

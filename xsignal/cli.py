@@ -205,16 +205,41 @@ def step_model(state: DemoState) -> str:
 DEMO_STEPS.append(("rebuild the rank-4 model", step_model))
 
 
+DEFAULT_COMPONENTS = 10
+
+
+def _check_output(out: Path, overwrite: bool) -> None:
+    """Refuse an output that cannot be written, before any work."""
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists (use --overwrite)")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"no folder {out.parent} to write {out.name} in")
+
+
 def run_decompose(args: argparse.Namespace) -> int:
     """``xsignal decompose FILE -a ALGO -k N -o OUT``: decompose a file lazily
     and write the result (``Decomposition.to_dataset``) as netCDF."""
-    path = Path(args.file)
-    if not path.exists():
+    path = args.file
+    if not is_url(path) and not Path(path).exists():
         raise FileNotFoundError(f"no such file: {path}")
-    out = Path(args.output or path.with_name(path.stem + "_decomposition.nc"))
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} exists (use --overwrite)")
+    stem = Path(path.rstrip("/")).name.split(".")[0]
+    out = Path(args.output or f"{stem}_decomposition.nc")
+    _check_output(out, args.overwrite)
+    if args.plot:
+        _check_output(Path(args.plot), True)
     da = xsignal.open(path, variable=args.variable)
+    if args.dtype:
+        da = xsignal.change_dtype(da, args.dtype)
+    elif da.dtype.kind in "iub":
+        print(f"note: {da.dtype} data decomposed as float32 (choose with --dtype)")
+        da = xsignal.change_dtype(da, "float32")
+    k = args.output_dimension
+    if k is None:
+        k = min(DEFAULT_COMPONENTS, da.signal.signal_size, da.signal.navigation_size)
+        print(
+            f"note: {k} components (the default); the scree plot (--plot) shows "
+            "how many hold signal, then choose with -k"
+        )
     mask = None
     if args.mask:
         mask = xsignal.open(args.mask, lazy=False).astype(bool)
@@ -223,7 +248,7 @@ def run_decompose(args: argparse.Namespace) -> int:
     result = xsignal.decomposition(
         da,
         args.algorithm,
-        args.output_dimension,
+        k,
         navigation_mask=mask,
         normalize_poissonian_noise=args.poisson,
         centre=args.centre,
@@ -253,8 +278,23 @@ def add_decompose_parser(sub: Any) -> None:
     cmd.add_argument(
         "-a", "--algorithm", default="SVD", help="SVD (default), PCA, ORPCA, ORNMF"
     )
-    cmd.add_argument("-k", "--output-dimension", type=int, help="number of components")
-    cmd.add_argument("-o", "--output", help="netCDF file for the result")
+    cmd.add_argument(
+        "-k",
+        "--output-dimension",
+        type=int,
+        help=f"number of components (default {DEFAULT_COMPONENTS}; the scree "
+        "plot, --plot, shows how many hold signal)",
+    )
+    cmd.add_argument(
+        "-o",
+        "--output",
+        help="netCDF file for the result (default: FILE's name + "
+        "_decomposition.nc in the current folder)",
+    )
+    cmd.add_argument(
+        "--dtype",
+        help="decompose the values as this dtype (default: integers as float32)",
+    )
     cmd.add_argument(
         "--poisson", action="store_true", help="normalize Poissonian noise"
     )
@@ -368,9 +408,35 @@ def _stored_bytes(path: str | Path) -> int | None:
     return path.stat().st_size
 
 
+def human_bytes(n: float) -> str:
+    """A size in bytes as people read it.
+
+    Examples
+    --------
+    >>> human_bytes(512), human_bytes(36_000), human_bytes(4 * 2**30)
+    ('512 B', '35.2 KiB', '4.00 GiB')
+    """
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            value = n / size
+            return f"{value:.2f} {unit}" if value < 10 else f"{value:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def _dims_text(da: xr.DataArray, dims: tuple) -> str:
+    parts = []
+    for dim in dims:
+        units = da.coords[dim].attrs.get("units") if dim in da.coords else None
+        parts.append(f"{dim}: {da.sizes[dim]}" + (f" ({units})" if units else ""))
+    return ", ".join(parts) or "none"
+
+
 def info_text(da: xr.DataArray, path: str | Path) -> str:
     """The lines ``xsignal info`` prints for an opened array."""
+    from .dims import SIGNAL_DIMS_ATTR
+
     s = da.signal
+    marking = "marked" if SIGNAL_DIMS_ATTR in da.attrs else "unmarked: the last dim"
     lines = [
         f"{path}",
         f"  {s!r}",
@@ -379,16 +445,18 @@ def info_text(da: xr.DataArray, path: str | Path) -> str:
     if da.attrs.get("title"):
         lines.append(f"  title:           {da.attrs['title']}")
     lines += [
-        f"  navigation dims: {s.navigation_dims} shape {s.navigation_shape}",
-        f"  signal dims:     {s.signal_dims} shape {s.signal_shape}",
+        f"  navigation dims: {_dims_text(da, s.navigation_dims)}",
+        f"  signal dims:     {_dims_text(da, s.signal_dims)} ({marking})",
         f"  dtype:           {da.dtype}",
-        f"  in memory:       {da.nbytes / 2**20:.1f} MiB",
+        f"  in memory:       {human_bytes(da.nbytes)}",
     ]
     stored = _stored_bytes(path)
     if stored is not None:
-        lines.append(f"  on disk:         {stored / 2**20:.1f} MiB")
+        lines.append(f"  on disk:         {human_bytes(stored)}")
     if da.chunks is not None:
-        lines.append(f"  chunks:          {tuple(max(c) for c in da.chunks)}")
+        block = tuple(max(c) for c in da.chunks)
+        nbytes = int(np.prod(block)) * da.dtype.itemsize
+        lines.append(f"  chunks:          {block}, {human_bytes(nbytes)} each")
     if "chunksizes" in da.encoding:
         disk = da.encoding["chunksizes"]
         lines.append(f"  on-disk chunks:  {disk if disk else 'none (contiguous)'}")

@@ -22,11 +22,55 @@ def run(*args, check=True):
     )
 
 
-def test_demo_runs_the_pipeline_and_prints_a_summary(tmp_path):
-    out = run("demo", "--size", "tiny", "--dir", str(tmp_path), "--no-progress")
-    assert "summary" in out.stdout
-    assert "navigator image" in out.stdout
-    assert (tmp_path / "spectrum_image.nc").exists()
+FIGURES = [
+    "quick_look.png",
+    "roi_spectrum.png",
+    "histogram.png",
+    "scree.png",
+    "factors_loadings.png",
+    "model_vs_data.png",
+]
+
+
+def test_demo_draws_its_figures_and_removes_its_data(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xsignal.cli",
+            "demo",
+            "--size",
+            "tiny",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+        timeout=300,
+    )
+    assert "summary" in out.stdout and "navigator image" in out.stdout
+    folder = tmp_path / "xsignal-demo"
+    assert str(folder) in out.stdout
+    assert sorted(p.name for p in folder.iterdir()) == sorted(FIGURES)
+    for name in FIGURES:
+        assert (folder / name).stat().st_size > 10_000, name
+        assert name in out.stdout
+    assert "data kept" not in out.stdout  # the data file is gone
+
+
+def test_demo_keeps_its_data_when_asked(tmp_path):
+    out = run(
+        "demo",
+        "--size",
+        "tiny",
+        "--out",
+        str(tmp_path / "d"),
+        "--keep-data",
+        "--no-progress",
+    )
+    assert (tmp_path / "d" / "spectrum_image.nc").exists()
+    assert "data kept" in out.stdout
 
 
 def test_info_describes_a_file(tmp_path):
@@ -128,7 +172,7 @@ def test_demo_on_a_local_cluster(tmp_path):
         "demo",
         "--size",
         "tiny",
-        "--dir",
+        "--out",
         str(tmp_path),
         "--no-progress",
     )

@@ -6,7 +6,7 @@ import numpy as np
 import xarray as xr
 
 import xsignal
-from xsignal.cli import (
+from xsignal.demo import (
     DEMO_STEPS,
     DemoState,
     step_histogram,

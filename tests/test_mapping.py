@@ -500,7 +500,7 @@ def test_map_overlap_bad_depth(si):
 
 
 def test_demo_map_step(tmp_path):
-    from xsignal.cli import DemoState, step_map, step_open, step_write
+    from xsignal.demo import DemoState, step_map, step_open, step_write
 
     state = DemoState(folder=tmp_path, shape=(6, 5, 64), progress=False)
     step_write(state)

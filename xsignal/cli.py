@@ -1,4 +1,4 @@
-"""The ``xsignal`` command: demo, info."""
+"""The ``xsignal`` command: demo, info, convert, decompose."""
 
 from __future__ import annotations
 
@@ -6,10 +6,8 @@ import argparse
 import contextlib
 import os
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,192 +16,10 @@ import xarray as xr
 
 import xsignal
 
+from .demo import DEMO_SIZES
+from .demo import run_demo as run_demo_steps
 from .io.save import format_for, is_url
 from .progress import progress_bar
-from .testing import write_spectrum_image
-
-DEMO_SIZES = {
-    "tiny": (32, 32, 256),
-    "S": (128, 128, 1024),
-    "M": (256, 256, 1024),
-    "L": (1024, 1024, 1024),
-}
-
-
-@dataclass
-class DemoState:
-    """What the demo's steps share: the folder, the data, and the results."""
-
-    folder: Path
-    shape: tuple[int, ...]
-    progress: bool | None
-    data: Any = None
-    results: dict[str, Any] = field(default_factory=dict)
-    written: list[Path] = field(default_factory=list)
-
-
-def step_write(state: DemoState) -> str:
-    path = state.folder / "spectrum_image.nc"
-    write_spectrum_image(path, state.shape, rank=4, seed=0)
-    state.results["path"] = path
-    state.written.append(path)
-    return f"{path.name}: {path.stat().st_size / 2**20:.1f} MiB on disk"
-
-
-def step_open(state: DemoState) -> str:
-    state.data = xsignal.open(state.results["path"])
-    return repr(state.data.signal)
-
-
-def step_navigator(state: DemoState) -> str:
-    da = state.data
-    image = da.signal.navigator().signal.compute(progress=state.progress)
-    state.results["navigator"] = image
-    return (
-        f"navigator image {dict(image.sizes)}: min {float(image.min()):.4g}, "
-        f"max {float(image.max()):.4g}"
-    )
-
-
-DemoStep = Callable[[DemoState], str]
-DEMO_STEPS: list[tuple[str, DemoStep]] = [
-    ("write a synthetic spectrum image", step_write),
-    ("open it lazily", step_open),
-    ("compute the navigator image", step_navigator),
-]
-
-
-def _centre_of_mass(spectrum: np.ndarray, energy: np.ndarray) -> float:
-    """Centre of mass of one spectrum, in the units of ``energy``."""
-    return float((spectrum * energy).sum() / spectrum.sum())
-
-
-def step_map(state: DemoState) -> str:
-    da = state.data
-    (sig,) = da.signal.signal_dims[:1]
-    energy = np.asarray(da[sig].values, dtype=da.dtype)
-    com = da.signal.map(_centre_of_mass, energy=energy, output_dtype="f8")
-    (image,) = xsignal.compute(com, progress=state.progress)
-    state.results["centre_of_mass"] = image
-    pixels = da.signal.navigation_size
-    return (
-        f"centre of mass of {pixels} spectra (a Python function per pixel): "
-        f"{float(image.min()):.2f} .. {float(image.max()):.2f} "
-        f"{da[sig].attrs.get('units', '')}".rstrip()
-    )
-
-
-DEMO_STEPS.append(("map a function over every spectrum", step_map))
-
-
-def step_roi_virtual_detector(state: DemoState) -> str:
-    """A region's mean spectrum and an energy-window image, from ROIs, lazily."""
-    da = state.data
-    ydim, xdim = da.signal.navigation_dims[-2:]
-    x, y = da[xdim].values, da[ydim].values
-    radius = 0.25 * min(np.ptp(x), np.ptp(y))
-    disc = xsignal.CircleROI(cx=float(np.median(x)), cy=float(np.median(y)), r=radius)
-    region = disc(da)
-    spectrum = xsignal.nanmean(region, "navigation")
-    peak = xsignal.valuemax(spectrum)
-    members = xsignal.nansum(region.isel(energy=0).notnull(), None)
-    energy = da["energy"].values
-    lo, hi = np.quantile(energy, [0.45, 0.55])
-    window = xsignal.RectangularROI(left=lo, top=y.min(), right=hi, bottom=y.max())
-    # a virtual detector over (energy, y): the window image over the navigation
-    image = xsignal.nansum(window(da, dims=("energy", ydim)), "energy")
-    spectrum, peak, members, image = xsignal.compute(
-        spectrum, peak, members, image, progress=state.progress
-    )
-    state.results["roi_spectrum"] = spectrum
-    state.results["window_image"] = image
-    return (
-        f"circle ROI r={radius:g} around the centre ({int(members)} pixels): mean "
-        f"spectrum peaks at {float(peak):g} eV; {lo:g}-{hi:g} eV window image "
-        f"{dict(image.sizes)}: mean {float(image.mean()):.4g}"
-    )
-
-
-DEMO_STEPS.append(
-    (
-        "ROI spectrum and energy-window image (virtual detector)",
-        step_roi_virtual_detector,
-    )
-)
-
-
-def step_histogram(state: DemoState) -> str:
-    """Histogram of the spectrum image's values, bins by the streaming fd rule."""
-    start = time.perf_counter()
-    hist = xsignal.histogram(state.data, bins="fd")
-    stats_seconds = time.perf_counter() - start
-    (hist,) = xsignal.compute(hist, progress=state.progress)
-    state.results["histogram"] = hist
-    mode = float(hist["bin"][int(hist.argmax("bin"))])
-    return (
-        f"{hist.sizes['bin']} bins (fd rule, statistics pass {stats_seconds:.2f} s), "
-        f"{int(hist.sum())} values, mode near {mode:.4g}"
-    )
-
-
-DEMO_STEPS.append(("histogram of all values", step_histogram))
-
-
-def step_decomposition(state: DemoState) -> str:
-    """SVD of the lazy data (Poisson scaled), a scree plot and the first
-    factors and loadings as PNG when matplotlib is installed."""
-    result = xsignal.decomposition(
-        state.data,
-        "SVD",
-        6,
-        normalize_poissonian_noise=True,
-        progress=state.progress,
-    )
-    (loadings,) = xsignal.compute(result.loadings, progress=state.progress)
-    state.results["decomposition"] = result
-    ratio = ", ".join(f"{r:.3g}" for r in result.explained_variance_ratio.values)
-    summary = f"SVD, 6 components; explained variance ratio {ratio}"
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        return summary + "; matplotlib is not installed: no plots written"
-    fig = Figure(figsize=(5, 3.5), layout="constrained")
-    result.plot_explained_variance_ratio(ax=fig.subplots())
-    scree = state.folder / "decomposition_scree.png"
-    fig.savefig(scree, dpi=100)
-    n = 4
-    fig = Figure(figsize=(3 * n, 5.5), layout="constrained")
-    axes = fig.subplots(2, n)
-    sig = result.factors.dims[-1]
-    for i in range(n):
-        factor = result.factors.isel(component=i)
-        axes[0, i].plot(factor[sig].values, factor.values)
-        axes[0, i].set_title(f"factor {i}")
-        axes[0, i].set_xlabel(str(sig))
-        image = loadings.isel(component=i)
-        axes[1, i].imshow(image.values.reshape(image.shape[0], -1), cmap="viridis")
-        axes[1, i].set_title(f"loading {i}")
-        axes[1, i].set_axis_off()
-    panels = state.folder / "decomposition_factors_loadings.png"
-    fig.savefig(panels, dpi=80)
-    state.written += [scree, panels]
-    return summary + f"; wrote {scree.name}, {panels.name}"
-
-
-DEMO_STEPS.append(("decompose it (SVD, 6 components)", step_decomposition))
-
-
-def step_model(state: DemoState) -> str:
-    """The rank-4 model, lazily, and its mean absolute residual (one pass)."""
-    result = state.results["decomposition"]
-    model = result.model(4)
-    residual = abs(model - state.data).mean()
-    (value,) = xsignal.compute(residual, progress=state.progress)
-    return f"rank-4 model: mean absolute residual {float(value):.3g} counts"
-
-
-DEMO_STEPS.append(("rebuild the rank-4 model", step_model))
-
 
 DEFAULT_COMPONENTS = 10
 
@@ -313,30 +129,13 @@ def add_decompose_parser(sub: Any) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    shape = DEMO_SIZES[args.size]
-    folder = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="xsignal-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    progress = False if args.no_progress else None
-    state = DemoState(folder=folder, shape=shape, progress=progress)
-    print(
-        f"xsignal {xsignal.__version__} demo: {'x'.join(map(str, shape))} "
-        f"float32 spectrum image in {folder}, on {args.scheduler_name}"
+    run_demo_steps(
+        args.size,
+        out=args.out,
+        keep_data=args.keep_data,
+        progress=False if args.no_progress else None,
+        where=args.scheduler_name,
     )
-    timings = []
-    for title, step in DEMO_STEPS:
-        start = time.perf_counter()
-        summary = step(state)
-        seconds = time.perf_counter() - start
-        timings.append((title, seconds))
-        print(f"- {title} ({seconds:.2f} s): {summary}", flush=True)
-    width = max(len(t) for t, _ in timings)
-    print("\nsummary")
-    for title, seconds in timings:
-        print(f"  {title:<{width}}  {seconds:7.2f} s")
-    print(f"  {'total':<{width}}  {sum(s for _, s in timings):7.2f} s")
-    print("files written:")
-    for path in state.written:
-        print(f"  {path}")
     return 0
 
 
@@ -533,7 +332,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="data size: tiny 32x32x256, S 128x128x1024 (default), "
         "M 256x256x1024, L 1024x1024x1024 (4 GiB)",
     )
-    demo.add_argument("--dir", help="folder for the files (default: a new temp folder)")
+    demo.add_argument(
+        "--out",
+        default="xsignal-demo",
+        help="folder for the figures (default ./xsignal-demo)",
+    )
+    demo.add_argument(
+        "--keep-data",
+        action="store_true",
+        help="keep the synthetic data file (in --out); by default it is removed",
+    )
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(func=run_demo)
 

@@ -435,3 +435,12 @@ def test_info_describes_stores_and_urls(tmp_path, http_folder, capsys):
     pytest.importorskip("aiohttp")
     assert main(["info", f"{url}/a.zspy"]) == 0
     assert "zarr format 2" in capsys.readouterr().out
+
+
+def test_metadata_as_a_dict():
+    da = xsignal.open(DATA / "eels.hspy")
+    meta = xsignal.metadata(da)
+    assert meta["Acquisition_instrument"]["TEM"]["beam_energy"] == 200.0
+    assert meta["General"]["title"] == "EELS spectrum image"
+    assert xsignal.metadata(da, original=True) == {"Detector": {"gain": [1, 2, 3]}}
+    assert xsignal.metadata(make("float32", False)) == {}

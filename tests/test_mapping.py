@@ -602,3 +602,10 @@ def test_map_on_a_single_pixel_calls_once(lazy):
     pair = da.signal.map(lambda s: np.array([s.min(), s.max()]))
     np.testing.assert_array_equal(pair.values, [0.0, 15.0])
     assert all(shape == (16,) for shape in calls)
+
+
+def test_map_keeps_navigation_coords_and_their_units(si):
+    si = si.assign_coords(x=("x", np.arange(si.sizes["x"]) * 0.5, {"units": "nm"}))
+    out = si.signal.map(lambda s: s.max())
+    assert out.coords["x"].attrs["units"] == "nm"
+    np.testing.assert_array_equal(out.coords["x"].values, si.coords["x"].values)

@@ -172,3 +172,21 @@ def test_decomposition_and_separation_plots():
     assert len(fig.axes) == 9  # 3 factors, 3 loadings, 3 colour bars
     bss = dec.blind_source_separation(3)
     assert len(bss.plot([0, 2]).axes) == 6
+
+
+def test_without_matplotlib_the_error_names_it():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "import numpy as np, xarray as xr, xsignal\n"
+        "try:\n"
+        "    xr.DataArray(np.ones((2, 3))).signal.plot()\n"
+        "except ImportError as err:\n"
+        "    print(err)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert "matplotlib" in out.stdout and "xsignal[plot]" in out.stdout

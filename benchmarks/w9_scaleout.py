@@ -15,6 +15,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 import xsignal
 from benchmarks.common import Context, Row, timed
 from xsignal.testing import count_received_bytes
@@ -26,8 +28,27 @@ def operations(path: Path, out: Path) -> dict:
             xsignal.open(path), out / name, overwrite=True, **kw
         )
 
+    def decompose(algorithm: str):
+        def run():
+            dec = xsignal.open(path).signal.decomposition(algorithm, 4, progress=False)
+            return dec.loadings.compute()
+
+        return run
+
+    def centre_of_mass(block):
+        weights = np.arange(block.shape[-1], dtype=block.dtype)
+        return (block * weights).sum(-1) / block.sum(-1)
+
     return {
         "navigator": lambda: xsignal.open(path).signal.navigator().compute(),
+        "histogram (fd)": lambda: xsignal.open(path).signal.histogram().compute(),
+        "vectorized map": lambda: (
+            xsignal.open(path).signal.map(centre_of_mass, vectorized=True).compute()
+        ),
+        "SVD (+ loadings)": decompose("SVD"),
+        "PCA (+ loadings)": decompose("PCA"),
+        "ORPCA (+ loadings)": decompose("ORPCA"),
+        "ORNMF (+ loadings)": decompose("ORNMF"),
         "save .zarr": save("m.zarr"),
         "save .zspy": save("m.zspy"),
         "save .nc (one writer)": save("m.nc", compression=None),

@@ -65,3 +65,61 @@ def test_both_solvers_give_the_same_decomposition():
     )
     with pytest.raises(ValueError, match="solver must be one of"):
         xsignal.decomposition(data, "PCA", 3, solver="lapack")
+
+
+@pytest.mark.parametrize("chunks", [{"y": 1}, {"y": 5, "x": 3}, None])
+def test_covariance_solver_is_an_exact_pca(chunks):
+    """Merged per-block scatters give scikit-learn's dense PCA of the same
+    matrix, on any chunking, with a navigation mask."""
+    import xarray as xr
+    from sklearn.decomposition import PCA
+
+    import xsignal
+    from xsignal.testing import spectrum_image
+
+    data = spectrum_image((12, 10, 48), rank=3, seed=5).data
+    data = data.chunk(chunks) if chunks else data
+    mask = np.zeros((12, 10), bool)
+    mask[2:4, 1:7] = True
+    dec = xsignal.decomposition(
+        data, "PCA", 4, navigation_mask=xr.DataArray(mask, dims=("y", "x"))
+    )
+    assert dec.parameters["solver"] == "covariance"
+    x = data.values.reshape(120, 48)[~mask.ravel()].astype("f8")
+    ref = PCA(n_components=4, svd_solver="full").fit(x)
+    np.testing.assert_allclose(dec.explained_variance, ref.explained_variance_, 1e-6)
+    np.testing.assert_allclose(
+        dec.explained_variance_ratio, ref.explained_variance_ratio_, 1e-6
+    )
+    np.testing.assert_allclose(dec.mean.values, ref.mean_, rtol=1e-6)
+    # the three signal components exactly; the fourth (noise, a small
+    # eigengap) to float32 precision
+    signal = subspace_angles(dec.factors.values[:3].T, ref.components_[:3].T)
+    assert np.degrees(signal.max()) < 1e-4
+    every = subspace_angles(dec.factors.values.T, ref.components_.T)
+    assert np.degrees(every.max()) < 1e-2
+    loadings = dec.loadings.values.reshape(4, 120)[:, ~mask.ravel()].T
+    np.testing.assert_allclose(
+        np.abs(loadings[:, :3]),
+        np.abs(ref.transform(x)[:, :3]),
+        rtol=1e-5,
+        atol=1e-6 * abs(x).max(),
+    )
+    assert np.isnan(dec.loadings.values.reshape(4, 120)[:, mask.ravel()]).all()
+
+
+def test_merged_scatter_equals_the_direct_one():
+    from xsignal.decomposition.pca import Scatter, merge_scatter
+
+    rng = np.random.default_rng(3)
+    parts = [rng.normal(loc=100, size=(n, 6)) for n in (1, 7, 30)]
+
+    def scatter(x):
+        c = x - x.mean(axis=0)
+        return Scatter(len(x), x.mean(axis=0), c.T @ c)
+
+    merged = merge_scatter(*(scatter(p) for p in parts))
+    direct = scatter(np.vstack(parts))
+    assert merged.n == direct.n
+    np.testing.assert_allclose(merged.mean, direct.mean, rtol=1e-14)
+    np.testing.assert_allclose(merged.scatter, direct.scatter, rtol=1e-10)

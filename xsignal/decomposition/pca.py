@@ -1,6 +1,16 @@
-"""Incremental PCA streamed over blocks in batches.
+"""PCA: an exact covariance from mergeable per-block partials, or
+incremental PCA streamed over blocks in batches.
 
-The update is Ross, Lim, Lin and Yang's (2008) incremental SVD with a mean
+Up to :data:`xsignal.decomposition.svd.GRAM_LIMIT` signal elements (the
+default), each block yields its count, mean and centred scatter matrix
+where it is read; partials merge exactly in a tree (Chan, Golub and
+LeVeque's parallel variance, for matrices: the scatter of a union is the
+sum of the scatters plus ``n_i (mean_i - mean)(mean_i - mean)^T`` of each
+part), and the eigenpairs of the merged scatter are found where it is
+merged: only the components reach the caller. The result is an exact PCA.
+
+Wider signals use incremental PCA, which holds only ``k`` components. The
+update is Ross, Lim, Lin and Yang's (2008) incremental SVD with a mean
 correction, the one scikit-learn's ``IncrementalPCA`` implements; each step
 takes the SVD of the small stacked matrix ``A`` (previous components scaled
 by their singular values, the centred batch, one mean-correction row) from
@@ -12,17 +22,21 @@ from the true factors both ways, variances equal to 1e-8).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+import dask
 import numpy as np
 
+from ..progress import compute_with_progress
 from .fit import Fit, flip_signs, project
 from .online import blas_one_thread
 from .poisson import scaling_pass
-from .streaming import Problem, Scaling, check_block
+from .streaming import Problem, Scaling, block_tasks, check_block, tree_reduce
+from .svd import GRAM_LIMIT, top_eigenpairs
 
 DEFAULT_BATCH = 64
-SOLVERS = ("xsignal", "sklearn")
+SOLVERS = ("auto", "covariance", "incremental", "sklearn", "xsignal")
 
 
 def fit(
@@ -32,25 +46,29 @@ def fit(
     poisson: bool,
     centre: str | None,
     batch_size: int | None = None,
-    solver: str = "xsignal",
+    solver: str = "auto",
 ) -> Fit:
     """Centred PCA; see :func:`xsignal.decomposition`.
 
-    Blocks are merged or cut into batches of ``batch_size`` rows (at least
-    ``output_dimension``; default 64 or twice ``output_dimension``), so any
-    chunking works, down to one pixel per chunk. Short batches make each
-    update fast: it costs ``(batch + k)^2 x features`` multiply-adds, so
-    whole blocks of thousands of pixels are slower, not faster.
+    The incremental solvers merge or cut blocks into batches of
+    ``batch_size`` rows (at least ``output_dimension``; default 64 or twice
+    ``output_dimension``), so any chunking works, down to one pixel per
+    chunk. Short batches make each update fast: it costs
+    ``(batch + k)^2 x features`` multiply-adds.
 
     Options
     -------
     batch_size : int, optional
-        Pixels per ``partial_fit`` call.
-    solver : {"xsignal", "sklearn"}
-        ``"xsignal"`` (default): this module's :class:`IncrementalPCA`;
+        Pixels per ``partial_fit`` call (incremental solvers).
+    solver : {"auto", "covariance", "incremental", "sklearn"}
+        ``"covariance"``: the exact PCA from merged per-block scatter
+        matrices, computed where the data are (a graph; on a cluster only
+        the components travel); ``"incremental"`` (also ``"xsignal"``): this
+        module's :class:`IncrementalPCA` in the calling process;
         ``"sklearn"``: scikit-learn's ``IncrementalPCA.partial_fit``, the
-        same update with a LAPACK SVD per batch (the same result, 5-10x
-        slower; kept as the reference implementation).
+        same update with a LAPACK SVD per batch (the reference
+        implementation); ``"auto"`` (default): ``"covariance"`` up to 4096
+        signal elements, else ``"incremental"``.
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, not {solver!r}")
@@ -67,6 +85,10 @@ def fit(
     scaling = scaling_pass(
         problem, poisson=poisson, centre=None, nonnegative="normalize_poissonian_noise"
     )
+    if solver == "auto":
+        solver = "covariance" if problem.n_features <= GRAM_LIMIT else "incremental"
+    if solver == "covariance":
+        return _fit_covariance(problem, scaling, k)
     if solver == "sklearn":
         from sklearn.decomposition import IncrementalPCA as SklearnIncrementalPCA
 
@@ -85,6 +107,67 @@ def fit(
         explained_variance_ratio=np.asarray(ipca.explained_variance_ratio_),
         scaling=scaling,
         parameters={"batch_size": size, "solver": solver},
+    )
+
+
+@dataclass
+class Scatter:
+    """Count, mean and centred scatter matrix of a set of rows."""
+
+    n: int
+    mean: np.ndarray  # (features,)
+    scatter: np.ndarray  # (features, features), sum of (y - mean)(y - mean)^T
+
+
+def _block_scatter(x: np.ndarray, scaling: Scaling) -> Scatter:
+    check_block(x)
+    y = scaling.apply(x)[0]
+    mean = y.mean(axis=0, dtype="f8")
+    centred = y - mean.astype(y.dtype)
+    return Scatter(len(y), mean, (centred.T @ centred).astype("f8"))
+
+
+def merge_scatter(*parts: Scatter) -> Scatter:
+    """The exact scatter of the union of disjoint sets of rows."""
+    n = sum(p.n for p in parts)
+    mean = sum(p.n * p.mean for p in parts) / n
+    scatter = sum(p.scatter for p in parts)
+    for p in parts:
+        d = p.mean - mean
+        scatter = scatter + p.n * np.outer(d, d)
+    return Scatter(n, mean, scatter)
+
+
+def solve_scatter(
+    merged: Scatter, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, int]:
+    """(mean, top ``k`` eigenvalues and eigenvectors, total scatter, rows)."""
+    evals, evecs = top_eigenpairs(merged.scatter, k)
+    return merged.mean, evals, evecs, float(np.trace(merged.scatter)), merged.n
+
+
+def _fit_covariance(problem: Problem, scaling: Scaling, k: int) -> Fit:
+    # float32 data: float32 products, float64 sums (as fast as BLAS allows)
+    scaling.dtype = np.dtype("f4" if problem.data.dtype == np.float32 else "f8")
+    partials = block_tasks(problem, _block_scatter, scaling)
+    solved = dask.delayed(solve_scatter, pure=True)(
+        tree_reduce(partials, merge_scatter), k
+    )
+    ((mean, evals, evecs, total, n),) = compute_with_progress(
+        solved, progress=problem.progress, desc="PCA: scatter pass"
+    )
+    scaling.dtype = np.dtype("f8")
+    scaling.mu = mean
+    evals = np.maximum(evals, 0)
+    factors = flip_signs(evecs)
+    projected = project(problem, scaling, lambda y: y @ factors, k, "PCA loadings")
+    return Fit(
+        factors=factors,
+        projected=projected,
+        explained_variance=evals / max(n - 1, 1),
+        explained_variance_ratio=evals / total if total > 0 else evals * 0,
+        scaling=scaling,
+        parameters={"solver": "covariance"},
     )
 
 

@@ -3,8 +3,11 @@
 Everything an algorithm sees goes through :class:`Problem` (the validated
 input: array in ``(*navigation, *signal)`` order, masks, sizes) and
 :class:`Scaling` (Poisson weights and centring applied to each raw block).
-Eager passes use :func:`xsignal.lazy.blocks`; the linear projections of SVD
-and PCA can instead be built lazily with :func:`lazy_projection`.
+Passes are dask graphs over the blocks of :attr:`Problem.dask_data`: the
+statistics pass (:func:`statistics_graph`) computes a partial result where
+each block is read and merges them in a tree; the projections
+(:func:`lazy_projection`) are one task per block. The sequential online
+learners still read blocks in order through :meth:`Problem.iter_blocks`.
 """
 
 from __future__ import annotations
@@ -14,13 +17,16 @@ import functools
 import math
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
+import dask
 import dask.array as dsa
 import numpy as np
 import xarray as xr
+from dask.delayed import Delayed
 
 from ..lazy import blocks, is_lazy
-from ..progress import show_progress
+from ..progress import compute_with_progress, show_progress
 
 
 @dataclass
@@ -75,6 +81,21 @@ class Problem:
     @property
     def lazy(self) -> bool:
         return is_lazy(self.data)
+
+    @functools.cached_property
+    def dask_data(self) -> dsa.Array:
+        """The data as dask, signal dims whole: the lazy array itself, or
+        in-memory data in blocks near dask's chunk size. Every pass is a
+        graph over these blocks, computed where each block is read."""
+        data = self.data
+        if not self.lazy:
+            from ..chunks import auto_chunks
+
+            auto = auto_chunks(data)
+            data = data.chunk({d: auto[d] for d in data.dims})
+        if any(len(c) > 1 for c in data.chunks[len(self.nav_dims) :]):
+            data = data.chunk(dict.fromkeys(self.sig_dims, -1))
+        return data.data
 
     def n_blocks(self) -> int:
         """Number of navigation blocks a pass visits (an upper bound with masks)."""
@@ -197,10 +218,7 @@ def lazy_projection(
 ) -> dsa.Array:
     """Dask array ``(*navigation, ncols)``: ``fn`` on each block's kept
     ``(pixels, features)`` matrix; NaN rows at masked pixels. Reads nothing."""
-    data = problem.data
-    if any(len(c) > 1 for c in data.chunks[len(problem.nav_dims) :]):
-        data = data.chunk(dict.fromkeys(problem.sig_dims, -1))
-    arr = data.data
+    arr = problem.dask_data
     n_nav_dims, n_sig = len(problem.nav_dims), problem.n_sig
     nav_mask, keep_signal = problem.nav_mask, problem.keep_signal
     all_signal = bool(keep_signal.all())
@@ -235,11 +253,72 @@ def eager_projection(
     problem: Problem, fn: Callable[[np.ndarray], np.ndarray], ncols: int, desc: str
 ) -> np.ndarray:
     """``(n_nav, ncols)`` numpy array of ``fn`` over every block (NaN at masked
-    pixels), in one pass."""
-    out = np.full((problem.n_nav, ncols), np.nan)
-    for index, block in problem.iter_blocks(desc):
-        out[index] = fn(block)
-    return out
+    pixels): the graph of :func:`lazy_projection`, computed at once."""
+    (out,) = compute_with_progress(
+        lazy_projection(problem, fn, ncols), progress=problem.progress, desc=desc
+    )
+    return np.asarray(out).reshape(problem.n_nav, ncols)
+
+
+# --- map-reduce passes ------------------------------------------------------------
+# A pass is a dask graph: a partial result per navigation block, computed
+# where the block is read, merged in a tree; only the merged result (a few
+# vectors, or one small matrix) reaches the caller.
+
+
+def block_tasks(problem: Problem, fn: Callable[..., Any], *args: Any) -> list[Delayed]:
+    """``fn(x, *args)`` for each navigation block as a delayed task, ``x`` the
+    block's kept ``(pixels, features)`` matrix (masked pixels and signal
+    elements left out; fully masked blocks are not read)."""
+    arr = problem.dask_data
+    n_nav_dims = len(problem.nav_dims)
+    keep_signal = None if problem.sig_mask is None else problem.keep_signal
+    tiles = arr.to_delayed()
+    edges = [np.cumsum((0, *c)) for c in arr.chunks[:n_nav_dims]]
+    tasks = []
+    for index in np.ndindex(*arr.numblocks[:n_nav_dims]):
+        rows = None
+        if problem.nav_mask is not None:
+            where = tuple(slice(e[i], e[i + 1]) for e, i in zip(edges, index))
+            rows = ~problem.nav_mask[where].ravel()
+            if not rows.any():
+                continue
+        tile = tiles[index + (0,) * (arr.ndim - n_nav_dims)]
+        tasks.append(
+            dask.delayed(_on_block, pure=True)(
+                tile, problem.n_sig, rows, keep_signal, fn, *args
+            )
+        )
+    return tasks
+
+
+def _on_block(
+    tile: np.ndarray,
+    n_sig: int,
+    rows: np.ndarray | None,
+    keep_signal: np.ndarray | None,
+    fn: Callable[..., Any],
+    *args: Any,
+) -> Any:
+    x = tile.reshape(-1, n_sig)
+    if rows is not None:
+        x = x[rows]
+    if keep_signal is not None:
+        x = x[:, keep_signal]
+    return fn(x, *args)
+
+
+def tree_reduce(
+    partials: list[Delayed], merge: Callable[..., Any], fan_in: int = 8
+) -> Delayed:
+    """Merge delayed partial results in a tree of ``merge(*group)`` tasks."""
+    level = list(partials)
+    while len(level) > 1:
+        level = [
+            dask.delayed(merge, pure=True)(*level[i : i + fan_in])
+            for i in range(0, len(level), fan_in)
+        ]
+    return level[0]
 
 
 @dataclass
@@ -253,6 +332,60 @@ class Statistics:
     gram: np.ndarray | None  # Xw^T Xw
 
 
+def _block_statistics(
+    x: np.ndarray,
+    poisson: bool,
+    gram: bool,
+    gram_dtype: str,
+    nonnegative: str | None,
+) -> Statistics:
+    """The :class:`Statistics` of one block (and its NaN/sign checks)."""
+    sums = x.sum(axis=0, dtype="f8")
+    check_block(x, nonnegative=nonnegative, sums=sums)
+    xw, _, _ = Scaling(poisson=poisson, dtype=np.dtype(gram_dtype)).apply(x)
+    weighted = xw.sum(axis=0, dtype="f8") if poisson else sums
+    if gram:
+        g = (xw.T @ xw).astype("f8")  # float32 BLAS products, float64 sums
+        return Statistics(len(x), sums, weighted, float(np.trace(g)), g)
+    sumsq = float(np.einsum("ij,ij->", xw, xw, dtype="f8"))
+    return Statistics(len(x), sums, weighted, sumsq, None)
+
+
+def merge_statistics(*parts: Statistics) -> Statistics:
+    """The statistics of the union of disjoint sets of pixels."""
+    first = parts[0]
+    return Statistics(
+        sum(p.n for p in parts),
+        sum(p.col_sums for p in parts),
+        sum(p.weighted_sums for p in parts),
+        sum(p.weighted_sumsq for p in parts),
+        None if first.gram is None else sum(p.gram for p in parts),
+    )
+
+
+def statistics_graph(
+    problem: Problem,
+    *,
+    poisson: bool,
+    gram: bool = False,
+    gram_dtype: np.dtype | str = "float64",
+    nonnegative: str | None = None,
+) -> Delayed:
+    """The statistics pass as a dask graph (a delayed :class:`Statistics`):
+    column sums, weighted sums and optionally the Gram matrix, per block
+    where the block is read, merged in a tree. Also checks for NaN and,
+    with ``nonnegative`` (a name for the error), for negative values."""
+    partials = block_tasks(
+        problem,
+        _block_statistics,
+        poisson,
+        gram,
+        np.dtype(gram_dtype).str,
+        nonnegative,
+    )
+    return tree_reduce(partials, merge_statistics)
+
+
 def statistics_pass(
     problem: Problem,
     *,
@@ -262,29 +395,13 @@ def statistics_pass(
     nonnegative: str | None = None,
     desc: str = "statistics",
 ) -> Statistics:
-    """One pass: column sums, weighted sums and optionally the Gram matrix.
-
-    Also the check for NaN and, with ``nonnegative`` (a name for the error),
-    for negative values.
-    """
-    m = problem.n_features
-    n = 0
-    col_sums = np.zeros(m)
-    weighted = np.zeros(m)
-    sumsq = 0.0
-    g = np.zeros((m, m)) if gram else None
-    first_pass = Scaling(poisson=poisson, dtype=np.dtype(gram_dtype))
-    for _, block in problem.iter_blocks(desc):
-        sums = block.sum(axis=0, dtype="f8")
-        check_block(block, nonnegative=nonnegative, sums=sums)
-        n += len(block)
-        col_sums += sums
-        xw, _, _ = first_pass.apply(block)
-        weighted += xw.sum(axis=0, dtype="f8") if poisson else sums
-        if g is not None:
-            g += xw.T @ xw
-        else:
-            sumsq += float(np.einsum("ij,ij->", xw, xw, dtype="f8"))
-    if g is not None:
-        sumsq = float(np.trace(g))
-    return Statistics(n, col_sums, weighted, sumsq, g)
+    """:func:`statistics_graph`, computed (the merged sums reach the caller)."""
+    graph = statistics_graph(
+        problem,
+        poisson=poisson,
+        gram=gram,
+        gram_dtype=gram_dtype,
+        nonnegative=nonnegative,
+    )
+    (stats,) = compute_with_progress(graph, progress=problem.progress, desc=desc)
+    return stats

@@ -15,10 +15,11 @@ import scipy.linalg
 import scipy.sparse.linalg
 
 from ..chunks import auto_chunks
+from ..progress import compute_with_progress
 from .fit import Fit, flip_signs, project
 from .online import blas_one_thread
 from .poisson import covariance, scaling_from_statistics, scaling_pass
-from .streaming import Problem, Scaling, statistics_pass
+from .streaming import Problem, Scaling, Statistics, statistics_graph
 
 GRAM_LIMIT = 4096
 SOLVERS = ("auto", "gram", "randomized")
@@ -58,14 +59,15 @@ def fit(
     if solver == "gram":
         # float32 data: float32 products, float64 sums (as fast as BLAS allows)
         dtype = "f4" if problem.data.dtype == np.float32 else "f8"
-        stats = statistics_pass(
+        stats = statistics_graph(
             problem, poisson=poisson, gram=True, gram_dtype=dtype, nonnegative=check
         )
-        scaling = scaling_from_statistics(stats, poisson=poisson, centre=centre)
-        cov = covariance(stats, scaling)
-        evals, evecs = top_eigenpairs(cov, k)
-        total = float(np.trace(cov))
-        n = stats.n
+        # the eigenpairs are found where the Gram matrix is merged: only the
+        # k factors and a few vectors reach the caller
+        solved = dask.delayed(solve_gram, pure=True)(stats, poisson, centre, k)
+        ((scaling, evals, evecs, total, n),) = compute_with_progress(
+            solved, progress=problem.progress, desc="SVD: Gram pass"
+        )
     else:
         scaling = scaling_pass(
             problem, poisson=poisson, centre=centre, nonnegative=check
@@ -88,6 +90,17 @@ def fit(
         scaling=scaling,
         parameters={"svd_solver": solver, "n_power_iter": n_power_iter, "seed": seed},
     )
+
+
+def solve_gram(
+    stats: Statistics, poisson: bool, centre: str | None, k: int
+) -> tuple[Scaling, np.ndarray, np.ndarray, float, int]:
+    """(scaling, top ``k`` eigenvalues and eigenvectors of ``Y^T Y``, its
+    trace, pixels) from the merged statistics with their Gram matrix."""
+    scaling = scaling_from_statistics(stats, poisson=poisson, centre=centre)
+    cov = covariance(stats, scaling)
+    evals, evecs = top_eigenpairs(cov, k)
+    return scaling, evals, evecs, float(np.trace(cov)), stats.n
 
 
 def top_eigenpairs(cov: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -47,13 +47,6 @@ def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
     return value
 
 
-def blas_one_thread() -> Any:
-    """A context limiting BLAS to one thread (threadpoolctl comes with sklearn)."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(1, user_api="blas")
-
-
 def learning_pass(
     problem: Problem,
     scaling: Scaling,

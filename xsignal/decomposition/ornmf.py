@@ -26,7 +26,6 @@ import numpy as np
 from .fit import Fit
 from .online import (
     OnlineState,
-    blas_one_thread,
     check_positive,
     check_positive_int,
     clip_outliers,
@@ -37,7 +36,7 @@ from .online import (
     top_subspace,
 )
 from .poisson import scaling_pass
-from .streaming import Problem
+from .streaming import Problem, blas_one_thread
 
 METHODS = ("PGD", "RobustPGD", "MomentumSGD")
 

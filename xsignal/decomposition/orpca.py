@@ -29,7 +29,6 @@ import numpy as np
 from .fit import Fit, flip_signs
 from .online import (
     OnlineState,
-    blas_one_thread,
     check_positive,
     check_positive_int,
     clip_outliers,
@@ -40,7 +39,7 @@ from .online import (
     top_subspace,
 )
 from .poisson import scaling_pass
-from .streaming import Problem
+from .streaming import Problem, blas_one_thread
 
 METHODS = ("CF", "BCD", "SGD", "MomentumSGD")
 

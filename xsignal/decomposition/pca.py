@@ -28,11 +28,17 @@ from typing import Any
 import dask
 import numpy as np
 
-from ..progress import compute_with_progress
 from .fit import Fit, flip_signs, project
-from .online import blas_one_thread
 from .poisson import scaling_pass
-from .streaming import Problem, Scaling, block_tasks, check_block, tree_reduce
+from .streaming import (
+    Problem,
+    Scaling,
+    blas_one_thread,
+    block_tasks,
+    check_block,
+    compute_pass,
+    tree_reduce,
+)
 from .svd import GRAM_LIMIT, top_eigenpairs
 
 DEFAULT_BATCH = 64
@@ -131,10 +137,12 @@ def merge_scatter(*parts: Scatter) -> Scatter:
     """The exact scatter of the union of disjoint sets of rows."""
     n = sum(p.n for p in parts)
     mean = sum(p.n * p.mean for p in parts) / n
-    scatter = sum(p.scatter for p in parts)
+    scatter = parts[0].scatter.copy()
+    for p in parts[1:]:
+        scatter += p.scatter
     for p in parts:
         d = p.mean - mean
-        scatter = scatter + p.n * np.outer(d, d)
+        scatter += p.n * np.outer(d, d)
     return Scatter(n, mean, scatter)
 
 
@@ -153,9 +161,7 @@ def _fit_covariance(problem: Problem, scaling: Scaling, k: int) -> Fit:
     solved = dask.delayed(solve_scatter, pure=True)(
         tree_reduce(partials, merge_scatter), k
     )
-    ((mean, evals, evecs, total, n),) = compute_with_progress(
-        solved, progress=problem.progress, desc="PCA: scatter pass"
-    )
+    mean, evals, evecs, total, n = compute_pass(solved, problem, "PCA: scatter pass")
     scaling.dtype = np.dtype("f8")
     scaling.mu = mean
     evals = np.maximum(evals, 0)

@@ -26,7 +26,7 @@ import xarray as xr
 from dask.delayed import Delayed
 
 from ..lazy import blocks, is_lazy
-from ..progress import compute_with_progress, show_progress
+from ..progress import compute_with_progress, distributed_client, show_progress
 
 
 @dataclass
@@ -308,6 +308,26 @@ def _on_block(
     return fn(x, *args)
 
 
+def blas_one_thread() -> Any:
+    """A context limiting BLAS to one thread (threadpoolctl comes with sklearn)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")
+
+
+def compute_pass(graph: Any, problem: Problem, desc: str) -> Any:
+    """Compute one pass's graph (with a progress bar labelled ``desc``).
+
+    On local threads every task runs its own BLAS products, so BLAS gets
+    one thread each instead of oversubscribing the cores.
+    """
+    with contextlib.ExitStack() as stack:
+        if distributed_client() is None:
+            stack.enter_context(blas_one_thread())
+        (out,) = compute_with_progress(graph, progress=problem.progress, desc=desc)
+    return out
+
+
 def tree_reduce(
     partials: list[Delayed], merge: Callable[..., Any], fan_in: int = 8
 ) -> Delayed:
@@ -353,13 +373,17 @@ def _block_statistics(
 
 def merge_statistics(*parts: Statistics) -> Statistics:
     """The statistics of the union of disjoint sets of pixels."""
-    first = parts[0]
+    gram = None
+    if parts[0].gram is not None:
+        gram = parts[0].gram.copy()
+        for p in parts[1:]:
+            gram += p.gram  # in place: one copy per merge, not one per part
     return Statistics(
         sum(p.n for p in parts),
         sum(p.col_sums for p in parts),
         sum(p.weighted_sums for p in parts),
         sum(p.weighted_sumsq for p in parts),
-        None if first.gram is None else sum(p.gram for p in parts),
+        gram,
     )
 
 
@@ -403,5 +427,4 @@ def statistics_pass(
         gram_dtype=gram_dtype,
         nonnegative=nonnegative,
     )
-    (stats,) = compute_with_progress(graph, progress=problem.progress, desc=desc)
-    return stats
+    return compute_pass(graph, problem, desc)

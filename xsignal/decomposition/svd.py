@@ -15,11 +15,16 @@ import scipy.linalg
 import scipy.sparse.linalg
 
 from ..chunks import auto_chunks
-from ..progress import compute_with_progress
 from .fit import Fit, flip_signs, project
-from .online import blas_one_thread
 from .poisson import covariance, scaling_from_statistics, scaling_pass
-from .streaming import Problem, Scaling, Statistics, statistics_graph
+from .streaming import (
+    Problem,
+    Scaling,
+    Statistics,
+    blas_one_thread,
+    compute_pass,
+    statistics_graph,
+)
 
 GRAM_LIMIT = 4096
 SOLVERS = ("auto", "gram", "randomized")
@@ -65,8 +70,8 @@ def fit(
         # the eigenpairs are found where the Gram matrix is merged: only the
         # k factors and a few vectors reach the caller
         solved = dask.delayed(solve_gram, pure=True)(stats, poisson, centre, k)
-        ((scaling, evals, evecs, total, n),) = compute_with_progress(
-            solved, progress=problem.progress, desc="SVD: Gram pass"
+        scaling, evals, evecs, total, n = compute_pass(
+            solved, problem, "SVD: Gram pass"
         )
     else:
         scaling = scaling_pass(

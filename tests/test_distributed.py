@@ -37,7 +37,7 @@ def client():
             dashboard_address=":0",
             host="127.0.0.1",
         ) as cluster,
-        distributed.Client(cluster) as client,
+        distributed.Client(cluster, direct_to_workers=True) as client,
     ):
         yield client
 

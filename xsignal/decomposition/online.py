@@ -1,20 +1,24 @@
 """Shared machinery of the online algorithms (ORPCA, ORNMF).
 
 One learning pass: the first ``training_samples`` pixels initialise the
-model, then every block is cut into mini-batches that update it. One
-projection pass: the final model's coefficients for every pixel. Small
-matrix algebra runs on one BLAS thread (faster than contended threads).
+model, then every block is cut into mini-batches that update it; it is a
+chain of tasks, each reading its block where it runs and handing the model
+on, so the data never travel to the caller. One projection pass: the final
+model's coefficients for every pixel, one task per block. Small matrix
+algebra runs on one BLAS thread (faster than contended threads).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import dask
 import numpy as np
 
-from .streaming import Problem, Scaling, check_block
+from .fit import project
+from .streaming import Problem, Scaling, block_chain, check_block, compute_pass
 
 
 @dataclass
@@ -47,6 +51,53 @@ def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
     return value
 
 
+@dataclass
+class _Carry:
+    """What the learning pass hands from one block's task to the next."""
+
+    state: Any = None  # the model (None until the training samples are in)
+    pending: list = field(default_factory=list)  # rows awaiting initialisation
+    count: int = 0
+    sumsq: float = 0.0
+
+
+def _learn_block(
+    carry: _Carry,
+    y: np.ndarray,
+    training_samples: int,
+    batch_size: int,
+    init: Callable[[np.ndarray], Any],
+    update: Callable[[Any, np.ndarray], None],
+) -> _Carry:
+    """Learn from one block's scaled rows ``y``."""
+    carry.sumsq += float(np.einsum("ij,ij->", y, y, dtype="f8"))
+    if carry.state is None:
+        carry.pending.append(y)
+        carry.count += len(y)
+        if carry.count < training_samples:
+            return carry
+        y = np.concatenate(carry.pending)
+        carry.pending = []
+        carry.state = init(y[:training_samples])
+    for start in range(0, len(y), batch_size):
+        update(carry.state, y[start : start + batch_size])
+    return carry
+
+
+def _finish(
+    carry: _Carry,
+    batch_size: int,
+    init: Callable[[np.ndarray], Any],
+    update: Callable[[Any, np.ndarray], None],
+) -> tuple[Any, float]:
+    if carry.state is None:  # fewer pixels than training samples
+        y = np.concatenate(carry.pending)
+        carry.state = init(y)
+        for start in range(0, len(y), batch_size):
+            update(carry.state, y[start : start + batch_size])
+    return carry.state, carry.sumsq
+
+
 def learning_pass(
     problem: Problem,
     scaling: Scaling,
@@ -58,31 +109,22 @@ def learning_pass(
     desc: str,
     nonnegative: str | None = None,
 ) -> tuple[Any, float]:
-    """Stream over the blocks once; return the model state and ``||Y||^2``."""
-    state = None
-    pending: list[np.ndarray] = []
-    count = 0
-    sumsq = 0.0
-    for _, block in problem.iter_blocks(desc):
-        check_block(block, nonnegative=nonnegative)
-        y = scaling.apply(block)[0]
-        sumsq += float(np.einsum("ij,ij->", y, y, dtype="f8"))
-        if state is None:
-            pending.append(y)
-            count += len(y)
-            if count < training_samples:
-                continue
-            y = np.concatenate(pending)
-            pending = []
-            state = init(y[:training_samples])
-        for start in range(0, len(y), batch_size):
-            update(state, y[start : start + batch_size])
-    if state is None:  # fewer pixels than training samples
-        y = np.concatenate(pending)
-        state = init(y)
-        for start in range(0, len(y), batch_size):
-            update(state, y[start : start + batch_size])
-    return state, sumsq
+    """One pass in block order; return the model state and ``||Y||^2``.
+
+    A chain of tasks (:func:`~xsignal.decomposition.streaming.block_chain`):
+    each reads its own block where it runs and learns from it, and hands
+    the model (a few small matrices) to the next; only the final model
+    reaches the caller.
+    """
+
+    def step(carry: _Carry, x: np.ndarray) -> _Carry:
+        check_block(x, nonnegative=nonnegative)
+        y = scaling.apply(x)[0]
+        return _learn_block(carry, y, training_samples, batch_size, init, update)
+
+    last = block_chain(problem, step, _Carry())
+    finished = dask.delayed(_finish, pure=False)(last, batch_size, init, update)
+    return compute_pass(finished, problem, desc)
 
 
 def projection_pass(
@@ -93,17 +135,18 @@ def projection_pass(
     desc: str,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Coefficients of every pixel: ``(projected, R^T R)`` with ``projected``
-    as in :class:`xsignal.decomposition.fit.Fit` and ``R`` in scaled units."""
-    out = np.full((problem.n_nav, k + 2), np.nan)
-    gram = np.zeros((k, k))
-    for index, block in problem.iter_blocks(desc):
-        y, root_a, rows = scaling.apply(block)
-        coef = solve(y)
-        gram += (coef.T @ coef).astype("f8")
-        out[index, :k] = coef * root_a[:, None]
-        out[index, k] = root_a
-        out[index, k + 1] = 0 if rows is None else rows
-    return out, gram
+    as in :class:`xsignal.decomposition.fit.Fit` and ``R`` in scaled units.
+    One task per block (:func:`~xsignal.decomposition.fit.project`)."""
+    projected = project(problem, scaling, solve, k, desc, lazy=False)
+    kept = problem.keep_pixels
+    root_a = projected[kept, k]
+    coef = np.divide(
+        projected[kept, :k],
+        root_a[:, None],
+        out=np.zeros((int(kept.sum()), k)),
+        where=root_a[:, None] > 0,
+    )
+    return projected, coef.T @ coef
 
 
 def noise_scale(y: np.ndarray, basis: np.ndarray) -> np.ndarray:

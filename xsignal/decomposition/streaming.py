@@ -266,30 +266,92 @@ def eager_projection(
 # vectors, or one small matrix) reaches the caller.
 
 
-def block_tasks(problem: Problem, fn: Callable[..., Any], *args: Any) -> list[Delayed]:
-    """``fn(x, *args)`` for each navigation block as a delayed task, ``x`` the
-    block's kept ``(pixels, features)`` matrix (masked pixels and signal
-    elements left out; fully masked blocks are not read)."""
+def _block_rows(problem: Problem) -> Iterator[tuple[tuple[int, ...], Any]]:
+    """``(block index, kept rows or None)`` of each navigation block of
+    :attr:`Problem.dask_data` with a kept pixel, in block order."""
     arr = problem.dask_data
     n_nav_dims = len(problem.nav_dims)
-    keep_signal = None if problem.sig_mask is None else problem.keep_signal
-    tiles = arr.to_delayed()
     edges = [np.cumsum((0, *c)) for c in arr.chunks[:n_nav_dims]]
-    tasks = []
     for index in np.ndindex(*arr.numblocks[:n_nav_dims]):
         rows = None
         if problem.nav_mask is not None:
             where = tuple(slice(e[i], e[i + 1]) for e, i in zip(edges, index))
             rows = ~problem.nav_mask[where].ravel()
             if not rows.any():
-                continue
-        tile = tiles[index + (0,) * (arr.ndim - n_nav_dims)]
-        tasks.append(
-            dask.delayed(_on_block, pure=True)(
-                tile, problem.n_sig, rows, keep_signal, fn, *args
-            )
+                continue  # fully masked: never read
+        yield index + (0,) * (arr.ndim - n_nav_dims), rows
+
+
+def block_tasks(problem: Problem, fn: Callable[..., Any], *args: Any) -> list[Delayed]:
+    """``fn(x, *args)`` for each navigation block as a delayed task, ``x`` the
+    block's kept ``(pixels, features)`` matrix (masked pixels and signal
+    elements left out; fully masked blocks are not read)."""
+    keep_signal = None if problem.sig_mask is None else problem.keep_signal
+    tiles = problem.dask_data.to_delayed()
+    return [
+        dask.delayed(_on_block, pure=True)(
+            tiles[index], problem.n_sig, rows, keep_signal, fn, *args
         )
-    return tasks
+        for index, rows in _block_rows(problem)
+    ]
+
+
+class _Unread:
+    """One block's dask graph, kept out of the enclosing graph (dask does not
+    look inside this object), so the task it is given to reads the block
+    itself, where it runs, when it runs."""
+
+    def __init__(self, block: dsa.Array) -> None:
+        self.block = block
+
+    def read(self) -> np.ndarray:
+        return np.asarray(self.block.compute(scheduler="sync"))
+
+
+def block_chain(
+    problem: Problem, step: Callable[[Any, np.ndarray], Any], carry: Any
+) -> Delayed:
+    """``carry = step(carry, x)`` over the navigation blocks in order, one
+    task per block, ``x`` its kept ``(pixels, features)`` matrix.
+
+    For sequential learners: each task reads its own block when it runs
+    (no block is read ahead of the chain, so memory stays one block), on
+    the worker it runs on, and only ``carry`` moves from task to task.
+    """
+    arr = problem.dask_data
+    keep_signal = None if problem.sig_mask is None else problem.keep_signal
+    out = dask.delayed(carry)
+    for index, rows in _block_rows(problem):
+        out = dask.delayed(_chain_step, pure=False)(
+            out, _Unread(arr.blocks[index]), problem.n_sig, rows, keep_signal, step
+        )
+    return out
+
+
+def _chain_step(
+    carry: Any,
+    block: _Unread,
+    n_sig: int,
+    rows: np.ndarray | None,
+    keep_signal: np.ndarray | None,
+    step: Callable[[Any, np.ndarray], Any],
+) -> Any:
+    return step(carry, _kept(block.read(), n_sig, rows, keep_signal))
+
+
+def _kept(
+    tile: np.ndarray,
+    n_sig: int,
+    rows: np.ndarray | None,
+    keep_signal: np.ndarray | None,
+) -> np.ndarray:
+    """A block as its kept ``(pixels, features)`` matrix."""
+    x = tile.reshape(-1, n_sig)
+    if rows is not None:
+        x = x[rows]
+    if keep_signal is not None:
+        x = x[:, keep_signal]
+    return x
 
 
 def _on_block(
@@ -300,12 +362,7 @@ def _on_block(
     fn: Callable[..., Any],
     *args: Any,
 ) -> Any:
-    x = tile.reshape(-1, n_sig)
-    if rows is not None:
-        x = x[rows]
-    if keep_signal is not None:
-        x = x[:, keep_signal]
-    return fn(x, *args)
+    return fn(_kept(tile, n_sig, rows, keep_signal), *args)
 
 
 def blas_one_thread() -> Any:

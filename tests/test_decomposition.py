@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 import os
 
+import dask
 import numpy as np
 import pytest
 import xarray as xr
 from scipy.linalg import subspace_angles
 
 import xsignal
-from xsignal.testing import raise_if_dask_computes, spectrum_image
+from xsignal.testing import raise_if_dask_computes, spectrum_image, write_spectrum_image
 
 SHAPE = (24, 24, 96)
 RANK = 3
@@ -467,3 +468,17 @@ def test_any_chunking_gives_the_in_memory_result(truth, chunks, algorithm):
     else:  # online: mini-batches follow the blocks, the span does not move
         assert degrees(result.factors, expected.factors) < 1
         np.testing.assert_allclose(result.model(), expected.model(), atol=3)
+
+
+@pytest.mark.parametrize("algorithm", ["SVD", "PCA", "ORPCA", "ORNMF"])
+def test_process_pool_gives_the_threaded_result(tmp_path, algorithm):
+    path = write_spectrum_image(tmp_path / "si.nc", (16, 12, 48), rank=3, seed=3)
+    da = xsignal.open(path)
+    with dask.config.set(scheduler="threads"):
+        local = da.signal.decomposition(algorithm, 3, progress=False)
+        local_loadings = local.loadings.values
+    with dask.config.set(scheduler="processes", num_workers=2):
+        pooled = da.signal.decomposition(algorithm, 3, progress=False)
+        pooled_loadings = pooled.loadings.values
+    np.testing.assert_allclose(pooled.factors.values, local.factors.values, 1e-6, 1e-9)
+    np.testing.assert_allclose(pooled_loadings, local_loadings, 1e-6, 1e-6)

@@ -46,9 +46,11 @@ def decomposition(
 ) -> Decomposition:
     """Decompose the unfolded (pixels x signal) matrix of ``da``.
 
-    Streams over navigation blocks (:func:`xsignal.blocks`), so lazy data
-    larger than memory work: no step holds more than a few blocks plus the
-    results. Passes over the data: SVD one (plus the lazy loadings, or a
+    Every pass is a dask graph over the navigation blocks: each block's
+    partial result is computed where the block is read (on a
+    ``dask.distributed`` cluster, on the worker) and merged in a tree, so
+    lazy data larger than memory work and only small results reach this
+    process. Passes over the data: SVD one (plus the lazy loadings, or a
     second pass for in-memory data); PCA one, plus one more with Poisson
     scaling; ORPCA and ORNMF a learning and a projection pass, plus a
     statistics pass with Poisson scaling or navigation centring.
@@ -61,10 +63,12 @@ def decomposition(
     algorithm : {"SVD", "PCA", "ORPCA", "ORNMF"}
         ``"SVD"``: exact from the Gram matrix (signals of up to 4096
         elements) or dask's randomized SVD (options ``svd_solver``,
-        ``n_power_iter``, ``seed``). ``"PCA"``: incremental PCA
-        (Ross et al. 2008, as scikit-learn's ``IncrementalPCA``) over batches
-        (``batch_size``; ``solver="sklearn"`` runs scikit-learn's
-        ``IncrementalPCA.partial_fit`` itself, 5-10x slower, same result).
+        ``n_power_iter``, ``seed``). ``"PCA"``: exact, from merged
+        per-block scatter matrices (``solver="covariance"``, the default up
+        to 4096 signal elements), or incremental (``solver="incremental"``,
+        Ross et al. 2008 as scikit-learn's ``IncrementalPCA``, over batches
+        of ``batch_size``; ``"sklearn"`` runs scikit-learn's
+        ``IncrementalPCA.partial_fit`` itself).
         ``"ORPCA"``: online
         robust PCA (Feng, Xu and Yan 2013; options ``lambda1``, ``lambda2``,
         ``method``, ``init``, ``training_samples``, ``batch_size``,

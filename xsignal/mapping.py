@@ -38,8 +38,7 @@ from .dims import (
     signal_dims,
 )
 from .lazy import as_lazy, is_lazy
-from .options import OPTIONS
-from .progress import progress_bar, show_progress
+from .progress import loop_bar, progress_bar, show_progress
 
 __all__ = ["map", "map_blocks", "map_overlap"]
 
@@ -633,15 +632,10 @@ def _run_in_memory(
     if n_nav == 0 or loop.vectorized or not show_progress(progress):
         return loop(data, *its.values(), *offsets)
     # pieces along the first navigation dim, so a bar can follow the work
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return loop(data, *its.values(), *offsets)
     rows = data.shape[0]
     step = max(1, rows // 100)
     pieces = []
-    delay = OPTIONS["progress_delay"] if progress is None else 0.0
-    with tqdm(total=rows, desc="map", delay=delay) as bar:
+    with loop_bar(progress, rows, "map") as update:
         for start in range(0, rows, step):
             sl = slice(start, start + step)
             pieces.append(
@@ -652,7 +646,7 @@ def _run_in_memory(
                     *offsets[1:],
                 )
             )
-            bar.update(len(offsets[0][sl]))
+            update(len(offsets[0][sl]))
     return np.concatenate(pieces) if pieces else loop(data, *its.values(), *offsets)
 
 

@@ -1,11 +1,14 @@
-"""Progress bars for computes: tqdm when installed, else dask's text bar."""
+"""Every progress bar: over dask computes (tqdm's dask callback when tqdm is
+installed, else dask's text bar), on a ``dask.distributed`` client
+(distributed's own bar, following the futures), and over a loop in this
+process (tqdm). Labels say what runs ("SVD: Gram pass", "map")."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dask
@@ -56,6 +59,29 @@ def progress_bar(
         bar = TqdmCallback(delay=delay, desc=desc, leave=True)
     with bar:
         yield
+
+
+@contextlib.contextmanager
+def loop_bar(
+    progress: bool | None, total: int, desc: str
+) -> Iterator[Callable[..., Any]]:
+    """A bar over a loop of ``total`` steps in this process; yields
+    ``update(n=1)`` (a no-op when no bar is shown or tqdm is missing)."""
+    if not show_progress(progress) or total <= 1:
+        yield _no_update
+        return
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        yield _no_update
+        return
+    delay = OPTIONS["progress_delay"] if progress is None else 0.0
+    with tqdm(total=total, desc=desc, delay=delay) as bar:
+        yield bar.update
+
+
+def _no_update(n: int = 1) -> None:
+    """What :func:`loop_bar` yields when there is no bar."""
 
 
 def distributed_client() -> Any:

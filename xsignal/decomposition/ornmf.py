@@ -170,7 +170,9 @@ def fit(
     training_samples = check_positive_int(training_samples, "training_samples")
     m = problem.n_features
     check = "ORNMF"
-    scaling = scaling_pass(problem, poisson=poisson, centre=None, nonnegative=check)
+    scaling = scaling_pass(
+        problem, poisson=poisson, centre=None, nonnegative=check, desc="ORNMF"
+    )
     robust = method == "RobustPGD"
 
     def start(v: np.ndarray) -> OnlineState:
@@ -205,7 +207,7 @@ def fit(
             batch_size=batch_size,
             init=start,
             update=update,
-            desc="ORNMF learning",
+            desc="ORNMF: learning pass",
             nonnegative=check,
         )
         basis = state.basis
@@ -215,7 +217,7 @@ def fit(
             scaling,
             lambda v: solve_batch(v, basis, threshold, n_iter, sweeps)[0],
             k,
-            "ORNMF projection",
+            "ORNMF: loadings",
         )
     # variance of each rank-one term, components sorted by it
     variance = np.diag(gram) * (basis**2).sum(axis=0)

@@ -149,7 +149,9 @@ def fit(
     training_samples = check_positive_int(training_samples, "training_samples")
     given = _initial_basis(init, m, k)
     check = "normalize_poissonian_noise" if poisson else None
-    scaling = scaling_pass(problem, poisson=poisson, centre=centre, nonnegative=check)
+    scaling = scaling_pass(
+        problem, poisson=poisson, centre=centre, nonnegative=check, desc="ORPCA"
+    )
 
     def start(y: np.ndarray) -> OnlineState:
         if given is not None:
@@ -181,7 +183,7 @@ def fit(
             batch_size=batch_size,
             init=start,
             update=update,
-            desc="ORPCA learning",
+            desc="ORPCA: learning pass",
             nonnegative=check,
         )
         threshold = lambda2 * state.sigma
@@ -191,7 +193,7 @@ def fit(
             scaling,
             lambda y: solve_batch(y, basis, lambda1, threshold, n_iter)[0],
             k,
-            "ORPCA projection",
+            "ORPCA: loadings",
         )
     # rotate L R^T = Q (Rl C Rl^T) Q^T... to orthonormal factors by variance
     q, rl = np.linalg.qr(basis)

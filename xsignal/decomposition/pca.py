@@ -89,7 +89,11 @@ def fit(
         raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
     size = max(k, batch_size or max(DEFAULT_BATCH, 2 * k))
     scaling = scaling_pass(
-        problem, poisson=poisson, centre=None, nonnegative="normalize_poissonian_noise"
+        problem,
+        poisson=poisson,
+        centre=None,
+        nonnegative="normalize_poissonian_noise",
+        desc="PCA",
     )
     if solver == "auto":
         solver = "covariance" if problem.n_features <= GRAM_LIMIT else "incremental"
@@ -105,7 +109,7 @@ def fit(
         _stream(problem, scaling, ipca, size)
     factors = flip_signs(ipca.components_.T)
     scaling.mu = ipca.mean_
-    projected = project(problem, scaling, lambda y: y @ factors, k, "PCA loadings")
+    projected = project(problem, scaling, lambda y: y @ factors, k, "PCA: loadings")
     return Fit(
         factors=factors,
         projected=projected,
@@ -166,7 +170,7 @@ def _fit_covariance(problem: Problem, scaling: Scaling, k: int) -> Fit:
     scaling.mu = mean
     evals = np.maximum(evals, 0)
     factors = flip_signs(evecs)
-    projected = project(problem, scaling, lambda y: y @ factors, k, "PCA loadings")
+    projected = project(problem, scaling, lambda y: y @ factors, k, "PCA: loadings")
     return Fit(
         factors=factors,
         projected=projected,

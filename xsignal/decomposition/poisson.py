@@ -44,8 +44,11 @@ def scaling_pass(
     poisson: bool,
     centre: str | None,
     nonnegative: str | None = None,
+    desc: str = "decomposition",
 ) -> Scaling:
     """The :class:`Scaling` of ``problem``, reading the data only if it must.
+
+    ``desc`` names the algorithm on the progress bar.
 
     Poisson weights and the navigation mean need a statistics pass (which
     also checks for NaN, and for negative values when ``nonnegative`` names
@@ -53,7 +56,12 @@ def scaling_pass(
     """
     if not (poisson or centre == "navigation"):
         return Scaling(centre_signal=centre == "signal")
-    stats = statistics_pass(problem, poisson=poisson, nonnegative=nonnegative)
+    stats = statistics_pass(
+        problem,
+        poisson=poisson,
+        nonnegative=nonnegative,
+        desc=f"{desc}: statistics pass",
+    )
     return scaling_from_statistics(stats, poisson=poisson, centre=centre)
 
 

@@ -26,7 +26,7 @@ import xarray as xr
 from dask.delayed import Delayed
 
 from ..lazy import blocks, is_lazy
-from ..progress import compute_with_progress, distributed_client, show_progress
+from ..progress import compute_with_progress, distributed_client, loop_bar
 
 
 @dataclass
@@ -111,7 +111,7 @@ class Problem:
         """Yield ``(pixel_index, block)``: flat indices of the block's pixels
         among all pixels, and the raw ``(pixels, features)`` float block."""
         flat_index = np.arange(self.n_nav).reshape(self.nav_shape)
-        with _bar(self.progress, self.n_blocks(), desc) as step:
+        with loop_bar(self.progress, self.n_blocks(), desc) as step:
             for where, block in blocks(
                 self.data, navigation_mask=self.nav_mask, signal_mask=self.sig_mask
             ):
@@ -121,24 +121,6 @@ class Problem:
                 step()
                 if len(index):
                     yield index, block
-
-
-@contextlib.contextmanager
-def _bar(progress: bool | None, total: int, desc: str) -> Iterator[Callable]:
-    """A tqdm bar over blocks when progress is on and tqdm is installed."""
-    bar = None
-    if show_progress(progress) and total > 1:
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            bar = None
-        else:
-            bar = tqdm(total=total, desc=desc, delay=0 if progress else 1.0)
-    try:
-        yield (bar.update if bar is not None else lambda: None)
-    finally:
-        if bar is not None:
-            bar.close()
 
 
 def check_block(

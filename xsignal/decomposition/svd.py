@@ -14,7 +14,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg
 
-from ..chunks import auto_chunks
+from ..progress import compute_with_progress
 from .fit import Fit, flip_signs, project
 from .poisson import covariance, scaling_from_statistics, scaling_pass
 from .streaming import (
@@ -75,18 +75,20 @@ def fit(
         )
     else:
         scaling = scaling_pass(
-            problem, poisson=poisson, centre=centre, nonnegative=check
+            problem, poisson=poisson, centre=centre, nonnegative=check, desc="SVD"
         )
         y = dask_matrix(problem, scaling)
         _, s, v = dsa.linalg.svd_compressed(
             y, k, n_power_iter=int(n_power_iter), seed=seed, compute=problem.lazy
         )
-        s, v, total = dask.compute(s, v, (y**2).sum())
+        s, v, total = compute_with_progress(
+            s, v, (y**2).sum(), progress=problem.progress, desc="SVD: randomized"
+        )
         evals, evecs, total = s**2, v.T, float(total)
         n = problem.n_pixels
     evals = np.maximum(evals, 0)
     factors = flip_signs(evecs)
-    projected = project(problem, scaling, lambda y: y @ factors, k, "SVD loadings")
+    projected = project(problem, scaling, lambda y: y @ factors, k, "SVD: loadings")
     return Fit(
         factors=factors,
         projected=projected,
@@ -129,12 +131,7 @@ def top_eigenpairs(cov: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def dask_matrix(problem: Problem, scaling: Scaling) -> dsa.Array:
     """The decomposed matrix ``Y`` (kept pixels x kept features) as dask."""
-    data = problem.data
-    if problem.lazy:
-        arr = data.data
-    else:
-        auto = auto_chunks(data)
-        arr = dsa.from_array(data.values, chunks=tuple(auto[d] for d in data.dims))
+    arr = problem.dask_data
     # whole trailing dims so the reshape to (pixels, features) keeps chunks
     arr = arr.rechunk({i: -1 for i in range(1, arr.ndim)})
     arr = arr.reshape(problem.n_nav, problem.n_sig)

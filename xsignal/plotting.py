@@ -58,6 +58,31 @@ def _extent(da: xr.DataArray, xdim: Hashable, ydim: Hashable) -> list[float]:
     return [x0, x1, y1, y0]
 
 
+def _draw_image(
+    figure: Any,
+    ax: Any,
+    da: xr.DataArray,
+    ydim: Hashable,
+    xdim: Hashable,
+    label: str | None = None,
+) -> Any:
+    """``da`` over (``ydim``, ``xdim``) as HyperSpy draws an image: first row
+    at the top, pixel centres on their coordinates, labels with units, a
+    colour bar. Returns the image artist."""
+    image = da.transpose(ydim, xdim)
+    im = ax.imshow(
+        np.asarray(image.values, dtype=float),
+        extent=_extent(image, xdim, ydim),
+        origin="upper",
+        aspect="auto",
+        interpolation="nearest",
+    )
+    figure.colorbar(im, ax=ax, label=label)
+    ax.set_xlabel(_label(image, xdim))
+    ax.set_ylabel(_label(image, ydim))
+    return im
+
+
 def _intensity_label(da: xr.DataArray) -> str:
     units = da.attrs.get("units")
     name = da.attrs.get("long_name") or da.name or "intensity"
@@ -115,18 +140,7 @@ class SignalPlot:
         shown = self._image_dims()
         title = self.da.attrs.get("title") or "navigator"
         if len(shown) == 2:
-            ydim, xdim = shown
-            image = nav.transpose(ydim, xdim)
-            im = ax.imshow(
-                np.asarray(image.values, dtype=float),
-                extent=_extent(image, xdim, ydim),
-                origin="upper",
-                aspect="auto",
-                interpolation="nearest",
-            )
-            self.figure.colorbar(im, ax=ax)
-            ax.set_xlabel(_label(image, xdim))
-            ax.set_ylabel(_label(image, ydim))
+            _draw_image(self.figure, ax, nav, *shown)
             (self._marker,) = ax.plot([], [], "s", mfc="none", mec="red", ms=10, mew=2)
         else:
             (xdim,) = shown
@@ -170,18 +184,8 @@ class SignalPlot:
         signal = self._signal_view()
         shown = self.sig[-2:]
         if len(shown) == 2:
-            ydim, xdim = shown
-            image = signal.transpose(ydim, xdim)
-            self._artist = ax.imshow(
-                np.asarray(image.values, dtype=float),
-                extent=_extent(image, xdim, ydim),
-                origin="upper",
-                aspect="auto",
-                interpolation="nearest",
-            )
-            self.figure.colorbar(self._artist, ax=ax, label=_intensity_label(self.da))
-            ax.set_xlabel(_label(image, xdim))
-            ax.set_ylabel(_label(image, ydim))
+            label = _intensity_label(self.da)
+            self._artist = _draw_image(self.figure, ax, signal, *shown, label)
         elif len(shown) == 1:
             (xdim,) = shown
             (self._artist,) = ax.plot(
@@ -458,18 +462,8 @@ def plot_decomposition(
 def _draw_component(figure: Any, ax: Any, part: xr.DataArray, title: str) -> None:
     dims = [d for d in part.dims if d != "component"]
     if len(dims) >= 2:
-        ydim, xdim = dims[-2:]
-        image = part.isel({d: 0 for d in dims[:-2]}).transpose(ydim, xdim)
-        im = ax.imshow(
-            np.asarray(image.values, dtype=float),
-            extent=_extent(image, xdim, ydim),
-            origin="upper",
-            aspect="auto",
-            interpolation="nearest",
-        )
-        figure.colorbar(im, ax=ax)
-        ax.set_xlabel(_label(image, xdim))
-        ax.set_ylabel(_label(image, ydim))
+        image = part.isel({d: 0 for d in dims[:-2]})
+        _draw_image(figure, ax, image, *dims[-2:])
     elif len(dims) == 1:
         (xdim,) = dims
         ax.plot(_values(part, xdim), np.asarray(part.values, dtype=float))

@@ -30,6 +30,34 @@ class Fit:
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
+def variances(
+    variance: np.ndarray, total: float, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(explained variance, its ratio to ``total``) of ``n`` pixels."""
+    ratio = variance / total if total > 0 else variance * 0
+    return variance / max(n - 1, 1), ratio
+
+
+def eigen_fit(
+    problem: Problem,
+    scaling: Scaling,
+    evals: np.ndarray,
+    evecs: np.ndarray,
+    total: float,
+    n: int,
+    name: str,
+    parameters: dict[str, Any],
+) -> Fit:
+    """The :class:`Fit` of a linear decomposition from the eigenpairs of
+    ``Y^T Y`` (SVD, PCA): signed factors and their lazy projection."""
+    evals = np.maximum(evals, 0)
+    factors = flip_signs(evecs)
+    k = factors.shape[1]
+    projected = project(problem, scaling, lambda y: y @ factors, k, f"{name}: loadings")
+    variance, ratio = variances(evals, total, n)
+    return Fit(factors, projected, variance, ratio, scaling, parameters)
+
+
 def projection_fn(
     scaling: Scaling, solve: Callable[[np.ndarray], np.ndarray]
 ) -> Callable[[np.ndarray], np.ndarray]:

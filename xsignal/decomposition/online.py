@@ -10,6 +10,7 @@ algebra runs on one BLAS thread (faster than contended threads).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,8 +18,16 @@ from typing import Any
 import dask
 import numpy as np
 
-from .fit import project
-from .streaming import Problem, Scaling, block_chain, check_block, compute_pass
+from .fit import Fit, project, variances
+from .poisson import scaling_pass
+from .streaming import (
+    Problem,
+    Scaling,
+    blas_one_thread,
+    block_chain,
+    check_block,
+    compute_pass,
+)
 
 
 @dataclass
@@ -31,6 +40,118 @@ class OnlineState:
     b: np.ndarray  # sum of (z - e) r^T over the samples seen
     seen: int = 0
     velocity: np.ndarray | None = None  # for momentum SGD
+
+
+@dataclass(frozen=True)
+class OnlineOptions:
+    """The options every online learner has, checked when made; a learner's
+    own options extend it. ``dataclasses.asdict`` of the options is the
+    result's ``parameters``."""
+
+    batch_size: int = 256
+    learning_rate: float = 1.0
+    momentum: float = 0.5
+    n_iter: int = 10
+    seed: int = 0
+    training_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.batch_size, "batch_size")
+        check_positive(self.learning_rate, "learning_rate")
+        check_positive(self.momentum, "momentum", allow_zero=True)
+        check_positive_int(self.n_iter, "n_iter")
+        if self.training_samples is not None:
+            check_positive_int(self.training_samples, "training_samples")
+
+    def replace(self, **changes: Any) -> OnlineOptions:
+        return dataclasses.replace(self, **changes)
+
+
+class OnlineLearner:
+    """What :func:`fit_online` drives: start a model from the training
+    samples, update it with a mini-batch, solve a batch's coefficients with
+    the final model, and turn the final model and coefficients into sorted
+    factors and variances. Subclasses implement the four methods."""
+
+    name: str
+    options: OnlineOptions
+    nonnegative: str | None = None  # the option that forbids negative data
+
+    def start(self, y: np.ndarray) -> OnlineState:
+        raise NotImplementedError
+
+    def update(self, state: OnlineState, y: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def solver(self, state: OnlineState) -> Callable[[np.ndarray], np.ndarray]:
+        raise NotImplementedError
+
+    def finish(
+        self, state: OnlineState, projected: np.ndarray, gram: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(factors, projected with its first k columns transformed to
+        match, variance of each component), sorted by variance."""
+        raise NotImplementedError
+
+
+def fit_online(
+    problem: Problem,
+    k: int,
+    learner: OnlineLearner,
+    *,
+    poisson: bool,
+    centre: str | None,
+    default_training: int,
+) -> Fit:
+    """The online algorithms' driver: a statistics pass when scaling or
+    centring needs one, the learning pass (a chain of tasks), the
+    projection pass (a task per block), then the learner's own finish."""
+    options = learner.options
+    if options.training_samples is None:
+        options = options.replace(training_samples=max(10 * k, default_training))
+        learner.options = options
+    check = learner.nonnegative or ("normalize_poissonian_noise" if poisson else None)
+    scaling = scaling_pass(
+        problem, poisson=poisson, centre=centre, nonnegative=check, desc=learner.name
+    )
+    # float32 data: float32 work (half the memory traffic), float64 sums
+    scaling.dtype = np.dtype("f4" if problem.data.dtype == np.float32 else "f8")
+    with blas_one_thread():
+        state, sumsq = learning_pass(
+            problem,
+            scaling,
+            training_samples=options.training_samples,
+            batch_size=options.batch_size,
+            init=learner.start,
+            update=learner.update,
+            desc=f"{learner.name}: learning pass",
+            nonnegative=check,
+        )
+        projected, gram = projection_pass(
+            problem, scaling, learner.solver(state), k, f"{learner.name}: loadings"
+        )
+    factors, projected, variance = learner.finish(state, projected, gram)
+    explained, ratio = variances(variance, sumsq, problem.n_pixels)
+    parameters = {
+        **dataclasses.asdict(options),
+        "noise_scale": float(np.median(state.sigma)),
+    }
+    return Fit(factors, projected, explained, ratio, scaling, parameters)
+
+
+def momentum_step(
+    state: OnlineState, grad: np.ndarray, learning_rate: float, momentum: float
+) -> np.ndarray:
+    """The basis after one momentum SGD step along ``grad`` (the batch's
+    mean gradient), its size relative to the curvature ``||A / t||``."""
+    curvature = np.linalg.eigvalsh(state.a / state.seen)[-1]
+    step = learning_rate / max(curvature, 1e-12)
+    if momentum == 0:
+        return state.basis - step * grad
+    if state.velocity is None:
+        state.velocity = np.zeros_like(state.basis)
+    state.velocity = momentum * state.velocity + step * grad
+    return state.basis - state.velocity
 
 
 def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:

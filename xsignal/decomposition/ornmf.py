@@ -21,22 +21,26 @@ paper's robust algorithm. ``lambda1`` is in robust noise units (see
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
 from .fit import Fit
 from .online import (
+    OnlineLearner,
+    OnlineOptions,
     OnlineState,
     check_positive,
     check_positive_int,
     clip_outliers,
-    learning_pass,
+    fit_online,
+    momentum_step,
     noise_scale,
-    projection_pass,
     soft_threshold,
     top_subspace,
 )
-from .poisson import scaling_pass
-from .streaming import Problem, blas_one_thread
+from .streaming import Problem
 
 METHODS = ("PGD", "RobustPGD", "MomentumSGD")
 
@@ -115,6 +119,75 @@ def training_nmf(
     return w, sigma
 
 
+@dataclass(frozen=True)
+class ORNMFOptions(OnlineOptions):
+    """ORNMF's options (see :func:`fit`)."""
+
+    lambda1: float = 3.0
+    kappa: float = 1.0
+    method: str = "PGD"
+    sweeps: int = 10
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, not {self.method!r}")
+        check_positive(self.lambda1, "lambda1")
+        check_positive(self.kappa, "kappa")
+        check_positive_int(self.sweeps, "sweeps")
+
+
+class ORNMF(OnlineLearner):
+    """Online (robust) NMF as an :class:`OnlineLearner`."""
+
+    name = "ORNMF"
+    nonnegative = "ORNMF"
+
+    def __init__(self, options: ORNMFOptions, k: int, m: int) -> None:
+        self.options, self.k, self.m = options, k, m
+
+    @property
+    def robust(self) -> bool:
+        return self.options.method == "RobustPGD"
+
+    def _threshold(self, state: OnlineState) -> np.ndarray | None:
+        return self.options.lambda1 * state.sigma if self.robust else None
+
+    def start(self, v: np.ndarray) -> OnlineState:
+        o, k = self.options, self.k
+        w, sigma = training_nmf(v, k, o.lambda1 if self.robust else None, o.seed)
+        return OnlineState(w, sigma, np.zeros((k, k)), np.zeros((self.m, k)))
+
+    def update(self, state: OnlineState, v: np.ndarray) -> None:
+        o = self.options
+        h, r = solve_batch(v, state.basis, self._threshold(state), o.n_iter, o.sweeps)
+        clean = v if r is None else v - r
+        state.a += h.T @ h
+        state.b += clean.T @ h
+        state.seen += len(v)
+        if o.method == "MomentumSGD":
+            grad = (state.basis @ (h.T @ h) - clean.T @ h) / len(v)
+            step = momentum_step(state, grad, o.learning_rate, o.momentum)
+            state.basis = project_basis(step)
+        else:
+            state.basis = _basis_step(state.basis, state.a, state.b, o.kappa)
+
+    def solver(self, state: OnlineState) -> Any:
+        o = self.options
+        basis, threshold = state.basis, self._threshold(state)
+        return lambda v: solve_batch(v, basis, threshold, o.n_iter, o.sweeps)[0]
+
+    def finish(
+        self, state: OnlineState, projected: np.ndarray, gram: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # variance of each rank-one term, components sorted by it
+        basis, k = state.basis, self.k
+        variance = np.diag(gram) * (basis**2).sum(axis=0)
+        order = np.argsort(variance)[::-1]
+        projected[:, :k] = projected[:, :k][:, order]
+        return basis[:, order], projected, variance[order]
+
+
 def fit(
     problem: Problem,
     k: int,
@@ -156,95 +229,21 @@ def fit(
     """
     if centre is not None:
         raise ValueError("ORNMF needs non-negative data: centre must be None")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, not {method!r}")
-    lambda1 = check_positive(lambda1, "lambda1")
-    kappa = check_positive(kappa, "kappa")
-    learning_rate = check_positive(learning_rate, "learning_rate")
-    momentum = check_positive(momentum, "momentum", allow_zero=True)
-    batch_size = check_positive_int(batch_size, "batch_size")
-    n_iter = check_positive_int(n_iter, "n_iter")
-    sweeps = check_positive_int(sweeps, "sweeps")
-    if training_samples is None:
-        training_samples = max(10 * k, 512)
-    training_samples = check_positive_int(training_samples, "training_samples")
-    m = problem.n_features
-    check = "ORNMF"
-    scaling = scaling_pass(
-        problem, poisson=poisson, centre=None, nonnegative=check, desc="ORNMF"
+    options = ORNMFOptions(
+        lambda1=lambda1,
+        kappa=kappa,
+        method=method,
+        sweeps=sweeps,
+        training_samples=training_samples,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        momentum=momentum,
+        n_iter=n_iter,
+        seed=seed,
     )
-    robust = method == "RobustPGD"
-
-    def start(v: np.ndarray) -> OnlineState:
-        w, sigma = training_nmf(v, k, lambda1 if robust else None, seed)
-        return OnlineState(w, sigma, np.zeros((k, k)), np.zeros((m, k)))
-
-    def update(state: OnlineState, v: np.ndarray) -> None:
-        threshold = lambda1 * state.sigma if robust else None
-        h, r = solve_batch(v, state.basis, threshold, n_iter, sweeps)
-        clean = v if r is None else v - r
-        state.a += h.T @ h
-        state.b += clean.T @ h
-        state.seen += len(v)
-        if method == "MomentumSGD":
-            grad = (state.basis @ (h.T @ h) - clean.T @ h) / len(v)
-            curvature = np.linalg.eigvalsh(state.a / state.seen)[-1]
-            step = learning_rate / max(curvature, 1e-12)
-            if state.velocity is None:
-                state.velocity = np.zeros_like(state.basis)
-            state.velocity = momentum * state.velocity + step * grad
-            state.basis = project_basis(state.basis - state.velocity)
-        else:
-            state.basis = _basis_step(state.basis, state.a, state.b, kappa)
-
-    # float32 data: float32 work (half the memory traffic), float64 sums
-    scaling.dtype = np.dtype("f4" if problem.data.dtype == np.float32 else "f8")
-    with blas_one_thread():
-        state, sumsq = learning_pass(
-            problem,
-            scaling,
-            training_samples=training_samples,
-            batch_size=batch_size,
-            init=start,
-            update=update,
-            desc="ORNMF: learning pass",
-            nonnegative=check,
-        )
-        basis = state.basis
-        threshold = lambda1 * state.sigma if robust else None
-        projected, gram = projection_pass(
-            problem,
-            scaling,
-            lambda v: solve_batch(v, basis, threshold, n_iter, sweeps)[0],
-            k,
-            "ORNMF: loadings",
-        )
-    # variance of each rank-one term, components sorted by it
-    variance = np.diag(gram) * (basis**2).sum(axis=0)
-    order = np.argsort(variance)[::-1]
-    variance = variance[order]
-    factors = basis[:, order]
-    projected[:, :k] = projected[:, :k][:, order]
-    n = problem.n_pixels
-    return Fit(
-        factors=factors,
-        projected=projected,
-        explained_variance=variance / max(n - 1, 1),
-        explained_variance_ratio=variance / sumsq if sumsq > 0 else variance * 0,
-        scaling=scaling,
-        parameters={
-            "lambda1": lambda1,
-            "kappa": kappa,
-            "method": method,
-            "training_samples": training_samples,
-            "batch_size": batch_size,
-            "learning_rate": learning_rate,
-            "momentum": momentum,
-            "n_iter": n_iter,
-            "sweeps": sweeps,
-            "seed": seed,
-            "noise_scale": float(np.median(state.sigma)),
-        },
+    learner = ORNMF(options, k, problem.n_features)
+    return fit_online(
+        problem, k, learner, poisson=poisson, centre=None, default_training=512
     )
 
 

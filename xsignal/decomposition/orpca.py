@@ -22,24 +22,25 @@ by explained variance (the low-rank part ``L R^T`` is unchanged).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .fit import Fit, flip_signs
 from .online import (
+    OnlineLearner,
+    OnlineOptions,
     OnlineState,
     check_positive,
-    check_positive_int,
     clip_outliers,
-    learning_pass,
+    fit_online,
+    momentum_step,
     noise_scale,
-    projection_pass,
     soft_threshold,
     top_subspace,
 )
-from .poisson import scaling_pass
-from .streaming import Problem, blas_one_thread
+from .streaming import Problem
 
 METHODS = ("CF", "BCD", "SGD", "MomentumSGD")
 
@@ -90,6 +91,73 @@ def robust_training(
     return basis, sigma
 
 
+@dataclass(frozen=True)
+class ORPCAOptions(OnlineOptions):
+    """ORPCA's options (see :func:`fit`)."""
+
+    lambda1: float = 0.1
+    lambda2: float = 3.0
+    method: str = "CF"
+    init: str = "qr"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, not {self.method!r}")
+        check_positive(self.lambda1, "lambda1", allow_zero=True)
+        check_positive(self.lambda2, "lambda2")
+
+
+class ORPCA(OnlineLearner):
+    """Online robust PCA as an :class:`OnlineLearner`."""
+
+    name = "ORPCA"
+
+    def __init__(self, options: ORPCAOptions, k: int, m: int, given: Any) -> None:
+        self.options, self.k, self.m, self.given = options, k, m, given
+
+    def start(self, y: np.ndarray) -> OnlineState:
+        o, k = self.options, self.k
+        if self.given is not None:
+            basis = self.given
+        elif o.init == "rand":
+            rng = np.random.default_rng(o.seed)
+            basis = np.linalg.qr(rng.standard_normal((self.m, k)))[0]
+        else:  # leading subspace of the samples, outliers clipped per feature
+            basis = top_subspace(clip_outliers(y, o.lambda2), k, seed=o.seed)
+        basis, sigma = robust_training(y, basis, o.lambda1, o.lambda2, o.n_iter, o.seed)
+        return OnlineState(basis, sigma, np.zeros((k, k)), np.zeros((self.m, k)))
+
+    def update(self, state: OnlineState, z: np.ndarray) -> None:
+        o = self.options
+        r, e = solve_batch(z, state.basis, o.lambda1, o.lambda2 * state.sigma, o.n_iter)
+        clean = z - e
+        state.a += r.T @ r
+        state.b += clean.T @ r
+        state.seen += len(z)
+        _update_basis(state, o, r, clean)
+
+    def solver(self, state: OnlineState) -> Any:
+        o = self.options
+        basis, threshold = state.basis, o.lambda2 * state.sigma
+        return lambda y: solve_batch(y, basis, o.lambda1, threshold, o.n_iter)[0]
+
+    def finish(
+        self, state: OnlineState, projected: np.ndarray, gram: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # rotate L R^T = Q (Rl C Rl^T) Q^T to orthonormal factors by variance
+        k = self.k
+        q, rl = np.linalg.qr(state.basis)
+        evals, u = np.linalg.eigh(rl @ gram @ rl.T)
+        order = np.argsort(evals)[::-1]
+        evals, u = np.maximum(evals[order], 0), u[:, order]
+        factors = q @ u
+        flipped = flip_signs(factors)
+        u = u * np.sign((flipped * factors).sum(axis=0))  # same flips on loadings
+        projected[:, :k] = projected[:, :k] @ (rl.T @ u)  # loadings R Rl^T U
+        return flipped, projected, evals
+
+
 def fit(
     problem: Problem,
     k: int,
@@ -135,97 +203,22 @@ def fit(
     seed : int
         For ``init="rand"`` and the QR iteration.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, not {method!r}")
-    lambda1 = check_positive(lambda1, "lambda1", allow_zero=True)
-    lambda2 = check_positive(lambda2, "lambda2")
-    learning_rate = check_positive(learning_rate, "learning_rate")
-    momentum = check_positive(momentum, "momentum", allow_zero=True)
-    batch_size = check_positive_int(batch_size, "batch_size")
-    n_iter = check_positive_int(n_iter, "n_iter")
-    m = problem.n_features
-    if training_samples is None:
-        training_samples = max(10 * k, 256)
-    training_samples = check_positive_int(training_samples, "training_samples")
-    given = _initial_basis(init, m, k)
-    check = "normalize_poissonian_noise" if poisson else None
-    scaling = scaling_pass(
-        problem, poisson=poisson, centre=centre, nonnegative=check, desc="ORPCA"
+    given = _initial_basis(init, problem.n_features, k)
+    options = ORPCAOptions(
+        lambda1=lambda1,
+        lambda2=lambda2,
+        method=method,
+        init=init if isinstance(init, str) else "array",
+        training_samples=training_samples,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        momentum=momentum,
+        n_iter=n_iter,
+        seed=seed,
     )
-
-    def start(y: np.ndarray) -> OnlineState:
-        if given is not None:
-            basis = given
-        elif init == "rand":
-            rng = np.random.default_rng(seed)
-            basis = np.linalg.qr(rng.standard_normal((m, k)))[0]
-        else:  # leading subspace of the samples, outliers clipped per feature
-            basis = top_subspace(clip_outliers(y, lambda2), k, seed=seed)
-        basis, sigma = robust_training(y, basis, lambda1, lambda2, n_iter, seed)
-        return OnlineState(basis, sigma, np.zeros((k, k)), np.zeros((m, k)))
-
-    def update(state: OnlineState, z: np.ndarray) -> None:
-        threshold = lambda2 * state.sigma
-        r, e = solve_batch(z, state.basis, lambda1, threshold, n_iter)
-        clean = z - e
-        state.a += r.T @ r
-        state.b += clean.T @ r
-        state.seen += len(z)
-        _update_basis(state, method, lambda1, r, clean, learning_rate, momentum)
-
-    # float32 data: float32 work (half the memory traffic), float64 sums
-    scaling.dtype = np.dtype("f4" if problem.data.dtype == np.float32 else "f8")
-    with blas_one_thread():
-        state, sumsq = learning_pass(
-            problem,
-            scaling,
-            training_samples=training_samples,
-            batch_size=batch_size,
-            init=start,
-            update=update,
-            desc="ORPCA: learning pass",
-            nonnegative=check,
-        )
-        threshold = lambda2 * state.sigma
-        basis = state.basis
-        projected, gram = projection_pass(
-            problem,
-            scaling,
-            lambda y: solve_batch(y, basis, lambda1, threshold, n_iter)[0],
-            k,
-            "ORPCA: loadings",
-        )
-    # rotate L R^T = Q (Rl C Rl^T) Q^T... to orthonormal factors by variance
-    q, rl = np.linalg.qr(basis)
-    evals, u = np.linalg.eigh(rl @ gram @ rl.T)
-    order = np.argsort(evals)[::-1]
-    evals, u = np.maximum(evals[order], 0), u[:, order]
-    factors = q @ u
-    flipped = flip_signs(factors)
-    u = u * np.sign((flipped * factors).sum(axis=0))  # same flips on loadings
-    factors = flipped
-    transform = rl.T @ u  # loadings_new = R @ Rl^T @ U
-    projected[:, :k] = projected[:, :k] @ transform
-    n = problem.n_pixels
-    return Fit(
-        factors=factors,
-        projected=projected,
-        explained_variance=evals / max(n - 1, 1),
-        explained_variance_ratio=evals / sumsq if sumsq > 0 else evals * 0,
-        scaling=scaling,
-        parameters={
-            "lambda1": lambda1,
-            "lambda2": lambda2,
-            "method": method,
-            "init": init if isinstance(init, str) else "array",
-            "training_samples": training_samples,
-            "batch_size": batch_size,
-            "learning_rate": learning_rate,
-            "momentum": momentum,
-            "n_iter": n_iter,
-            "seed": seed,
-            "noise_scale": float(np.median(state.sigma)),
-        },
+    learner = ORPCA(options, k, problem.n_features, given)
+    return fit_online(
+        problem, k, learner, poisson=poisson, centre=centre, default_training=256
     )
 
 
@@ -248,33 +241,20 @@ def _initial_basis(init: Any, m: int, k: int) -> np.ndarray | None:
 
 
 def _update_basis(
-    state: OnlineState,
-    method: str,
-    lambda1: float,
-    r: np.ndarray,
-    clean: np.ndarray,
-    learning_rate: float,
-    momentum: float,
+    state: OnlineState, options: ORPCAOptions, r: np.ndarray, clean: np.ndarray
 ) -> None:
     k = state.basis.shape[1]
-    a = state.a + lambda1 * np.eye(k)
-    if method == "CF":
+    a = state.a + options.lambda1 * np.eye(k)
+    if options.method == "CF":
         state.basis = np.linalg.solve(a, state.b.T).T  # B (A + l1 I)^-1, A symmetric
-    elif method == "BCD":
+    elif options.method == "BCD":
         basis = state.basis
         for j in range(k):
             if a[j, j] > 0:
                 basis[:, j] += (state.b[:, j] - basis @ a[:, j]) / a[j, j]
-    else:
-        # gradient of the batch's mean loss; step relative to its curvature
-        n = len(r)
-        grad = (state.basis @ (r.T @ r + lambda1 * np.eye(k)) - clean.T @ r) / n
-        curvature = np.linalg.eigvalsh(a / state.seen)[-1]
-        step = learning_rate / max(curvature, 1e-12)
-        if method == "SGD":
-            state.basis = state.basis - step * grad
-        else:
-            if state.velocity is None:
-                state.velocity = np.zeros_like(state.basis)
-            state.velocity = momentum * state.velocity + step * grad
-            state.basis = state.basis - state.velocity
+    else:  # gradient of the batch's mean loss; step relative to its curvature
+        grad = state.basis @ (r.T @ r + options.lambda1 * np.eye(k)) - clean.T @ r
+        momentum = options.momentum if options.method == "MomentumSGD" else 0.0
+        state.basis = momentum_step(
+            state, grad / len(r), options.learning_rate, momentum
+        )

@@ -28,7 +28,7 @@ from typing import Any
 import dask
 import numpy as np
 
-from .fit import Fit, flip_signs, project
+from .fit import Fit, eigen_fit, flip_signs, project
 from .poisson import scaling_pass
 from .streaming import (
     Problem,
@@ -168,17 +168,8 @@ def _fit_covariance(problem: Problem, scaling: Scaling, k: int) -> Fit:
     mean, evals, evecs, total, n = compute_pass(solved, problem, "PCA: scatter pass")
     scaling.dtype = np.dtype("f8")
     scaling.mu = mean
-    evals = np.maximum(evals, 0)
-    factors = flip_signs(evecs)
-    projected = project(problem, scaling, lambda y: y @ factors, k, "PCA: loadings")
-    return Fit(
-        factors=factors,
-        projected=projected,
-        explained_variance=evals / max(n - 1, 1),
-        explained_variance_ratio=evals / total if total > 0 else evals * 0,
-        scaling=scaling,
-        parameters={"solver": "covariance"},
-    )
+    parameters = {"solver": "covariance"}
+    return eigen_fit(problem, scaling, evals, evecs, total, n, "PCA", parameters)
 
 
 class IncrementalPCA:

@@ -15,7 +15,7 @@ import scipy.linalg
 import scipy.sparse.linalg
 
 from ..progress import compute_with_progress
-from .fit import Fit, flip_signs, project
+from .fit import Fit, eigen_fit
 from .poisson import covariance, scaling_from_statistics, scaling_pass
 from .streaming import (
     Problem,
@@ -86,17 +86,8 @@ def fit(
         )
         evals, evecs, total = s**2, v.T, float(total)
         n = problem.n_pixels
-    evals = np.maximum(evals, 0)
-    factors = flip_signs(evecs)
-    projected = project(problem, scaling, lambda y: y @ factors, k, "SVD: loadings")
-    return Fit(
-        factors=factors,
-        projected=projected,
-        explained_variance=evals / max(n - 1, 1),
-        explained_variance_ratio=evals / total if total > 0 else evals * 0,
-        scaling=scaling,
-        parameters={"svd_solver": solver, "n_power_iter": n_power_iter, "seed": seed},
-    )
+    parameters = {"svd_solver": solver, "n_power_iter": n_power_iter, "seed": seed}
+    return eigen_fit(problem, scaling, evals, evecs, total, n, "SVD", parameters)
 
 
 def solve_gram(

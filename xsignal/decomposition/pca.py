@@ -22,7 +22,8 @@ from the true factors both ways, variances equal to 1e-8).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 from typing import Any
 
 import dask
@@ -33,7 +34,7 @@ from .poisson import scaling_pass
 from .streaming import (
     Problem,
     Scaling,
-    blas_one_thread,
+    block_chain,
     block_tasks,
     check_block,
     compute_pass,
@@ -105,8 +106,7 @@ def fit(
         ipca = SklearnIncrementalPCA(n_components=k)
     else:
         ipca = IncrementalPCA(k)
-    with blas_one_thread():  # small SVDs: contended BLAS threads slow them
-        _stream(problem, scaling, ipca, size)
+    ipca = _stream(problem, scaling, ipca, size)
     factors = flip_signs(ipca.components_.T)
     scaling.mu = ipca.mean_
     projected = project(problem, scaling, lambda y: y @ factors, k, "PCA: loadings")
@@ -230,19 +230,44 @@ class IncrementalPCA:
         return self.singular_values_**2 / self.sum_squares
 
 
-def _stream(problem: Problem, scaling: Scaling, ipca: Any, size: int) -> None:
-    """``partial_fit`` over batches of ``size`` rows (the last up to 2 x size)."""
-    pending: list[np.ndarray] = []
-    count = 0
-    for _, block in problem.iter_blocks("PCA"):
-        check_block(block)
-        pending.append(scaling.apply(block)[0])
-        count += len(pending[-1])
-        if count >= 2 * size:  # keep >= size rows back for the last batch
-            rows = np.concatenate(pending)
-            stop = (len(rows) // size - 1) * size
-            for start in range(0, stop, size):
-                ipca.partial_fit(rows[start : start + size])
-            pending, count = [rows[stop:]], len(rows) - stop
-    if count:
-        ipca.partial_fit(np.concatenate(pending))
+@dataclass
+class _Batches:
+    """The incremental PCA and the rows waiting for a full batch, handed from
+    one block's task to the next."""
+
+    ipca: Any
+    size: int
+    pending: list = field(default_factory=list)
+    count: int = 0
+
+
+def _learn(carry: _Batches, x: np.ndarray, scaling: Scaling) -> _Batches:
+    """``partial_fit`` the full batches of ``size`` rows that this block
+    completes (keeping at least ``size`` rows back for the last batch)."""
+    check_block(x)
+    carry.pending.append(scaling.apply(x)[0])
+    carry.count += len(carry.pending[-1])
+    size = carry.size
+    if carry.count >= 2 * size:
+        rows = np.concatenate(carry.pending)
+        stop = (len(rows) // size - 1) * size
+        for start in range(0, stop, size):
+            carry.ipca.partial_fit(rows[start : start + size])
+        carry.pending, carry.count = [rows[stop:]], len(rows) - stop
+    return carry
+
+
+def _last_batch(carry: _Batches) -> Any:
+    if carry.count:  # the last batch: up to 2 x size rows
+        carry.ipca.partial_fit(np.concatenate(carry.pending))
+    return carry.ipca
+
+
+def _stream(problem: Problem, scaling: Scaling, ipca: Any, size: int) -> Any:
+    """The fitted ``ipca``: a chain of tasks over the blocks in order (each
+    reading its block where it runs), the model handed on."""
+    last = block_chain(
+        problem, functools.partial(_learn, scaling=scaling), _Batches(ipca, size)
+    )
+    finished = dask.delayed(_last_batch, pure=False)(last)
+    return compute_pass(finished, problem, "PCA: incremental pass")

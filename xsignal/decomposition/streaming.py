@@ -6,8 +6,9 @@ input: array in ``(*navigation, *signal)`` order, masks, sizes) and
 Passes are dask graphs over the blocks of :attr:`Problem.dask_data`: the
 statistics pass (:func:`statistics_graph`) computes a partial result where
 each block is read and merges them in a tree; the projections
-(:func:`lazy_projection`) are one task per block. The sequential online
-learners still read blocks in order through :meth:`Problem.iter_blocks`.
+(:func:`lazy_projection`) are one task per block; the sequential learners
+(ORPCA, ORNMF, incremental PCA) are a chain of tasks in block order
+(:func:`block_chain`), each reading its own block.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import numpy as np
 import xarray as xr
 from dask.delayed import Delayed
 
-from ..lazy import blocks, is_lazy
-from ..progress import compute_with_progress, distributed_client, loop_bar
+from ..lazy import is_lazy
+from ..progress import compute_with_progress, distributed_client
 
 
 @dataclass
@@ -96,31 +97,6 @@ class Problem:
         if any(len(c) > 1 for c in data.chunks[len(self.nav_dims) :]):
             data = data.chunk(dict.fromkeys(self.sig_dims, -1))
         return data.data
-
-    def n_blocks(self) -> int:
-        """Number of navigation blocks a pass visits (an upper bound with masks)."""
-        if self.lazy:
-            chunks = self.data.chunks[: len(self.nav_dims)]
-            return math.prod(len(c) for c in chunks)
-        from ..chunks import auto_chunks
-
-        auto = auto_chunks(self.data)
-        return math.prod(math.ceil(self.data.sizes[d] / auto[d]) for d in self.nav_dims)
-
-    def iter_blocks(self, desc: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield ``(pixel_index, block)``: flat indices of the block's pixels
-        among all pixels, and the raw ``(pixels, features)`` float block."""
-        flat_index = np.arange(self.n_nav).reshape(self.nav_shape)
-        with loop_bar(self.progress, self.n_blocks(), desc) as step:
-            for where, block in blocks(
-                self.data, navigation_mask=self.nav_mask, signal_mask=self.sig_mask
-            ):
-                index = flat_index[tuple(where[d] for d in self.nav_dims)].ravel()
-                if self.nav_mask is not None:
-                    index = index[self.keep_pixels[index]]
-                step()
-                if len(index):
-                    yield index, block
 
 
 def check_block(

@@ -268,3 +268,15 @@ def test_backend_close_and_errors(tmp_path):
     with pytest.raises(ValueError, match="not a HyperSpy file"):
         xr.open_dataarray(tmp_path / "b.nc", engine="hspy")
     assert xr.backends.list_engines()["hspy"].guess_can_open(path)
+
+
+def test_a_functional_axis_that_explodes_is_refused_quickly(tmp_path, opened):
+    """A crafted expression neither hangs (pytest-timeout would stop it) nor
+    raises: a warning, no coordinate."""
+    axis = {"_type": "FunctionalDataAxis", "name": "e", "size": 3, "navigate": False}
+    axis["expression"] = "9**9**9"
+    path = write_hspy(tmp_path / "a.hspy", np.zeros(3), [axis])
+    with pytest.warns(UserWarning, match="cannot evaluate"):
+        da = xsignal.open(path)
+    opened.append(da)
+    assert "e" not in da.coords

@@ -139,7 +139,9 @@ def evaluate(expression: str, names: dict[str, Any]) -> np.ndarray:
         if isinstance(node, ast.Expression):
             return walk(node.body)
         if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
-            return node.value
+            # floats, never Python ints: "9**9**9" overflows at once instead
+            # of computing a number with hundreds of millions of digits
+            return float(node.value)
         if isinstance(node, ast.Name) and node.id in names:
             return names[node.id]
         if isinstance(node, ast.Name) and node.id in ("pi", "e"):
@@ -182,8 +184,9 @@ def axis_values(axis: dict[str, Any], size: int, where: str = "") -> np.ndarray 
         names["x"] = np.arange(size, dtype=float) if x is None else x
         expression = str(value(axis["expression"]))
         try:
-            return evaluate(expression, names)
-        except (ValueError, SyntaxError, TypeError):
+            with np.errstate(all="ignore"):
+                return evaluate(expression, names)
+        except (ValueError, SyntaxError, TypeError, OverflowError, ZeroDivisionError):
             warnings.warn(
                 f"axis {where}: cannot evaluate the functional axis "
                 f"{expression!r}; it gets no coordinate",

@@ -351,3 +351,43 @@ def test_numeric_coords_file_reads_the_same_through_xarray(tmp_path, lazy):
         xr.testing.assert_identical(ref.compute(), da.compute())
     back = xsignal.open(tmp_path / "a.nc", lazy=False)
     xr.testing.assert_identical(back, da.compute())
+
+
+@pytest.mark.parametrize(
+    "marking", ["not json [", '["nope"]', "[1, 2]", '{"a": 1}', "7"]
+)
+def test_an_invalid_marking_in_a_file_warns_and_uses_the_last_dim(
+    tmp_path, marking, opened
+):
+    da = xr.DataArray(np.zeros((2, 3, 4)), dims=("y", "x", "e"))
+    da.to_dataset(name="v").to_netcdf(tmp_path / "a.nc", engine="h5netcdf")
+    with h5py.File(tmp_path / "a.nc", "a") as f:
+        f["v"].attrs["signal_dims"] = marking
+    with pytest.warns(UserWarning, match="signal_dims attribute"):
+        back = xsignal.open(tmp_path / "a.nc")
+    opened.append(back)
+    assert back.signal.signal_dims == ("e",)
+    assert "signal_dims" not in back.attrs
+
+
+def test_a_valid_marking_in_a_file_is_kept_silently(tmp_path, opened):
+    da = xr.DataArray(np.zeros((2, 3, 4)), dims=("y", "x", "e"))
+    da.to_dataset(name="v").to_netcdf(tmp_path / "a.nc", engine="h5netcdf")
+    with h5py.File(tmp_path / "a.nc", "a") as f:
+        f["v"].attrs["signal_dims"] = '["x", "e"]'
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        back = xsignal.open(tmp_path / "a.nc")
+    opened.append(back)
+    assert back.signal.signal_dims == ("x", "e")
+
+
+def test_a_marking_naming_a_dropped_dim_is_saved_as_it_is_now(tmp_path, opened):
+    da = make(False).isel(energy=0)  # attrs still name "energy"
+    assert da.signal.signal_dims == ()
+    xsignal.save(da, tmp_path / "a.nc")
+    back = xsignal.open(tmp_path / "a.nc")
+    opened.append(back)
+    assert back.signal.signal_dims == ()

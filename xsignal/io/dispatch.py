@@ -4,7 +4,9 @@ dask chunks asked for, several files and stacking."""
 from __future__ import annotations
 
 import glob
+import json
 import os
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -66,7 +68,7 @@ def open_one(
         variable=variable,
     )
     (name,) = ds.data_vars
-    opened = ds[name]
+    opened = _checked_marking(ds[name], path)
     preferred = opened.encoding.get("preferred_chunks", {})
     stored = tuple(preferred.get(d, n) for d, n in opened.sizes.items())
     sig = signal_dims(opened) if SIGNAL_DIMS_ATTR in opened.attrs else ()
@@ -82,6 +84,32 @@ def open_one(
         out = da.compute()
         close_file(da)
         return out
+    return da
+
+
+def _checked_marking(da: xr.DataArray, path: str) -> xr.DataArray:
+    """``da`` without a ``signal_dims`` attribute that is not a JSON list of
+    its own dim names (with a warning): then the last dim is the signal."""
+    raw = da.attrs.get(SIGNAL_DIMS_ATTR)
+    if raw is None:
+        return da
+    try:
+        names = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        names = None
+    valid = isinstance(names, list) and all(
+        isinstance(n, str) and n in da.dims for n in names
+    )
+    if not valid:
+        warnings.warn(
+            f"{path}: its signal_dims attribute {raw!r} is not a JSON list of "
+            f"its dim names {tuple(map(str, da.dims))}; ignoring it (the last "
+            "dim is the signal dim)",
+            UserWarning,
+            stacklevel=4,
+        )
+        da = da.copy()
+        del da.attrs[SIGNAL_DIMS_ATTR]
     return da
 
 

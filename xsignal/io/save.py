@@ -16,6 +16,7 @@ import uuid
 import warnings
 import zipfile
 from collections.abc import Hashable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,13 @@ import numpy as np
 import xarray as xr
 
 from ..chunks import navigation_chunks
-from ..dims import check_dims, navigation_dims, signal_dims
+from ..dims import (
+    SIGNAL_DIMS_ATTR,
+    check_dims,
+    encode_signal_dims,
+    navigation_dims,
+    signal_dims,
+)
 
 DEFAULT_CHUNK_BYTES = 4 * 2**20
 TMP_SUFFIX = ".xsignal-tmp"
@@ -256,6 +263,9 @@ def save(
     if not isinstance(da, xr.DataArray):
         raise TypeError(f"expected an xarray.DataArray, got {type(da).__name__}")
     fmt, zipped = format_for(path, format)
+    if SIGNAL_DIMS_ATTR in da.attrs:  # store the marking as it is now: no
+        da = da.copy(deep=False)  # names of dims that were dropped since
+        da.attrs[SIGNAL_DIMS_ATTR] = encode_signal_dims(signal_dims(da))
     stored = save_chunks(da, chunks)
     if fmt in ("hspy", "zspy"):  # HyperSpy wants the signal dims last
         from .layout import hyperspy_order
@@ -280,7 +290,8 @@ def save(
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
     store = tmp.with_name(tmp.name + ".store") if zipped else tmp
     try:
-        writer(da, store, stored, overwrite=False)
+        with _joined_threads():
+            writer(da, store, stored, overwrite=False)
         if zipped:
             zip_folder(store, tmp)
             remove(store)
@@ -290,6 +301,29 @@ def save(
         remove(store)
         remove(tmp)
         raise
+
+
+@contextlib.contextmanager
+def _joined_threads() -> Any:
+    """On dask's local threads, compute in a pool of our own that is joined
+    before the block ends, also when a task fails: no task still writing
+    can recreate a temporary file after it was cleaned up."""
+    import dask
+    import dask.threaded
+
+    from ..progress import distributed_client
+
+    scheduler = dask.base.get_scheduler()  # None: arrays' default, threads
+    if scheduler not in (None, dask.threaded.get) or distributed_client():
+        yield
+        return
+    workers = dask.config.get("num_workers", None) or os.cpu_count() or 1
+    pool = ThreadPoolExecutor(workers)
+    try:
+        with dask.config.set(pool=pool):
+            yield
+    finally:
+        pool.shutdown(wait=True)
 
 
 def _writer(fmt: str, compression: Any, shards: Any, stored: tuple, da: xr.DataArray):

@@ -242,3 +242,24 @@ def test_accessor_matches_function(name):
     got = getattr(da.signal, name)()
     want = getattr(xsignal, name)(da)
     xr.testing.assert_identical(got, want)
+
+
+@pytest.mark.parametrize("dims", ["signal", "navigation", None, "x"])
+def test_nanmean_pays_for_nan_only_where_there_is_nan(dims):
+    """Blocks without NaN take the one-pass path, blocks with NaN the
+    NaN-skipping one; a fully NaN spectrum gives NaN; all equal numpy."""
+    rng = np.random.default_rng(2)
+    x = rng.random((6, 5, 8)).astype("f4")
+    x[1, 2, 3] = np.nan  # one NaN in the first block
+    x[4] = np.nan  # a whole row of the last block
+    da = xr.DataArray(x, dims=("y", "x", "e"))
+    axes = {"signal": (2,), "navigation": (0, 1), None: None, "x": (1,)}[dims]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy's all-NaN slices
+        want = np.nanmean(x, axis=axes)
+    for data in (da, da.chunk({"y": 2})):
+        got = data.signal.nanmean(dims)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got.values, want, rtol=1e-6, equal_nan=True)

@@ -24,12 +24,14 @@ defined last, and no code in this module calls the builtins of those names.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Iterable
 from typing import Any
 
 import dask.array as dsa
 import numpy as np
 import xarray as xr
+from dask.array.reductions import mean_agg, mean_combine
 
 from .dims import _check_dataarray, resolve_dims, signal_dims, with_marking
 
@@ -86,6 +88,46 @@ def _fast_nansum(values: Any, axis: Any = None, **_: Any) -> Any:
     return _nansum_block(values, axis=axis)
 
 
+def _nanmean_chunk(
+    x: np.ndarray,
+    axis: Any = None,
+    dtype: Any = None,
+    computing_meta: bool = False,
+    **kwargs: Any,
+) -> Any:
+    """Count and NaN-skipping sum of a block, as dask's ``mean_chunk`` gives
+    them; the NaN count costs a pass only in blocks that hold NaN."""
+    if computing_meta:
+        return x
+    total = np.sum(x, axis=axis, dtype=dtype, **kwargs)
+    if np.isnan(total).any():
+        total = np.nansum(x, axis=axis, dtype=dtype, **kwargs)
+        n = np.sum(~np.isnan(x), axis=axis, dtype=dtype, **kwargs)
+    else:
+        axes = range(x.ndim) if axis is None else np.atleast_1d(axis)
+        count = math.prod(x.shape[a] for a in axes)
+        n = np.full(np.shape(total), count, dtype=dtype or total.dtype)
+    return {"n": n, "total": total}
+
+
+def _fast_nanmean(values: Any, axis: Any = None, **_: Any) -> Any:
+    """NaN-skipping mean of floating numpy or dask data, one pass per block."""
+    dtype = np.mean(np.ones(1, values.dtype)).dtype
+    if isinstance(values, dsa.Array):
+        return dsa.reduction(
+            values,
+            _nanmean_chunk,
+            mean_agg,
+            combine=mean_combine,
+            axis=axis,
+            dtype=dtype,
+            concatenate=False,
+        )
+    part = _nanmean_chunk(values, axis=axis, dtype=dtype)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (part["total"] / part["n"]).astype(dtype)
+
+
 def _reduce(
     da: xr.DataArray, dims: DimsArg, method: str, skipna: bool, **kwargs: Any
 ) -> xr.DataArray:
@@ -98,6 +140,8 @@ def _reduce(
             kwargs["dtype"] = acc  # never wrap around, lazy or not
     if method == "sum" and skipna and da.dtype.kind in "fc" and not kwargs:
         out = da.reduce(_fast_nansum, dim=names, keep_attrs=True)
+    elif method == "mean" and skipna and da.dtype.kind == "f" and not kwargs:
+        out = da.reduce(_fast_nanmean, dim=names, keep_attrs=True)
     else:
         out = getattr(da, method)(dim=names, skipna=skipna, keep_attrs=True, **kwargs)
     out = out.copy(deep=False)

@@ -263,3 +263,26 @@ def test_nanmean_pays_for_nan_only_where_there_is_nan(dims):
         got = data.signal.nanmean(dims)
         assert got.dtype == np.float32
         np.testing.assert_allclose(got.values, want, rtol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("name", ["nanvar", "nanstd", "var", "std"])
+@pytest.mark.parametrize("dims", ["signal", "navigation", None, "x"])
+def test_variance_in_one_read_per_block_equals_numpy(name, dims):
+    """A large offset (1000 +- 50) in float32: the centred sums keep the
+    precision; blocks with NaN take the NaN-aware path."""
+    import warnings
+
+    rng = np.random.default_rng(4)
+    x = (rng.random((6, 5, 8)) * 100 + 950).astype("f4")
+    if name.startswith("nan"):
+        x[1, 2, 3] = np.nan
+        x[4] = np.nan
+    da = xr.DataArray(x, dims=("y", "x", "e"))
+    axes = {"signal": 2, "navigation": (0, 1), None: None, "x": 1}[dims]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = getattr(np, name)(x.astype("f8"), axis=axes)
+    for data in (da, da.chunk({"y": 2})):
+        got = getattr(data.signal, name)(dims)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got.values, want, rtol=2e-4, equal_nan=True)

@@ -24,6 +24,7 @@ defined last, and no code in this module calls the builtins of those names.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Hashable, Iterable
 from typing import Any
@@ -31,7 +32,14 @@ from typing import Any
 import dask.array as dsa
 import numpy as np
 import xarray as xr
-from dask.array.reductions import mean_agg, mean_combine
+from dask.array.reductions import (
+    mean_agg,
+    mean_combine,
+    moment_agg,
+    moment_chunk,
+    moment_combine,
+    nannumel,
+)
 
 from .dims import _check_dataarray, resolve_dims, signal_dims, with_marking
 
@@ -128,6 +136,58 @@ def _fast_nanmean(values: Any, axis: Any = None, **_: Any) -> Any:
         return (part["total"] / part["n"]).astype(dtype)
 
 
+def _moment2_chunk(
+    x: np.ndarray,
+    skipna: bool = True,
+    axis: Any = None,
+    dtype: Any = None,
+    computing_meta: bool = False,
+    **kwargs: Any,
+) -> Any:
+    """Count, sum and centred sum of squares of a block, as dask's
+    ``moment_chunk`` gives them, in two passes over the block (the NaN-aware
+    ones only for a block that holds NaN, when skipping NaN)."""
+    if computing_meta:
+        return x
+    total = np.sum(x, axis=axis, dtype=dtype, **kwargs)
+    if skipna and np.isnan(total).any():
+        return moment_chunk(
+            x, 2, sum=np.nansum, numel=nannumel, dtype=dtype, axis=axis, **kwargs
+        )
+    axes = range(x.ndim) if axis is None else np.atleast_1d(axis)
+    n = np.full(np.shape(total), math.prod(x.shape[a] for a in axes), np.int64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = x - (total / n).astype(x.dtype)
+    np.multiply(d, d, out=d)  # in place: one temporary block, not two
+    m2 = np.sum(d, axis=axis, dtype=dtype, **kwargs)
+    return {"total": total, "n": n, "M": m2[..., None]}
+
+
+def _fast_moment2(
+    values: Any, axis: Any = None, *, skipna: bool, root: bool, **_: Any
+) -> Any:
+    """Variance (``root``: standard deviation) of floating numpy or dask data,
+    ``ddof=0``, one read of each block."""
+    dtype = np.var(np.ones(1, values.dtype)).dtype
+    add = np.nansum if skipna else np.sum
+    if isinstance(values, dsa.Array):
+        out = dsa.reduction(
+            values,
+            functools.partial(_moment2_chunk, skipna=skipna),
+            functools.partial(moment_agg, sum=add, ddof=0),
+            combine=functools.partial(moment_combine, sum=add),
+            axis=axis,
+            dtype=dtype,
+            concatenate=False,
+        )
+        return dsa.sqrt(out) if root else out
+    part = _moment2_chunk(values, skipna, axis=axis, dtype=dtype, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = (part["M"][..., 0] / part["n"]).astype(dtype)
+    out = np.squeeze(out, axis=axis)
+    return np.sqrt(out) if root else out
+
+
 def _reduce(
     da: xr.DataArray, dims: DimsArg, method: str, skipna: bool, **kwargs: Any
 ) -> xr.DataArray:
@@ -142,6 +202,9 @@ def _reduce(
         out = da.reduce(_fast_nansum, dim=names, keep_attrs=True)
     elif method == "mean" and skipna and da.dtype.kind == "f" and not kwargs:
         out = da.reduce(_fast_nanmean, dim=names, keep_attrs=True)
+    elif method in ("var", "std") and da.dtype.kind == "f" and not kwargs:
+        fn = functools.partial(_fast_moment2, skipna=skipna, root=method == "std")
+        out = da.reduce(fn, dim=names, keep_attrs=True)
     else:
         out = getattr(da, method)(dim=names, skipna=skipna, keep_attrs=True, **kwargs)
     out = out.copy(deep=False)

@@ -444,3 +444,11 @@ def test_metadata_as_a_dict():
     assert meta["General"]["title"] == "EELS spectrum image"
     assert xsignal.metadata(da, original=True) == {"Detector": {"gain": [1, 2, 3]}}
     assert xsignal.metadata(make("float32", False)) == {}
+
+
+@pytest.mark.parametrize("name", ["a.nc", "a.hspy", "a.zarr.zip"])
+def test_overwriting_keeps_the_files_permissions(tmp_path, name):
+    xsignal.save(make("float32", False), tmp_path / name)
+    os.chmod(tmp_path / name, 0o640)
+    xsignal.save(make("float32", False) * 2, tmp_path / name, overwrite=True)
+    assert (tmp_path / name).stat().st_mode & 0o777 == 0o640

@@ -214,7 +214,8 @@ def test_max_bins_caps_rules_with_a_warning():
         h = xsignal.histogram(da, bins="sqrt", max_bins=10)
     assert h.sizes["bin"] == 10
     check_counts(h, sample())
-    assert xsignal.histogram(da, bins=50, max_bins=10).sizes["bin"] == 50
+    with pytest.raises(ValueError, match="over max_bins=10"):
+        xsignal.histogram(da, bins=50, max_bins=10)  # explicit: refused, not capped
 
 
 # --- knuth and Bayesian blocks -----------------------------------------------
@@ -359,3 +360,18 @@ def test_processes_scheduler():
     with dask.config.set(scheduler="processes", num_workers=2):
         h = xsignal.histogram(da, bins="fd").compute()
     check_counts(h, values)
+
+
+def test_explicit_bins_over_max_bins_are_refused_before_any_work():
+    from xsignal.testing import raise_if_dask_computes
+
+    lazy = xr.DataArray(np.arange(100.0)).chunk(10)
+    with (
+        raise_if_dask_computes(),
+        pytest.raises(ValueError, match="max_bins=200000000"),
+    ):
+        xsignal.histogram(lazy, bins=200_000_000)
+    with raise_if_dask_computes(), pytest.raises(ValueError, match="over max_bins=10"):
+        xsignal.histogram(lazy, bins=np.arange(20.0), max_bins=10)
+    counts = xsignal.histogram(lazy, bins=20_000, range=(0, 100), max_bins=20_000)
+    assert int(counts.sum()) == 100

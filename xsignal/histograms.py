@@ -40,7 +40,8 @@ for larger lazy data. Bayesian blocks cost O(m²) for m distinct values, so m is
 limited to ``BLOCKS_MAX_VALUES`` (20000, about 2 s).
 
 Rules are capped at ``max_bins`` bins (default 10000) with a warning; an
-explicit int or edges array is used as given.
+explicit int or edges array over ``max_bins`` bins raises ``ValueError``
+before any work (pass a larger ``max_bins`` to allow it).
 """
 
 from __future__ import annotations
@@ -492,6 +493,7 @@ def _edges(
             raise TypeError(f"bins must be an int, edges or a rule, not {bins!r}")
         if bins < 1:
             raise ValueError(f"bins must be at least 1, not {bins}")
+        _check_count(int(bins), max_bins)
         s = None if range is not None else statistics(da.data, None, False)
         lo, hi = _outer_edges(s, range)
         return np.linspace(lo, hi, int(bins) + 1)
@@ -500,7 +502,18 @@ def _edges(
         raise ValueError("bin edges must be a 1-D array of at least 2 values")
     if not np.all(np.isfinite(edges)) or np.any(np.diff(edges) <= 0):
         raise ValueError("bin edges must be finite and strictly increasing")
+    _check_count(edges.size - 1, max_bins)
     return edges
+
+
+def _check_count(n_bins: int, max_bins: int) -> None:
+    """Explicit bins over ``max_bins`` are refused before any work: a count
+    array that size per remaining pixel could fill the memory."""
+    if n_bins > max_bins:
+        raise ValueError(
+            f"bins asks for {n_bins} bins, over max_bins={max_bins}; pass "
+            f"max_bins={n_bins} (or more) to allow them"
+        )
 
 
 def _whole_sample_edges(
@@ -580,7 +593,8 @@ def histogram(
         spectrum).
     max_bins : int
         Cap on the number of bins a rule may give (a ``UserWarning`` says
-        when it applies); an int or edges given explicitly are used as is.
+        when it applies); an int or edges given explicitly over it raise
+        ``ValueError`` before any work.
 
     Returns
     -------

@@ -336,3 +336,16 @@ def test_many_files_keep_few_handles_open(tmp_path, monkeypatch, opened):
         sums = st.sum(("y", "x", "energy")).values
     np.testing.assert_allclose(sums, expected, rtol=1e-6)
     assert len(handles._HANDLES) <= 3
+
+
+def test_a_tiny_file_declaring_a_huge_array_is_refused(tmp_path):
+    """A few KB can declare 10**15 values: opening refuses the absurd task
+    count instead of hanging on the first compute."""
+    path = tmp_path / "huge.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset(
+            "data", shape=(10**6, 10**6, 1000), dtype="f4", chunks=(1, 100, 1000)
+        )
+    assert path.stat().st_size < 100_000
+    with pytest.raises(ValueError, match=r"huge\.h5.*chunks"):
+        xsignal.open(path)

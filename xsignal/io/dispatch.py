@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
@@ -74,6 +75,7 @@ def open_one(
     sig = signal_dims(opened) if SIGNAL_DIMS_ATTR in opened.attrs else ()
     try:
         spec = dask_chunks(opened.shape, opened.dims, opened.dtype, stored, chunks, sig)
+        _check_task_count(spec, path)
     except ValueError:
         ds.close()
         raise
@@ -85,6 +87,23 @@ def open_one(
         close_file(da)
         return out
     return da
+
+
+# more tasks than this would hang or exhaust memory on the first compute
+MAX_OPEN_TASKS = 10_000_000
+
+
+def _check_task_count(spec: tuple[tuple[int, ...], ...], path: str) -> None:
+    """Refuse chunks that make an absurd number of dask tasks (a file can
+    declare any shape in a few bytes)."""
+    count = math.prod(len(c) for c in spec)
+    if count > MAX_OPEN_TASKS:
+        shape = tuple(sum(c) for c in spec)
+        raise ValueError(
+            f"{path}: its array of shape {shape} would be read in {count:.3g} "
+            f"chunks (over {MAX_OPEN_TASKS:,}); pass larger chunks= if the "
+            "file is real"
+        )
 
 
 def _checked_marking(da: xr.DataArray, path: str) -> xr.DataArray:

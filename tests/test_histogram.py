@@ -375,3 +375,20 @@ def test_explicit_bins_over_max_bins_are_refused_before_any_work():
         xsignal.histogram(lazy, bins=np.arange(20.0), max_bins=10)
     counts = xsignal.histogram(lazy, bins=20_000, range=(0, 100), max_bins=20_000)
     assert int(counts.sum()) == 100
+
+
+def test_even_bins_by_arithmetic_match_numpy_at_the_edges():
+    """Values exactly on edges, NaN and out-of-range values, per pixel (many
+    lanes) and over everything (one lane), against np.histogram."""
+    rng = np.random.default_rng(9)
+    edges = np.linspace(-1.0, 2.0, 31)
+    values = rng.choice(np.concatenate([edges, rng.uniform(-2, 3, 200)]), (40, 50))
+    values[3, :7] = np.nan
+    da = xr.DataArray(values, dims=("y", "e"))
+    per_pixel = xsignal.histogram(da, bins=30, range=(-1.0, 2.0), dims="e")
+    for y in range(40):
+        lane = values[y][~np.isnan(values[y])]
+        np.testing.assert_array_equal(per_pixel.values[y], np.histogram(lane, edges)[0])
+    whole = xsignal.histogram(da.chunk({"y": 7}), bins=30, range=(-1.0, 2.0), dims=None)
+    flat = values[~np.isnan(values)]
+    np.testing.assert_array_equal(whole.values, np.histogram(flat, edges)[0])

@@ -402,30 +402,64 @@ def bayesian_blocks_edges(values: np.ndarray, p0: float = 0.05) -> np.ndarray:
 # --- counting ----------------------------------------------------------------
 
 
+def _uniform(edges: np.ndarray) -> bool:
+    """True when ``edges`` are exactly ``np.linspace`` of their ends (the
+    edges of an int ``bins``): then bins are found by arithmetic, in O(n)."""
+    n_bins = edges.size - 1
+    return bool(np.array_equal(edges, np.linspace(edges[0], edges[-1], n_bins + 1)))
+
+
+def _bin_index(v: np.ndarray, edges: np.ndarray, uniform: bool) -> np.ndarray:
+    """The bin of each value (numpy's rule: ``[e_i, e_i+1)``, the last bin
+    closed); values outside the edges or NaN get -1 or ``n_bins``."""
+    n_bins = edges.size - 1
+    if not uniform:
+        index = np.searchsorted(edges, v, side="right") - 1
+        index[v == edges[-1]] = n_bins - 1
+        return index
+    first, last = edges[0], edges[-1]
+    with np.errstate(invalid="ignore"):
+        scaled = (v - first) * (n_bins / (last - first))
+        index = np.where(np.isfinite(scaled), scaled, -1.0)
+        index = np.clip(index, -1, n_bins).astype(np.intp)
+    # the arithmetic can be one bin off at an edge: check against the edges
+    inside = (index >= 0) & (index < n_bins)
+    safe = np.where(inside, index, 0)
+    index = np.where(inside & (v < edges[safe]), index - 1, index)
+    index = np.where(
+        inside & (v >= edges[safe + 1]) & (safe < n_bins - 1), index + 1, index
+    )
+    index[v == last] = n_bins - 1
+    return index
+
+
 def _count_block(
     block: np.ndarray, edges: np.ndarray, n_keep: int, lo: float, hi: float
 ) -> np.ndarray:
     """Counts per kept position: block ``(*kept, *reduced)`` -> ``(*kept, 1.., nb)``.
 
     Bins are half-open ``[e_i, e_i+1)`` except the last, closed, as numpy's;
-    NaN and values outside ``[lo, hi]`` are not counted.
+    NaN and values outside ``[lo, hi]`` are not counted. Evenly spaced edges
+    (an int ``bins``, every rule) are found by arithmetic, one pass.
     """
     kept = block.shape[:n_keep]
     n_lanes = math.prod(kept)
     n_bins = edges.size - 1
     v = np.asarray(block).reshape(n_lanes, -1)
     clip = lo > edges[0] or hi < edges[-1]  # a range narrower than the edges
+    uniform = _uniform(edges)
     if n_lanes <= 16:
-        # np.histogram is fast (sorted blocks) and skips NaN with given edges
         counts = np.empty((n_lanes, n_bins), np.int64)
         for i, lane in enumerate(v):
             if clip:
                 lane = lane[(lane >= lo) & (lane <= hi)]
-            counts[i] = np.histogram(lane, edges)[0]
+            if uniform:  # numpy's O(n) path for evenly spaced bins
+                counts[i] = np.histogram(lane, n_bins, (edges[0], edges[-1]))[0]
+            else:  # numpy sorts for arbitrary edges; it skips NaN
+                counts[i] = np.histogram(lane, edges)[0]
     else:  # many short lanes: one vectorised pass
-        index = np.searchsorted(edges, v, side="right") - 1
-        index[v == edges[-1]] = n_bins - 1
-        ok = (index >= 0) & (index < n_bins)  # NaN sorts past the last edge
+        index = _bin_index(v, edges, uniform)
+        ok = (index >= 0) & (index < n_bins)  # NaN falls outside
         if clip:
             ok &= (v >= lo) & (v <= hi)
         flat = (np.arange(n_lanes)[:, None] * n_bins + index)[ok]

@@ -248,8 +248,8 @@ class H5Source(Source):
         return ("xsignal.H5Source", self.path, self.name, self.token)
 
     def _acquire(self):
-        """This source's open h5py file, marked in use until :meth:`_done`."""
-        self._check_open()
+        """This source's open h5py file, marked in use until :meth:`_done`
+        (``__getitem__`` has checked that the source is not closed)."""
         _forget_after_fork()
         with _REGISTRY_LOCK:
             handle = _HANDLES.get(self.token)

@@ -96,6 +96,12 @@ def _fast_nansum(values: Any, axis: Any = None, **_: Any) -> Any:
     return _nansum_block(values, axis=axis)
 
 
+def _count(x: np.ndarray, axis: Any) -> int:
+    """How many values a reduction of ``x`` over ``axis`` takes per result."""
+    axes = range(x.ndim) if axis is None else np.atleast_1d(axis)
+    return math.prod(x.shape[a] for a in axes)
+
+
 def _nanmean_chunk(
     x: np.ndarray,
     axis: Any = None,
@@ -112,9 +118,7 @@ def _nanmean_chunk(
         total = np.nansum(x, axis=axis, dtype=dtype, **kwargs)
         n = np.sum(~np.isnan(x), axis=axis, dtype=dtype, **kwargs)
     else:
-        axes = range(x.ndim) if axis is None else np.atleast_1d(axis)
-        count = math.prod(x.shape[a] for a in axes)
-        n = np.full(np.shape(total), count, dtype=dtype or total.dtype)
+        n = np.full(np.shape(total), _count(x, axis), dtype=dtype or total.dtype)
     return {"n": n, "total": total}
 
 
@@ -154,8 +158,7 @@ def _moment2_chunk(
         return moment_chunk(
             x, 2, sum=np.nansum, numel=nannumel, dtype=dtype, axis=axis, **kwargs
         )
-    axes = range(x.ndim) if axis is None else np.atleast_1d(axis)
-    n = np.full(np.shape(total), math.prod(x.shape[a] for a in axes), np.int64)
+    n = np.full(np.shape(total), _count(x, axis), np.int64)
     with np.errstate(divide="ignore", invalid="ignore"):
         d = x - (total / n).astype(x.dtype)
     np.multiply(d, d, out=d)  # in place: one temporary block, not two

@@ -114,8 +114,7 @@ def fit_online(
     scaling = scaling_pass(
         problem, poisson=poisson, centre=centre, nonnegative=check, desc=learner.name
     )
-    # float32 data: float32 work (half the memory traffic), float64 sums
-    scaling.dtype = np.dtype("f4" if problem.data.dtype == np.float32 else "f8")
+    scaling.dtype = problem.work_dtype
     with blas_one_thread():
         state, sumsq = learning_pass(
             problem,

@@ -22,6 +22,7 @@ from the true factors both ways, variances equal to 1e-8).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,14 +160,12 @@ def solve_scatter(
 
 
 def _fit_covariance(problem: Problem, scaling: Scaling, k: int) -> Fit:
-    # float32 data: float32 products, float64 sums (as fast as BLAS allows)
-    scaling.dtype = np.dtype("f4" if problem.data.dtype == np.float32 else "f8")
-    partials = block_tasks(problem, _block_scatter, scaling)
+    working = dataclasses.replace(scaling, dtype=problem.work_dtype)
+    partials = block_tasks(problem, _block_scatter, working)
     solved = dask.delayed(solve_scatter, pure=True)(
         tree_reduce(partials, merge_scatter), k
     )
     mean, evals, evecs, total, n = compute_pass(solved, problem, "PCA: scatter pass")
-    scaling.dtype = np.dtype("f8")
     scaling.mu = mean
     parameters = {"solver": "covariance"}
     return eigen_fit(problem, scaling, evals, evecs, total, n, "PCA", parameters)

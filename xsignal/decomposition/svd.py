@@ -62,10 +62,12 @@ def fit(
         solver = "gram" if problem.n_features <= GRAM_LIMIT else "randomized"
     check = "normalize_poissonian_noise" if poisson else None
     if solver == "gram":
-        # float32 data: float32 products, float64 sums (as fast as BLAS allows)
-        dtype = "f4" if problem.data.dtype == np.float32 else "f8"
         stats = statistics_graph(
-            problem, poisson=poisson, gram=True, gram_dtype=dtype, nonnegative=check
+            problem,
+            poisson=poisson,
+            gram=True,
+            gram_dtype=problem.work_dtype,
+            nonnegative=check,
         )
         # the eigenpairs are found where the Gram matrix is merged: only the
         # k factors and a few vectors reach the caller

@@ -14,6 +14,7 @@ from dask.array.core import normalize_chunks
 from xarray.core import indexing
 
 from ..chunks import navigation_chunks, target_chunk_bytes
+from ..dims import SIGNAL_DIMS_ATTR, signal_dims
 from ..handles import H5Source, Source, SourceArray, file_identity, open_source_handle
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -197,6 +198,15 @@ def dask_chunks(
     else:
         raise ValueError(_BAD_CHUNKS.format(chunks))
     return normalize_chunks(spec, shape, dtype=dtype, previous_chunks=disk_chunks)
+
+
+def marked_signal(dims: Sequence[Hashable], attrs: dict[str, Any]) -> tuple:
+    """The signal dims a stored ``signal_dims`` attribute names, or ``()``
+    when there is none (then the chunk rules need no signal)."""
+    if SIGNAL_DIMS_ATTR not in attrs:
+        return ()
+    probe = xr.DataArray(np.empty((0,) * len(dims)), dims=tuple(dims), attrs=attrs)
+    return signal_dims(probe)
 
 
 def source_variable(

@@ -13,7 +13,7 @@ from typing import Any
 
 import xarray as xr
 
-from ..dims import SIGNAL_DIMS_ATTR, signal_dims
+from ..dims import SIGNAL_DIMS_ATTR
 from ..handles import close_file
 from .backend import backend_for
 from .common import ANONYMOUS, dask_chunks
@@ -72,9 +72,8 @@ def open_one(
     opened = _checked_marking(ds[name], path)
     preferred = opened.encoding.get("preferred_chunks", {})
     stored = tuple(preferred.get(d, n) for d, n in opened.sizes.items())
-    sig = signal_dims(opened) if SIGNAL_DIMS_ATTR in opened.attrs else ()
     try:
-        spec = dask_chunks(opened.shape, opened.dims, opened.dtype, stored, chunks, sig)
+        spec = dask_chunks(opened.shape, opened.dims, opened.dtype, stored, chunks)
         _check_task_count(spec, path)
     except ValueError:
         ds.close()

@@ -43,11 +43,7 @@ def write_hspy(
         group.create_dataset(name, data=values)
 
     options = compression_encoding(compression) if da.ndim else {}
-    if da.dtype.kind in "US" or da.dtype == object:
-        raise TypeError(
-            f"cannot save {da.dtype} data as .hspy: HyperSpy files hold numbers "
-            "and booleans"
-        )
+    layout.check_writable(da, ".hspy")
     with h5py.File(path, "w") as f:
         group = layout.write_signal(f, da, put=put, json_attrs=False)
         dset = group.create_dataset(

@@ -566,6 +566,15 @@ def write_signal(
     return group
 
 
+def check_writable(da: xr.DataArray, extension: str) -> None:
+    """HyperSpy files hold numbers and booleans: refuse anything else."""
+    if da.dtype.kind in "USO":
+        raise TypeError(
+            f"cannot save {da.dtype} data as {extension}: HyperSpy files hold "
+            "numbers and booleans"
+        )
+
+
 def hyperspy_order(da: xr.DataArray) -> xr.DataArray:
     """``da`` with its navigation dims first and signal dims last (HyperSpy's
     array order); unchanged when already so."""

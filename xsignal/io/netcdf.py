@@ -16,8 +16,13 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..dims import SIGNAL_DIMS_ATTR, signal_dims
-from .common import choose, clean_attr, source_for, source_variable
+from .common import (
+    choose,
+    clean_attr,
+    marked_signal,
+    source_for,
+    source_variable,
+)
 from .hdf5_write import compression_encoding, fill, writable_scheduler
 
 # attributes of the netCDF4/HDF5 machinery, never shown to users
@@ -99,9 +104,7 @@ def read_netcdf(handle, variable: str | None, *, token: str) -> xr.Dataset:
     fill = attrs.get("_FillValue")
     if fill is not None and dset.dtype.kind == "f" and np.all(np.isnan(fill)):
         del attrs["_FillValue"]
-    marking = attrs.get(SIGNAL_DIMS_ATTR)
-    probe = xr.DataArray(np.empty((0,) * len(dims)), dims=dims, attrs=attrs)
-    sig = signal_dims(probe) if marking is not None else ()
+    sig = marked_signal(dims, attrs)
     var = source_variable(
         source_for(handle, key, token),
         dims,

@@ -24,10 +24,9 @@ import dask.array as dsa
 import numpy as np
 import xarray as xr
 
-from ..dims import SIGNAL_DIMS_ATTR, signal_dims
 from ..handles import ArraySource
 from . import layout
-from .common import choose, source_variable
+from .common import choose, marked_signal, source_variable
 
 ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
 
@@ -102,11 +101,7 @@ def _read_xarray(store, path: str, variable: str | None, token: str) -> xr.Datas
     var = ds[key].variable
     stored = var.encoding.get("preferred_chunks") or {}
     disk = tuple(stored.get(d, n) for d, n in var.sizes.items()) if var.ndim else None
-    sig = ()
-    if SIGNAL_DIMS_ATTR in var.attrs:
-        sig = signal_dims(
-            xr.DataArray(np.empty((0,) * var.ndim), dims=var.dims, attrs=var.attrs)
-        )
+    sig = marked_signal(var.dims, var.attrs)
     encoding = {k: v for k, v in var.encoding.items() if k != "preferred_chunks"}
     new = source_variable(
         ArraySource(var._data, path, token),
@@ -249,11 +244,7 @@ def write_zspy(
     format 2)."""
     import zarr
 
-    if da.dtype.kind in "USO":
-        raise TypeError(
-            f"cannot save {da.dtype} data as .zspy: HyperSpy files hold numbers "
-            "and booleans"
-        )
+    layout.check_writable(da, ".zspy")
     root = zarr.open_group(
         os.fspath(path), mode="w" if overwrite else "w-", zarr_format=2
     )

@@ -80,15 +80,92 @@ def test_svd_matches_dense_numpy(data):
     np.testing.assert_allclose(loadings, factors @ x.T, rtol=1e-3, atol=1e-2)
 
 
-def test_svd_randomized_matches_gram(truth):
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"normalize_poissonian_noise": True},
+        {"centre": "signal"},
+        {"centre": "navigation"},
+        {"centre": "signal", "normalize_poissonian_noise": True},
+        {"centre": "navigation", "normalize_poissonian_noise": True},
+    ],
+)
+def test_svd_randomized_matches_gram(truth, options):
+    """Subspace iteration gives the exact solver's factors and variances
+    for every scaling and centring."""
     data = truth.data.chunk({"y": 6})
-    exact = xsignal.decomposition(data, "SVD", RANK)
-    fast = xsignal.decomposition(data, "SVD", RANK, svd_solver="randomized", seed=1)
-    assert fast.parameters["svd_solver"] == "randomized"
-    assert degrees(fast.factors, exact.factors) < 0.1
-    np.testing.assert_allclose(
-        fast.explained_variance_ratio, exact.explained_variance_ratio, rtol=1e-3
+    exact = xsignal.decomposition(data, "SVD", RANK, svd_solver="gram", **options)
+    fast = xsignal.decomposition(
+        data, "SVD", RANK, svd_solver="randomized", seed=1, **options
     )
+    assert fast.parameters["svd_solver"] == "randomized"
+    assert degrees(fast.factors, exact.factors) < 1e-3
+    np.testing.assert_allclose(
+        fast.explained_variance, exact.explained_variance, rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        fast.explained_variance_ratio, exact.explained_variance_ratio, rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        fast.loadings.values, exact.loadings.values, rtol=1e-3, atol=1e-3
+    )
+
+
+def test_svd_randomized_with_masks(truth):
+    mask = np.zeros(SHAPE[:2], bool)
+    mask[2:9, 3:7] = True
+    signal_mask = np.zeros(SHAPE[2], bool)
+    signal_mask[:10] = True
+    data = truth.data.chunk({"y": 6})
+    results = [
+        xsignal.decomposition(
+            data,
+            "SVD",
+            RANK,
+            svd_solver=solver,
+            navigation_mask=mask,
+            signal_mask=signal_mask,
+            normalize_poissonian_noise=True,
+        )
+        for solver in ("gram", "randomized")
+    ]
+    exact, fast = results
+    assert degrees(fast.factors.fillna(0), exact.factors.fillna(0)) < 1e-3
+    assert np.isnan(fast.loadings.values[:, mask]).all()
+    assert np.isnan(fast.factors.values[:, signal_mask]).all()
+
+
+def test_pca_randomized_matches_covariance(truth):
+    data = truth.data.chunk({"y": 5})
+    exact = xsignal.decomposition(data, "PCA", RANK, solver="covariance")
+    fast = xsignal.decomposition(data, "PCA", RANK, solver="randomized")
+    assert fast.parameters["solver"] == "randomized"
+    assert degrees(fast.factors, exact.factors) < 1e-3
+    np.testing.assert_allclose(fast.mean, exact.mean, rtol=1e-6)
+    np.testing.assert_allclose(
+        fast.explained_variance_ratio, exact.explained_variance_ratio, rtol=1e-5
+    )
+
+
+def test_auto_solver_takes_randomized_for_few_components_of_big_data():
+    """The choice follows the cost: few components of big, wide data."""
+    from xsignal.decomposition.streaming import Problem
+    from xsignal.decomposition.svd import choose_solver
+
+    def problem(shape):
+        da = xr.DataArray(
+            dask.array.zeros(shape, chunks=(8, shape[1], shape[2]), dtype="f4"),
+            dims=("y", "x", "energy"),
+        )
+        return Problem(da, ("y", "x"), ("energy",), None, None)
+
+    big = problem((128, 128, 1024))
+    assert choose_solver(big, 4) == "randomized"
+    assert choose_solver(big, 200) == "gram"  # many components
+    assert choose_solver(problem((32, 32, 1024)), 4) == "gram"  # small
+    assert choose_solver(problem((512, 512, 128)), 4) == "gram"  # narrow
+    assert choose_solver(problem((4, 4, 5000)), 4) == "randomized"  # wide
 
 
 def test_pca_is_centred_svd(data):

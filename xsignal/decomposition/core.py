@@ -50,10 +50,11 @@ def decomposition(
     partial result is computed where the block is read (on a
     ``dask.distributed`` cluster, on the worker) and merged in a tree, so
     lazy data larger than memory work and only small results reach this
-    process. Passes over the data: SVD one (plus the lazy loadings, or a
-    second pass for in-memory data); PCA one, plus one more with Poisson
-    scaling; ORPCA and ORNMF a learning and a projection pass, plus a
-    statistics pass with Poisson scaling or navigation centring.
+    process. Passes over the data: SVD and PCA one (exact; PCA one more
+    with Poisson scaling) or three to six (randomized), plus the lazy
+    loadings (a pass of their own for in-memory data); ORPCA and ORNMF a
+    learning and a projection pass, plus a statistics pass with Poisson
+    scaling or navigation centring.
 
     Parameters
     ----------
@@ -61,14 +62,15 @@ def decomposition(
         Float data; the signal dims (see :func:`xsignal.signal_dims`) are the
         features, the navigation dims the samples.
     algorithm : {"SVD", "PCA", "ORPCA", "ORNMF"}
-        ``"SVD"``: exact from the Gram matrix (signals of up to 4096
-        elements) or dask's randomized SVD (options ``svd_solver``,
-        ``n_power_iter``, ``seed``). ``"PCA"``: exact, from merged
-        per-block scatter matrices (``solver="covariance"``, the default up
-        to 4096 signal elements), or incremental (``solver="incremental"``,
-        Ross et al. 2008 as scikit-learn's ``IncrementalPCA``, over batches
-        of ``batch_size``; ``"sklearn"`` runs scikit-learn's
-        ``IncrementalPCA.partial_fit`` itself).
+        ``"SVD"``: exact from the Gram matrix, or by randomized subspace
+        iteration for a few components of big data (options
+        ``svd_solver``, ``n_power_iter``, ``tol``, ``seed``; see
+        :mod:`xsignal.decomposition.svd`). ``"PCA"``: exact, from merged
+        per-block scatter matrices (``solver="covariance"``), randomized
+        where the SVD would be (``solver="randomized"``), or incremental
+        (``solver="incremental"``, Ross et al. 2008 as scikit-learn's
+        ``IncrementalPCA``, over batches of ``batch_size``; ``"sklearn"``
+        runs scikit-learn's ``IncrementalPCA.partial_fit`` itself).
         ``"ORPCA"``: online
         robust PCA (Feng, Xu and Yan 2013; options ``lambda1``, ``lambda2``,
         ``method``, ``init``, ``training_samples``, ``batch_size``,

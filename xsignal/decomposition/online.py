@@ -303,6 +303,61 @@ def clip_outliers(y: np.ndarray, threshold: float) -> np.ndarray:
     return y - soft_threshold(y - median, threshold * spread)
 
 
-def soft_threshold(x: np.ndarray, threshold: float) -> np.ndarray:
+def sparse_errors(
+    z: np.ndarray,
+    coef: np.ndarray,
+    basis_t: np.ndarray,
+    threshold: Any,
+    n_iter: int,
+    refit: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(coefficients, sparse errors)`` of a batch ``z``: alternate the
+    errors ``E = S(Z - C L^T)`` (soft-thresholding at ``threshold``) with
+    ``C = refit(E, C)``, up to ``n_iter`` times, until no error moves by
+    more than 5 % of the threshold.
+
+    Each step is a pass over batch-sized memory, so the batch-sized arrays
+    are two buffers reused in place.
+    """
+    errors = np.zeros_like(z)
+    if not n_iter:
+        return coef, errors
+    t = np.asarray(threshold, z.dtype)
+    tolerance = 0.05 * t
+    basis_t = basis_t.astype(z.dtype, copy=False)
+    new, work = np.empty_like(z), np.empty_like(z)
+    for i in range(n_iter):
+        np.matmul(coef.astype(z.dtype, copy=False), basis_t, out=new)
+        np.subtract(z, new, out=new)  # the residual Z - C L^T
+        shrink(new, t, work)
+        settled = i > 0 and _within(new, errors, tolerance, work)
+        errors, new = new, errors
+        coef = refit(errors, coef)
+        if settled:
+            break
+    return coef, errors
+
+
+def _within(a: np.ndarray, b: np.ndarray, tolerance: Any, work: np.ndarray) -> bool:
+    """Whether ``|a - b| <= tolerance`` everywhere (``work``: a buffer)."""
+    np.subtract(a, b, out=work)
+    np.abs(work, out=work)
+    return bool((work.max(axis=0) <= tolerance).all())
+
+
+def soft_threshold(x: np.ndarray, threshold: Any) -> np.ndarray:
     """``sign(x) max(|x| - t, 0)``, computed as ``x - clip(x, -t, t)``."""
-    return x - np.clip(x, -threshold, threshold)
+    out = np.array(x, copy=True)
+    shrink(out, np.asarray(threshold, out.dtype), np.empty_like(out))
+    return out
+
+
+def shrink(x: np.ndarray, threshold: np.ndarray, work: np.ndarray) -> None:
+    """Soft-threshold ``x`` in place (``work``: a buffer of its shape).
+
+    ``minimum`` then ``maximum``, not ``np.clip``: several times faster
+    with per-feature bounds.
+    """
+    np.minimum(x, threshold, out=work)
+    np.maximum(work, -threshold, out=work)
+    x -= work

@@ -38,6 +38,7 @@ from .online import (
     momentum_step,
     noise_scale,
     soft_threshold,
+    sparse_errors,
     top_subspace,
 )
 from .streaming import Problem
@@ -80,15 +81,14 @@ def solve_batch(
     h = solve_coefficients(p, q, h, sweeps)
     if threshold is None:
         return h, None
-    r = np.zeros_like(v)
-    tolerance = 0.05 * np.asarray(threshold, v.dtype)
-    for i in range(n_iter):
-        previous = r
-        r = soft_threshold(v - h @ basis.T, threshold)
-        h = solve_coefficients((v - r) @ basis, q, h, sweeps)
-        if i and (np.abs(r - previous) <= tolerance).all():
-            break  # the outliers have settled
-    return h, r
+    return sparse_errors(
+        v,
+        h,
+        basis.T,
+        threshold,
+        n_iter,
+        lambda r, h: solve_coefficients((v - r) @ basis, q, h, sweeps),
+    )
 
 
 def training_nmf(

@@ -37,7 +37,7 @@ from .online import (
     fit_online,
     momentum_step,
     noise_scale,
-    soft_threshold,
+    sparse_errors,
     top_subspace,
 )
 from .streaming import Problem
@@ -48,21 +48,16 @@ METHODS = ("CF", "BCD", "SGD", "MomentumSGD")
 def solve_batch(
     z: np.ndarray, basis: np.ndarray, lambda1: float, threshold: float, n_iter: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Coefficients ``R`` (batch x k) and sparse errors ``E`` of a batch."""
+    """Coefficients ``R`` (batch x k) and sparse errors ``E`` of a batch:
+    the ridge solve ``R = (Z - E) W = Z W - E W`` alternated with the
+    errors (:func:`~xsignal.decomposition.online.sparse_errors`)."""
     k = basis.shape[1]
     ridge = np.linalg.solve(basis.T @ basis + lambda1 * np.eye(k), basis.T)  # k x m
-    r = z @ ridge.T.astype(z.dtype)
-    e = np.zeros_like(z)
-    basis_t = basis.T.astype(z.dtype)
     ridge_t = ridge.T.astype(z.dtype)
-    tolerance = 0.05 * np.asarray(threshold, z.dtype)
-    for i in range(n_iter):
-        previous = e
-        e = soft_threshold(z - r @ basis_t, threshold)
-        r = (z - e) @ ridge_t
-        if i and (np.abs(e - previous) <= tolerance).all():
-            break  # the sparse errors have settled
-    return r, e
+    start = z @ ridge_t  # Z W
+    return sparse_errors(
+        z, start, basis.T, threshold, n_iter, lambda e, _: start - e @ ridge_t
+    )
 
 
 def robust_training(

@@ -1,15 +1,18 @@
-"""PCA: an exact covariance from mergeable per-block partials, or
-incremental PCA streamed over blocks in batches.
+"""PCA: an exact covariance from mergeable per-block partials, randomized
+subspace iteration, or incremental PCA streamed over blocks in batches.
 
-Up to :data:`xsignal.decomposition.svd.GRAM_LIMIT` signal elements (the
-default), each block yields its count, mean and centred scatter matrix
-where it is read; partials merge exactly in a tree (Chan, Golub and
-LeVeque's parallel variance, for matrices: the scatter of a union is the
-sum of the scatters plus ``n_i (mean_i - mean)(mean_i - mean)^T`` of each
-part), and the eigenpairs of the merged scatter are found where it is
-merged: only the components reach the caller. The result is an exact PCA.
+Exact (``solver="covariance"``): each block yields its count, mean and
+centred scatter matrix where it is read; partials merge exactly in a tree
+(Chan, Golub and LeVeque's parallel variance, for matrices: the scatter of
+a union is the sum of the scatters plus ``n_i (mean_i - mean)(mean_i -
+mean)^T`` of each part), and the eigenpairs of the merged scatter are found
+where it is merged: only the components reach the caller.
 
-Wider signals use incremental PCA, which holds only ``k`` components. The
+Randomized (``solver="randomized"``, the default for a few components of
+big, wide data and for signals of over 4096 elements): the SVD of the
+centred matrix by :mod:`xsignal.decomposition.randomized`.
+
+Incremental PCA (``solver="incremental"``) holds only ``k`` components. The
 update is Ross, Lim, Lin and Yang's (2008) incremental SVD with a mean
 correction, the one scikit-learn's ``IncrementalPCA`` implements; each step
 takes the SVD of the small stacked matrix ``A`` (previous components scaled
@@ -32,6 +35,7 @@ import numpy as np
 
 from .fit import Fit, eigen_fit, flip_signs, project
 from .poisson import scaling_pass
+from .randomized import randomized_eigenpairs
 from .streaming import (
     Problem,
     Scaling,
@@ -41,10 +45,10 @@ from .streaming import (
     compute_pass,
     tree_reduce,
 )
-from .svd import GRAM_LIMIT, top_eigenpairs
+from .svd import choose_solver, top_eigenpairs
 
 DEFAULT_BATCH = 64
-SOLVERS = ("auto", "covariance", "incremental", "sklearn", "xsignal")
+SOLVERS = ("auto", "covariance", "randomized", "incremental", "sklearn", "xsignal")
 
 
 def fit(
@@ -68,15 +72,20 @@ def fit(
     -------
     batch_size : int, optional
         Pixels per ``partial_fit`` call (incremental solvers).
-    solver : {"auto", "covariance", "incremental", "sklearn"}
+    solver : {"auto", "covariance", "randomized", "incremental", "sklearn"}
         ``"covariance"``: the exact PCA from merged per-block scatter
         matrices, computed where the data are (a graph; on a cluster only
-        the components travel); ``"incremental"`` (also ``"xsignal"``): this
-        module's :class:`IncrementalPCA` in the calling process;
+        the components travel); ``"randomized"``: subspace iteration on
+        the centred matrix, three passes that each cost about a read
+        (:mod:`xsignal.decomposition.randomized`); ``"incremental"``
+        (also ``"xsignal"``): this module's :class:`IncrementalPCA` in the
+        calling process;
         ``"sklearn"``: scikit-learn's ``IncrementalPCA.partial_fit``, the
         same update with a LAPACK SVD per batch (the reference
-        implementation); ``"auto"`` (default): ``"covariance"`` up to 4096
-        signal elements, else ``"incremental"``.
+        implementation); ``"auto"`` (default): ``"randomized"`` where
+        :func:`xsignal.decomposition.svd.choose_solver` takes it (a few
+        components of big, wide data, and every signal of over 4096
+        elements), else ``"covariance"``.
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, not {solver!r}")
@@ -90,6 +99,10 @@ def fit(
     ):
         raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
     size = max(k, batch_size or max(DEFAULT_BATCH, 2 * k))
+    if solver == "auto":  # the randomized passes, or the exact scatter
+        solver = "covariance" if choose_solver(problem, k) == "gram" else "randomized"
+    if solver == "randomized":
+        return _fit_randomized(problem, k, poisson)
     scaling = scaling_pass(
         problem,
         poisson=poisson,
@@ -97,8 +110,6 @@ def fit(
         nonnegative="normalize_poissonian_noise",
         desc="PCA",
     )
-    if solver == "auto":
-        solver = "covariance" if problem.n_features <= GRAM_LIMIT else "incremental"
     if solver == "covariance":
         return _fit_covariance(problem, scaling, k)
     if solver == "sklearn":
@@ -168,6 +179,20 @@ def _fit_covariance(problem: Problem, scaling: Scaling, k: int) -> Fit:
     mean, evals, evecs, total, n = compute_pass(solved, problem, "PCA: scatter pass")
     scaling.mu = mean
     parameters = {"solver": "covariance"}
+    return eigen_fit(problem, scaling, evals, evecs, total, n, "PCA", parameters)
+
+
+def _fit_randomized(problem: Problem, k: int, poisson: bool) -> Fit:
+    """PCA as the SVD of the navigation-centred matrix, by subspace iteration."""
+    scaling, evals, evecs, total, n, passes = randomized_eigenpairs(
+        problem,
+        k,
+        poisson=poisson,
+        centre="navigation",
+        nonnegative="normalize_poissonian_noise" if poisson else None,
+        desc="PCA",
+    )
+    parameters = {"solver": "randomized", "passes": passes}
     return eigen_fit(problem, scaling, evals, evecs, total, n, "PCA", parameters)
 
 

@@ -1,22 +1,24 @@
 """SVD of the unfolded matrix: exact from the Gram matrix, or randomized.
 
-When the signal has at most :data:`GRAM_LIMIT` elements, one streaming pass
-accumulates ``Y^T Y`` (and the sums that centring and Poisson scaling
-need); its eigenvectors are the right singular vectors. Larger signals use
-dask's randomized ``svd_compressed`` with power iterations and a seed.
+The exact solver makes one streaming pass that accumulates ``Y^T Y`` (and
+the sums that centring and Poisson scaling need); its eigenvectors are the
+right singular vectors. The randomized one
+(:mod:`xsignal.decomposition.randomized`) makes a few passes that each cost
+little more than a read: :func:`choose_solver` takes it when few
+components of a wide signal are asked for, where it is faster at the same
+accuracy, and always above :data:`GRAM_LIMIT` signal elements.
 """
 
 from __future__ import annotations
 
 import dask
-import dask.array as dsa
 import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg
 
-from ..progress import compute_with_progress
 from .fit import Fit, eigen_fit
-from .poisson import covariance, scaling_from_statistics, scaling_pass
+from .poisson import covariance, scaling_from_statistics
+from .randomized import OVERSAMPLING, TOL, randomized_eigenpairs
 from .streaming import (
     Problem,
     Scaling,
@@ -28,6 +30,28 @@ from .streaming import (
 
 GRAM_LIMIT = 4096
 SOLVERS = ("auto", "gram", "randomized")
+# below these the Gram matrix costs less than the randomized passes: its
+# products take about features / 100 reads of the data on this kind of
+# machine (float32 BLAS at ~130 GFLOP/s per core, reads at ~5 GiB/s),
+# against three reads for the randomized solver
+RANDOMIZED_MIN_FEATURES = 512
+RANDOMIZED_MIN_VALUES = 2**24
+
+
+def choose_solver(problem: Problem, k: int) -> str:
+    """``"randomized"`` or ``"gram"``: the faster one at the same accuracy.
+
+    Randomized for wide signals (more than :data:`GRAM_LIMIT` elements, where
+    the Gram matrix would not fit), and for a few components (``k`` plus the
+    oversampling at most an eighth of the features) of data big enough for
+    the Gram products to dominate; the Gram matrix otherwise.
+    """
+    m = problem.n_features
+    if m > GRAM_LIMIT:
+        return "randomized"
+    few = 8 * (k + OVERSAMPLING) <= m
+    big = m >= RANDOMIZED_MIN_FEATURES and problem.n_pixels * m >= RANDOMIZED_MIN_VALUES
+    return "randomized" if few and big else "gram"
 
 
 def fit(
@@ -37,7 +61,8 @@ def fit(
     poisson: bool,
     centre: str | None,
     svd_solver: str = "auto",
-    n_power_iter: int = 3,
+    n_power_iter: int = 4,
+    tol: float = TOL,
     seed: int = 0,
 ) -> Fit:
     """SVD of the decomposed matrix; see :func:`xsignal.decomposition`.
@@ -46,10 +71,14 @@ def fit(
     -------
     svd_solver : {"auto", "gram", "randomized"}
         ``"gram"``: eigen-decomposition of ``Y^T Y`` from one pass (exact);
-        ``"randomized"``: :func:`dask.array.linalg.svd_compressed`;
-        ``"auto"``: ``"gram"`` up to 4096 signal elements.
+        ``"randomized"``: subspace iteration in 3 to ``2 + n_power_iter``
+        passes (:mod:`xsignal.decomposition.randomized`); ``"auto"``: see
+        :func:`choose_solver`.
     n_power_iter : int
-        Power iterations of the randomized solver.
+        Most passes of the randomized solver after its first two.
+    tol : float
+        The randomized solver stops when the factors are within about this
+        many radians of the exact ones (default 1e-4).
     seed : int
         Seed of the randomized solver.
     """
@@ -57,9 +86,11 @@ def fit(
         raise ValueError(f"svd_solver must be one of {SOLVERS}, not {svd_solver!r}")
     if not isinstance(n_power_iter, (int, np.integer)) or n_power_iter < 0:
         raise ValueError(f"n_power_iter must be an int >= 0, not {n_power_iter!r}")
+    if not isinstance(tol, (int, float, np.floating)) or not tol > 0:
+        raise ValueError(f"tol must be a number > 0, not {tol!r}")
     solver = svd_solver
     if solver == "auto":
-        solver = "gram" if problem.n_features <= GRAM_LIMIT else "randomized"
+        solver = choose_solver(problem, k)
     check = "normalize_poissonian_noise" if poisson else None
     if solver == "gram":
         stats = statistics_graph(
@@ -76,19 +107,20 @@ def fit(
             solved, problem, "SVD: Gram pass"
         )
     else:
-        scaling = scaling_pass(
-            problem, poisson=poisson, centre=centre, nonnegative=check, desc="SVD"
+        scaling, evals, evecs, total, n, passes = randomized_eigenpairs(
+            problem,
+            k,
+            poisson=poisson,
+            centre=centre,
+            n_power_iter=int(n_power_iter),
+            tol=tol,
+            seed=seed,
+            nonnegative=check,
+            desc="SVD",
         )
-        y = dask_matrix(problem, scaling)
-        _, s, v = dsa.linalg.svd_compressed(
-            y, k, n_power_iter=int(n_power_iter), seed=seed, compute=problem.lazy
-        )
-        s, v, total = compute_with_progress(
-            s, v, (y**2).sum(), progress=problem.progress, desc="SVD: randomized"
-        )
-        evals, evecs, total = s**2, v.T, float(total)
-        n = problem.n_pixels
-    parameters = {"svd_solver": solver, "n_power_iter": n_power_iter, "seed": seed}
+    parameters = {"svd_solver": solver}
+    if solver == "randomized":
+        parameters.update(n_power_iter=n_power_iter, tol=tol, seed=seed, passes=passes)
     return eigen_fit(problem, scaling, evals, evecs, total, n, "SVD", parameters)
 
 
@@ -120,16 +152,3 @@ def top_eigenpairs(cov: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
             evals, evecs = scipy.linalg.eigh(cov, subset_by_index=[m - k, m - 1])
     order = np.argsort(evals)[::-1]
     return evals[order], evecs[:, order]
-
-
-def dask_matrix(problem: Problem, scaling: Scaling) -> dsa.Array:
-    """The decomposed matrix ``Y`` (kept pixels x kept features) as dask."""
-    arr = problem.dask_data
-    # whole trailing dims so the reshape to (pixels, features) keeps chunks
-    arr = arr.rechunk({i: -1 for i in range(1, arr.ndim)})
-    arr = arr.reshape(problem.n_nav, problem.n_sig)
-    if problem.nav_mask is not None:
-        arr = arr[problem.keep_pixels]
-    if problem.sig_mask is not None:
-        arr = arr[:, problem.keep_signal]
-    return arr.map_blocks(lambda x: scaling.apply(x)[0], dtype="f8")

@@ -228,6 +228,44 @@ def test_partial_edge_chunks_and_fancy_selection(tmp_path, opened):
     )
 
 
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        {"y": 6},  # whole chunks, contiguous: read into place
+        {"y": 9, "x": 4},  # split in a trailing dim and at the edges: buffered
+        {"y": -1, "x": -1},  # everything, edge chunks stored whole
+        {"y": 4},  # not on the chunk grid: HDF5's own selection
+    ],
+)
+def test_blocks_of_several_raw_chunks(tmp_path, opened, chunks):
+    """Dask blocks spanning several on-disk chunks read them chunk by chunk
+    (edge chunks partly outside the dataset included) with the same values."""
+    path = write_spectrum_image(tmp_path / "a.nc", (11, 7, 24), chunks=(3, 2, 24))
+    da = xsignal.open(path, chunks=chunks)
+    opened.append(da)
+    with h5py.File(path) as f:
+        ref = f["data"][()]
+    for scheduler in ("threads", "sync"):
+        np.testing.assert_array_equal(da.compute(scheduler=scheduler).values, ref)
+    np.testing.assert_allclose(
+        da.sum("energy").values, ref.sum(-1, dtype="f8"), rtol=1e-5
+    )
+
+
+def test_unwritten_chunks_read_as_the_fill_value(tmp_path, opened):
+    path = tmp_path / "sparse.h5"
+    with h5py.File(path, "w") as f:
+        dset = f.create_dataset(
+            "data", shape=(6, 4, 8), chunks=(2, 4, 8), dtype="f4", fillvalue=-3
+        )
+        dset[2:4] = 1.5  # one chunk written, the others never
+    da = xsignal.open(path, chunks={"dim_0": 6})
+    opened.append(da)
+    expected = np.full((6, 4, 8), -3, "f4")
+    expected[2:4] = 1.5
+    np.testing.assert_array_equal(da.values, expected)
+
+
 def test_cli_info_describes_hdf5_files(tmp_path, capsys):
     from xsignal.cli import main
 

@@ -392,3 +392,34 @@ def test_even_bins_by_arithmetic_match_numpy_at_the_edges():
     whole = xsignal.histogram(da.chunk({"y": 7}), bins=30, range=(-1.0, 2.0), dims=None)
     flat = values[~np.isnan(values)]
     np.testing.assert_array_equal(whole.values, np.histogram(flat, edges)[0])
+
+
+@pytest.mark.parametrize("dtype", ["f4", "f8"])
+@pytest.mark.parametrize("uniform", [True, False])
+def test_counts_match_numpy_one_ulp_around_every_edge(dtype, uniform):
+    """Values on every edge and one unit in the last place either side, in
+    the data's own precision, NaN and infinities; lanes longer than one
+    counting step (split) and many short ones (grouped)."""
+    if uniform:
+        edges = np.linspace(0.3, 0.9, 7)  # edges no float type holds exactly
+    else:
+        edges = np.array([-1.0, 0.1, 0.2, 0.7, 1.0 / 3.0 + 1, 5.0])
+    near = edges.astype(dtype)
+    up = np.nextafter(near, np.array(np.inf, dtype))
+    down = np.nextafter(near, np.array(-np.inf, dtype))
+    special = np.array([np.nan, np.inf, -np.inf], dtype)
+    pool = np.concatenate([near, up, down, special]).astype(dtype)
+    rng = np.random.default_rng(3)
+    for shape, dims in [((3, 70_000), "e"), ((700, 30), "e"), ((3, 70_000), None)]:
+        values = rng.choice(pool, shape)
+        da = xr.DataArray(values, dims=("y", "e")).chunk({"y": 2})
+        bins = len(edges) - 1 if uniform else edges
+        lo, hi = edges[0], edges[-1]
+        out = xsignal.histogram(da, bins=bins, range=(lo, hi), dims=dims).values
+        if dims is None:
+            want = np.histogram(values[np.isfinite(values)], edges)[0]
+            np.testing.assert_array_equal(out, want)
+            continue
+        for y in range(shape[0]):
+            lane = values[y][np.isfinite(values[y])]
+            np.testing.assert_array_equal(out[y], np.histogram(lane, edges)[0])

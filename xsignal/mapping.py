@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import pickle
 import re
+import time
 import uuid
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
@@ -29,7 +30,9 @@ import dask.local
 import dask.threaded
 import numpy as np
 import xarray as xr
+from dask.highlevelgraph import HighLevelGraph
 
+from . import pool
 from .dims import (
     SIGNAL_DIMS_ATTR,
     check_dims,
@@ -38,6 +41,7 @@ from .dims import (
     signal_dims,
 )
 from .lazy import as_lazy, is_lazy
+from .options import OPTIONS
 from .progress import loop_bar, progress_bar, show_progress
 
 __all__ = ["map", "map_blocks", "map_overlap"]
@@ -108,10 +112,14 @@ class _PixelLoop:
     def __reduce__(self):
         # processes and distributed schedulers pickle the graph: say clearly
         # what cannot be pickled instead of a bare PicklingError deep in dask
-        try:
-            payload = cloudpickle.dumps(self.__dict__)
-        except Exception as err:
-            raise TypeError(_pickle_message(self.func, self.constant, err)) from err
+        payload = self.__dict__.get("_pickled")
+        if payload is None:  # once: every task of a map sends the same loop
+            try:
+                payload = cloudpickle.dumps(self.__dict__)
+            except Exception as err:
+                message = _pickle_message(self.func, self.constant, err)
+                raise TypeError(message) from err
+            self._pickled = payload
         return _unpickle_loop, (payload,)
 
     def __call__(self, block: np.ndarray, *args: np.ndarray) -> np.ndarray:
@@ -330,8 +338,9 @@ def _infer(
     constant: dict[str, Any],
     nav: tuple[Hashable, ...],
     vectorized: bool,
-) -> np.ndarray:
-    """Call ``func`` on the first pixel (computing only that pixel)."""
+) -> tuple[np.ndarray, float]:
+    """Call ``func`` on the first pixel (computing only that pixel): its
+    result and the seconds the call took."""
     n_nav = len(nav)
     first = (slice(0, 1),) * n_nav if vectorized else (0,) * n_nav
     pieces = [data[first], *(a[first] for a in iterated.values())]
@@ -340,7 +349,9 @@ def _infer(
     pieces = [p if p.ndim else p[()] for p in pieces]
     kw = dict(zip(iterated, pieces[1:]))
     try:
+        start = time.perf_counter()
         result = func(pieces[0], **kw, **constant)
+        seconds = time.perf_counter() - start
     except Exception as err:
         message = (
             f"{_func_name(func)} raised {type(err).__name__} on "
@@ -356,7 +367,7 @@ def _infer(
                 "navigation shape followed by the output shape of one pixel"
             )
         result = result.reshape(result.shape[n_nav:])
-    return result
+    return result, seconds
 
 
 def _output_dims(
@@ -497,6 +508,11 @@ def map(  # noqa: A001  (the public name, like xarray's Dataset.map)
     ``func`` and ``kwargs`` must pickle to run on the processes or
     distributed schedulers.
 
+    A per-pixel map whose first pixel took long enough that all of them
+    would take over a second runs in worker processes, one per core,
+    unless a dask scheduler was chosen (see :mod:`xsignal.pool` and the
+    ``map_processes`` option of :class:`xsignal.set_options`).
+
     Examples
     --------
     >>> import numpy as np, xarray as xr, xsignal
@@ -541,6 +557,7 @@ def map(  # noqa: A001  (the public name, like xarray's Dataset.map)
         its = {k: np.asarray(v.values) for k, v in iterated.items()}
 
     # output shape and dtype
+    seconds = None  # of one pixel, when measured
     if ragged:
         out_shape, dtype = (), np.dtype(object)
     elif output_dtype is not None and sizes is not None:
@@ -551,7 +568,7 @@ def map(  # noqa: A001  (the public name, like xarray's Dataset.map)
                 "the array has no navigation pixels, so the output cannot be "
                 "inferred; pass output_dtype and output_signal_sizes"
             )
-        first = _infer(func, data, its, constant, nav, vectorized)
+        first, seconds = _infer(func, data, its, constant, nav, vectorized)
         out_shape = first.shape
         dtype = np.dtype(output_dtype) if output_dtype is not None else first.dtype
     out_sig = _output_dims(da, nav, sig, out_shape, sizes)
@@ -566,11 +583,14 @@ def map(  # noqa: A001  (the public name, like xarray's Dataset.map)
         ragged=ragged,
         vectorized=vectorized,
     )
+    n_pixels = math.prod(data.shape[: len(nav)])
+    processes = _in_processes(loop, n_pixels, seconds)
     if lazy:
         _check_picklable(loop)
-        result = _build_graph(loop, data, its)
+        build = _build_process_graph if processes else _build_graph
+        result = build(loop, data, its)
     else:
-        result = _run_in_memory(loop, data, its, progress)
+        result = _run_in_memory(loop, data, its, progress, processes)
 
     # navigation coords always; signal coords when the signal dims are kept
     kept = set(nav) | (set(sig) if out_sig == sig else set())
@@ -596,6 +616,73 @@ def _aligned(value: xr.DataArray, nav_chunks: tuple[tuple[int, ...], ...]) -> An
     if is_lazy(value):
         return value.data.rechunk(chunks)
     return dsa.from_array(np.asarray(value.values), chunks=chunks)
+
+
+PROCESS_SECONDS = 1.0  # a map estimated to take longer goes to processes
+
+
+def _in_processes(loop: _PixelLoop, n_pixels: int, seconds: float | None) -> bool:
+    """Whether the pixel loops run in worker processes (:mod:`xsignal.pool`);
+    see the ``map_processes`` option of :class:`xsignal.set_options`."""
+    choice = OPTIONS["map_processes"]
+    if choice is False or loop.vectorized or n_pixels < 2 or pool.inside_worker():
+        return False
+    if choice == "auto" and (
+        seconds is None
+        or seconds * n_pixels < PROCESS_SECONDS
+        or pool.cores() < 2
+        or pool.scheduler_chosen()
+    ):
+        return False
+    try:
+        cloudpickle.dumps((loop.func, loop.constant))
+    except Exception as err:
+        if choice is True:
+            raise TypeError(_pickle_message(loop.func, loop.constant, err)) from err
+        return False
+    return True
+
+
+def _loop_block(loop: _PixelLoop, block: Any, *args: Any) -> np.ndarray:
+    """In a worker process: read the block (unless it was sent), run the loop."""
+    if isinstance(block, pool.Unread):
+        block = block.read()
+    return loop(block, *args)
+
+
+def _run_in_process(loop: _PixelLoop, block: Any, *args: Any) -> np.ndarray:
+    return pool.run(_loop_block, loop, block, *args)
+
+
+def _build_process_graph(loop: _PixelLoop, data: Any, its: dict[str, Any]) -> Any:
+    """The lazy result as :func:`_build_graph`'s, each block's loop run in a
+    worker process that reads the block itself; blocks whose graph holds
+    in-memory data (it would be pickled whole for every block) are read by
+    dask and sent instead."""
+    n_nav = len(loop.nav)
+    name = f"map-{_task_label(loop.func)}-{loop.token}"
+    tail = (0,) * (data.ndim - n_nav)
+    first = pool.Unread(data.blocks[(0,) * data.ndim])
+    send = len(cloudpickle.dumps(first)) > max(2**20, first.block.nbytes // 4)
+    edges = [np.cumsum((0, *c)) for c in data.chunks[:n_nav]]
+    arrays = list(its.values())
+    dsk = {}
+    for index in np.ndindex(*data.numblocks[:n_nav]):
+        block = (
+            (data.name, *index, *tail)
+            if send
+            else pool.Unread(data.blocks[index + tail])
+        )
+        iterated = [(a.name, *index, *(0,) * (a.ndim - n_nav)) for a in arrays]
+        offsets = [np.arange(e[i], e[i + 1]) for e, i in zip(edges, index)]
+        key = (name, *index, *(0,) * len(loop.out_shape))
+        dsk[key] = (_run_in_process, loop, block, *iterated, *offsets)
+    graph = HighLevelGraph.from_collections(
+        name, dsk, dependencies=[*arrays, *([data] if send else [])]
+    )
+    chunks = (*data.chunks[:n_nav], *((n,) for n in loop.out_shape))
+    meta = np.empty((0,) * len(chunks), dtype=loop.dtype)
+    return dsa.Array(graph, name, chunks, meta=meta)
 
 
 def _build_graph(loop: _PixelLoop, data: Any, its: dict[str, Any]) -> Any:
@@ -626,27 +713,34 @@ def _run_in_memory(
     data: np.ndarray,
     its: dict[str, np.ndarray],
     progress: bool | None,
+    processes: bool = False,
 ) -> np.ndarray:
     n_nav = len(loop.nav)
     offsets = [np.arange(n) for n in data.shape[:n_nav]]
-    if n_nav == 0 or loop.vectorized or not show_progress(progress):
+    if n_nav == 0 or loop.vectorized or not (show_progress(progress) or processes):
         return loop(data, *its.values(), *offsets)
     # pieces along the first navigation dim, so a bar can follow the work
+    # and worker processes share it
     rows = data.shape[0]
-    step = max(1, rows // 100)
+    step = max(1, rows // (8 * pool.cores() if processes else 100))
+    calls = [
+        (
+            loop,
+            data[start : start + step],
+            *(a[start : start + step] for a in its.values()),
+            offsets[0][start : start + step],
+            *offsets[1:],
+        )
+        for start in range(0, rows, step)
+    ]
+    results = (
+        pool.run_all(_loop_block, calls) if processes else (loop(*c[1:]) for c in calls)
+    )
     pieces = []
     with loop_bar(progress, rows, "map") as update:
-        for start in range(0, rows, step):
-            sl = slice(start, start + step)
-            pieces.append(
-                loop(
-                    data[sl],
-                    *(a[sl] for a in its.values()),
-                    offsets[0][sl],
-                    *offsets[1:],
-                )
-            )
-            update(len(offsets[0][sl]))
+        for piece in results:
+            pieces.append(piece)
+            update(len(piece))
     return np.concatenate(pieces) if pieces else loop(data, *its.values(), *offsets)
 
 

@@ -11,12 +11,15 @@ OPTIONS: dict[str, Any] = {
     "progress_delay": 1.0,
     # warn when an automatic chunking would make more tasks than this
     "max_tasks": 10_000,
+    # per-pixel map in worker processes: "auto" when it would take long
+    "map_processes": "auto",
 }
 
 _VALIDATORS = {
     "progress": lambda v: v is None or isinstance(v, bool),
     "progress_delay": lambda v: isinstance(v, (int, float)) and v >= 0,
     "max_tasks": lambda v: isinstance(v, int) and v > 0,
+    "map_processes": lambda v: v in ("auto", True, False),
 }
 
 
@@ -33,6 +36,13 @@ class set_options:
         Seconds a compute must last before its bar appears.
     max_tasks : int
         Automatic chunkings that would create more tasks than this warn.
+    map_processes : {"auto", True, False}
+        Where :func:`xsignal.map` runs a per-pixel function: ``"auto"``
+        (default) in worker processes, one per core, when the first pixel's
+        time says the whole map takes over a second, the function pickles
+        and no dask scheduler was chosen; ``True`` always (when it pickles);
+        ``False`` never (in dask's threads, where a Python function holds
+        one core).
 
     Examples
     --------
@@ -71,6 +81,6 @@ def get_options() -> dict[str, Any]:
     --------
     >>> import xsignal
     >>> sorted(xsignal.get_options())
-    ['max_tasks', 'progress', 'progress_delay']
+    ['map_processes', 'max_tasks', 'progress', 'progress_delay']
     """
     return dict(OPTIONS)

@@ -27,6 +27,7 @@ import xarray as xr
 from dask.delayed import Delayed
 
 from ..lazy import is_lazy
+from ..pool import Unread
 from ..progress import compute_with_progress, distributed_client
 
 
@@ -260,18 +261,6 @@ def block_tasks(problem: Problem, fn: Callable[..., Any], *args: Any) -> list[De
     ]
 
 
-class _Unread:
-    """One block's dask graph, kept out of the enclosing graph (dask does not
-    look inside this object), so the task it is given to reads the block
-    itself, where it runs, when it runs."""
-
-    def __init__(self, block: dsa.Array) -> None:
-        self.block = block
-
-    def read(self) -> np.ndarray:
-        return np.asarray(self.block.compute(scheduler="sync"))
-
-
 def block_chain(
     problem: Problem, step: Callable[[Any, np.ndarray], Any], carry: Any
 ) -> Delayed:
@@ -287,14 +276,14 @@ def block_chain(
     out = dask.delayed(carry)
     for index, rows in _block_rows(problem):
         out = dask.delayed(_chain_step, pure=False)(
-            out, _Unread(arr.blocks[index]), problem.n_sig, rows, keep_signal, step
+            out, Unread(arr.blocks[index]), problem.n_sig, rows, keep_signal, step
         )
     return out
 
 
 def _chain_step(
     carry: Any,
-    block: _Unread,
+    block: Unread,
     n_sig: int,
     rows: np.ndarray | None,
     keep_signal: np.ndarray | None,

@@ -203,6 +203,13 @@ def map_rows(
     if by_hand is not None:
         tools["xarray apply_ufunc"] = by_hand
     tools["xsignal map"] = lambda: per_pixel(open_xsignal(path))
+
+    def in_processes():
+        with xsignal.set_options(map_processes=True):
+            return per_pixel(open_xsignal(path))
+
+    # the map is short (under a second): "auto" keeps it in threads
+    tools["xsignal map (worker processes)"] = in_processes
     tools["xsignal map vectorized"] = lambda: vectorized(open_xsignal(path))
     tools["xsignal map (h5py reader)"] = lambda: per_pixel(h5.da)
     tools["xsignal map vectorized (h5py reader)"] = lambda: vectorized(h5.da)

@@ -387,3 +387,98 @@ def test_a_tiny_file_declaring_a_huge_array_is_refused(tmp_path):
     assert path.stat().st_size < 100_000
     with pytest.raises(ValueError, match=r"huge\.h5.*chunks"):
         xsignal.open(path)
+
+
+# --- files whose reads reach other files --------------------------------------
+
+
+def _secret(tmp_path):
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(bytes(range(64)) * 4)
+    return secret
+
+
+def external_storage_file(tmp_path):
+    secret = _secret(tmp_path)
+    path = tmp_path / "external.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset(
+            "data", shape=(16, 16), dtype="u1", external=[(secret, 0, 256)]
+        )
+    return path, secret
+
+
+def external_link_file(tmp_path):
+    other = plain_file(
+        tmp_path / "other.h5", data=(np.arange(12.0).reshape(3, 4), None)
+    )
+    path = tmp_path / "link.h5"
+    with h5py.File(path, "w") as f:
+        f["data"] = h5py.ExternalLink(str(other), "/data")
+    return path, other
+
+
+def virtual_file(tmp_path):
+    other = plain_file(
+        tmp_path / "source.h5", data=(np.arange(12.0).reshape(3, 4), None)
+    )
+    path = tmp_path / "virtual.h5"
+    layout = h5py.VirtualLayout(shape=(3, 4), dtype="f8")
+    layout[:] = h5py.VirtualSource(str(other), "data", shape=(3, 4))
+    with h5py.File(path, "w") as f:
+        f.create_virtual_dataset("data", layout)
+    return path, other
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (external_storage_file, r"stores its data in other files .*secret\.bin"),
+        (external_link_file, r"/data is an external link to .*other\.h5:/data"),
+        (virtual_file, r"virtual dataset reading other files .*source\.h5"),
+    ],
+)
+def test_files_reaching_other_files_are_refused_unless_allowed(
+    tmp_path, opened, make, match
+):
+    path, other = make(tmp_path)
+    with pytest.raises(ValueError, match=match) as info:
+        xsignal.open(path)
+    assert str(path) in str(info.value) and "allow_external=True" in str(info.value)
+    with pytest.raises(ValueError, match=match):
+        xr.open_dataarray(path, engine="xsignal")
+    # a link is not walked into when looking for datasets: name it
+    da = xsignal.open(path, allow_external=True, variable="/data")
+    opened.append(da)
+    if make is external_storage_file:
+        np.testing.assert_array_equal(
+            da.values.ravel(), np.frombuffer(other.read_bytes(), "u1")
+        )
+    else:
+        np.testing.assert_array_equal(da.values, np.arange(12.0).reshape(3, 4))
+
+
+def test_cli_refuses_external_data_and_takes_the_flag(tmp_path, capsys):
+    from xsignal.cli import main
+
+    path, _ = external_storage_file(tmp_path)
+    out = tmp_path / "copy.nc"
+    assert main(["convert", str(path), str(out)]) == 2
+    assert "allow-external" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["info", str(path)]) == 2
+    assert main(["convert", "--allow-external", str(path), str(out)]) == 0
+    assert main(["info", "--allow-external", str(path)]) == 0
+
+
+def test_a_virtual_dataset_within_its_own_file_is_read(tmp_path, opened):
+    path = tmp_path / "self.h5"
+    with h5py.File(path, "w") as f:
+        f["raw"] = np.arange(8.0).reshape(2, 4)
+        layout = h5py.VirtualLayout(shape=(4, 2), dtype="f8")
+        layout[:2] = h5py.VirtualSource(".", "raw", shape=(2, 4))[:, :2]
+        layout[2:] = h5py.VirtualSource(".", "raw", shape=(2, 4))[:, 2:]
+        f.create_virtual_dataset("view", layout)
+    da = xsignal.open(path, variable="/view")
+    opened.append(da)
+    np.testing.assert_array_equal(da.values, [[0, 1], [4, 5], [2, 3], [6, 7]])

@@ -104,3 +104,21 @@ def test_unpicklable_functions_stay_in_threads_or_fail_clearly_when_forced(si_fi
     with xsignal.set_options(map_processes=True):
         with pytest.raises(TypeError, match="cannot be pickled"):
             xsignal.map(da, with_lock)
+
+
+def test_blocks_of_readers_that_do_not_pickle_are_sent(si_file):
+    """A dask array over an open h5py dataset cannot travel to a worker:
+    dask reads its blocks here and the workers get the values."""
+    import os
+
+    import h5py
+
+    with h5py.File(si_file, "r") as f:
+        dset = f["data"]
+        da = xr.DataArray(
+            dask.array.from_array(dset, chunks=(3, 10, 32)), dims=("y", "x", "energy")
+        )
+        with xsignal.set_options(map_processes=True):
+            sums, pids = _sums_and_pids(xsignal.map(da, busy_sum))
+        np.testing.assert_allclose(sums, dset[()].sum(-1), rtol=1e-6)
+    assert os.getpid() not in pids

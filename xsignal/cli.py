@@ -43,7 +43,7 @@ def run_decompose(args: argparse.Namespace) -> int:
     _check_output(out, args.overwrite)
     if args.plot:
         _check_output(Path(args.plot), True)
-    da = xsignal.open(path, variable=args.variable)
+    da = xsignal.open(path, variable=args.variable, allow_external=args.allow_external)
     if args.dtype:
         da = xsignal.change_dtype(da, args.dtype)
     elif da.dtype.kind in "iub":
@@ -88,9 +88,19 @@ def run_decompose(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_allow_external(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--allow-external",
+        action="store_true",
+        help="read HDF5 files whose data or links reach other files (external "
+        "links, external storage, virtual datasets); refused by default",
+    )
+
+
 def add_decompose_parser(sub: Any) -> None:
     cmd = sub.add_parser("decompose", help="decompose a file (SVD, PCA, ORPCA, ORNMF)")
     cmd.add_argument("file")
+    add_allow_external(cmd)
     cmd.add_argument(
         "-a", "--algorithm", default="SVD", help="SVD (default), PCA, ORPCA, ORNMF"
     )
@@ -143,7 +153,8 @@ def run_info(args: argparse.Namespace) -> int:
     path = args.file
     if not is_url(path) and not Path(path).exists():
         raise FileNotFoundError(f"no such file: {path}")
-    print(info_text(xsignal.open(path, variable=args.variable), path))
+    da = xsignal.open(path, variable=args.variable, allow_external=args.allow_external)
+    print(info_text(da, path))
     return 0
 
 
@@ -177,7 +188,9 @@ def parse_chunks(text: str | None) -> dict[str, int] | None:
 def run_convert(args: argparse.Namespace) -> int:
     fmt, _ = format_for(args.output, args.format)  # a bad extension: before any work
     chunks = parse_chunks(args.chunks)
-    da = xsignal.open(args.input, variable=args.variable)
+    da = xsignal.open(
+        args.input, variable=args.variable, allow_external=args.allow_external
+    )
     if args.dtype:
         da = xsignal.change_dtype(da, args.dtype)
     compression = None if args.compression == "none" else args.compression
@@ -350,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument(
         "--variable", help="variable, HDF5 dataset path or signal name to describe"
     )
+    add_allow_external(info)
     info.set_defaults(func=run_info)
 
     convert = sub.add_parser(
@@ -379,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace an existing output file"
     )
     convert.add_argument("--no-progress", dest="progress", action="store_false")
+    add_allow_external(convert)
     convert.set_defaults(func=run_convert)
     add_decompose_parser(sub)
     return parser

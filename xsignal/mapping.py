@@ -342,6 +342,7 @@ def _infer(
     """Call ``func`` on the first pixel (computing only that pixel): its
     result and the seconds the call took."""
     n_nav = len(nav)
+    n_pixels = math.prod(data.shape[:n_nav])
     first = (slice(0, 1),) * n_nav if vectorized else (0,) * n_nav
     pieces = [data[first], *(a[first] for a in iterated.values())]
     # a 0-d piece is passed as a numpy scalar, as the pixel loop does
@@ -352,6 +353,10 @@ def _infer(
         start = time.perf_counter()
         result = func(pieces[0], **kw, **constant)
         seconds = time.perf_counter() - start
+        if seconds * n_pixels > PROCESS_SECONDS:  # first calls are often slow
+            start = time.perf_counter()
+            func(pieces[0], **kw, **constant)
+            seconds = min(seconds, time.perf_counter() - start)
     except Exception as err:
         message = (
             f"{_func_name(func)} raised {type(err).__name__} on "
@@ -509,7 +514,8 @@ def map(  # noqa: A001  (the public name, like xarray's Dataset.map)
     distributed schedulers.
 
     A per-pixel map whose first pixel took long enough that all of them
-    would take over a second runs in worker processes, one per core,
+    would take over a second (timed on a second call to the first pixel,
+    since first calls are often slow) runs in worker processes, one per core,
     unless a dask scheduler was chosen (see :mod:`xsignal.pool` and the
     ``map_processes`` option of :class:`xsignal.set_options`).
 
@@ -663,7 +669,10 @@ def _build_process_graph(loop: _PixelLoop, data: Any, its: dict[str, Any]) -> An
     name = f"map-{_task_label(loop.func)}-{loop.token}"
     tail = (0,) * (data.ndim - n_nav)
     first = pool.Unread(data.blocks[(0,) * data.ndim])
-    send = len(cloudpickle.dumps(first)) > max(2**20, first.block.nbytes // 4)
+    try:
+        send = len(cloudpickle.dumps(first)) > max(2**20, first.block.nbytes // 4)
+    except Exception:  # a reader that does not pickle (an h5py dataset)
+        send = True
     edges = [np.cumsum((0, *c)) for c in data.chunks[:n_nav]]
     arrays = list(its.values())
     dsk = {}

@@ -29,7 +29,7 @@ import xarray as xr
 from xarray.backends import BackendEntrypoint
 
 from ..handles import close_token
-from .common import open_h5
+from .common import is_hdf5, open_h5
 from .save import is_url
 
 # what rosettasciio reads, for the error when it is not installed
@@ -45,11 +45,19 @@ class FileBackend(BackendEntrypoint):
     """What every xsignal backend shares: ``variable=``, ``drop_variables``,
     and closing the files of the opened Dataset with ``ds.close()``.
 
-    Subclasses implement ``read(path, variable, token) -> xr.Dataset``.
+    Subclasses implement ``read(path, variable, token, allow_external) ->
+    xr.Dataset``; without ``allow_external``, files whose reads would reach
+    other files are refused (HDF5 external links, external storage,
+    virtual datasets: :func:`xsignal.io.common.check_no_external`).
     """
 
     url = "https://github.com/xsignal/xsignal"
-    open_dataset_parameters = ("filename_or_obj", "drop_variables", "variable")
+    open_dataset_parameters = (
+        "filename_or_obj",
+        "drop_variables",
+        "variable",
+        "allow_external",
+    )
 
     def open_dataset(
         self,
@@ -57,11 +65,12 @@ class FileBackend(BackendEntrypoint):
         *,
         drop_variables: str | Iterable[str] | None = None,
         variable: str | None = None,
+        allow_external: bool = False,
     ) -> xr.Dataset:
         path = os.fspath(filename_or_obj)
         token = uuid.uuid4().hex
         try:
-            ds = self.read(path, variable, token)
+            ds = self.read(path, variable, token, allow_external)
         except BaseException:
             close_token(token)
             raise
@@ -71,7 +80,9 @@ class FileBackend(BackendEntrypoint):
         ds.set_close(lambda: close_token(token))
         return ds
 
-    def read(self, path: str, variable: str | None, token: str) -> xr.Dataset:
+    def read(
+        self, path: str, variable: str | None, token: str, allow_external: bool
+    ) -> xr.Dataset:
         raise NotImplementedError
 
 
@@ -85,10 +96,12 @@ class Hdf5Backend(FileBackend):
         "hdf5": "HDF5",
     }
 
-    def read(self, path: str, variable: str | None, token: str) -> xr.Dataset:
+    def read(
+        self, path: str, variable: str | None, token: str, allow_external: bool
+    ) -> xr.Dataset:
         from . import hdf5, hspy, netcdf
 
-        handle = open_h5(path)
+        handle = open_h5(path, allow_external=allow_external)
         try:
             kind = file_kind(handle)
             self.check(kind, path)
@@ -134,7 +147,9 @@ class ZarrBackend(FileBackend):
 
     description = "zarr stores and HyperSpy .zspy stores, read by xsignal"
 
-    def read(self, path: str, variable: str | None, token: str) -> xr.Dataset:
+    def read(
+        self, path: str, variable: str | None, token: str, allow_external: bool
+    ) -> xr.Dataset:
         from .zarr_ import read_zarr
 
         return read_zarr(path, variable, token=token)
@@ -145,9 +160,13 @@ class RosettaBackend(FileBackend):
 
     description = "every format rosettasciio reads, through xsignal"
 
-    def read(self, path: str, variable: str | None, token: str) -> xr.Dataset:
+    def read(
+        self, path: str, variable: str | None, token: str, allow_external: bool
+    ) -> xr.Dataset:
         from .rosetta import read_rosetta
 
+        if not allow_external and is_hdf5(path):  # .emd, .nxs...: HDF5 inside
+            open_h5(path, allow_external=False).close()
         return read_rosetta(path, variable, token=token)
 
 
@@ -167,8 +186,11 @@ class XsignalBackend(FileBackend):
 
     description = "Open every format xsignal reads (HyperSpy, zarr, netCDF...)"
 
-    def read(self, path: str, variable: str | None, token: str) -> xr.Dataset:
-        return backend_for(path, variable)().read(path, variable, token)
+    def read(
+        self, path: str, variable: str | None, token: str, allow_external: bool
+    ) -> xr.Dataset:
+        backend = backend_for(path, variable)()
+        return backend.read(path, variable, token, allow_external)
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         try:

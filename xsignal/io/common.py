@@ -37,8 +37,10 @@ def is_hdf5(path: str) -> bool:
             offset = 512 if offset == 0 else offset * 2
 
 
-def open_h5(path: str):
-    """``h5py.File(path, "r")`` with errors that name the path and the problem."""
+def open_h5(path: str, *, allow_external: bool = True):
+    """``h5py.File(path, "r")`` with errors that name the path and the
+    problem; without ``allow_external``, files whose reads reach other
+    files are refused (:func:`check_no_external`)."""
     import h5py
 
     if not os.path.exists(path):
@@ -51,11 +53,66 @@ def open_h5(path: str):
             "reads netCDF4, HyperSpy .hspy and HDF5 files"
         )
     try:
-        return h5py.File(path, "r")
+        handle = h5py.File(path, "r")
     except OSError as err:
         raise ValueError(
             f"cannot read {path}: the HDF5 file is damaged or truncated ({err})"
         ) from err
+    if not allow_external:
+        try:
+            check_no_external(handle, path)
+        except BaseException:
+            handle.close()
+            raise
+    return handle
+
+
+ALLOW_EXTERNAL_HINT = (
+    "xsignal reads no other file unless asked: pass allow_external=True to "
+    "xsignal.open (--allow-external on the command line) if you trust it"
+)
+
+
+def check_no_external(handle, path: str) -> None:
+    """Refuse an HDF5 file that makes reads reach other files: external
+    links, datasets stored in external raw files, virtual datasets mapping
+    other files. Such files are valid HDF5, but a file from elsewhere could
+    then read any file this process may read (``/etc/passwd`` into the
+    data), so :func:`xsignal.open` refuses them unless ``allow_external``.
+    """
+    import h5py
+
+    # h5py's visitors must not raise: the first problem stops the walk
+    def visit_link(name: str, link: Any) -> str | None:
+        if isinstance(link, h5py.ExternalLink):
+            return f"/{name} is an external link to {link.filename}:{link.path}"
+        return None
+
+    def visit_object(name: str, obj: Any) -> str | None:
+        if not isinstance(obj, h5py.Dataset):
+            return None
+        if obj.external:
+            files = sorted({os.fsdecode(entry[0]) for entry in obj.external})
+            return (
+                f"dataset /{name} stores its data in other files {files} "
+                "(HDF5 external storage)"
+            )
+        if obj.is_virtual:
+            files = sorted({v.file_name for v in obj.virtual_sources()} - {"."})
+            if files:
+                return (
+                    f"dataset /{name} is a virtual dataset reading other files {files}"
+                )
+        return None
+
+    try:
+        problem = handle.visititems_links(visit_link) or handle.visititems(visit_object)
+    except (KeyError, RuntimeError, OSError) as err:
+        raise ValueError(
+            f"{path}: the HDF5 file's structure cannot be walked, it is damaged ({err})"
+        ) from err
+    if problem:
+        raise ValueError(f"{path}: {problem}; {ALLOW_EXTERNAL_HINT}")
 
 
 def choose(

@@ -57,6 +57,7 @@ def open_one(
     lazy: bool = True,
     chunks: Mapping[Hashable, Any] | Sequence[int] | str | None = None,
     variable: str | None = None,
+    allow_external: bool = False,
 ) -> xr.DataArray:
     """Open one file or store (see :func:`open`): its backend, then dask
     chunks as asked (one task per stored chunk by default)."""
@@ -67,6 +68,7 @@ def open_one(
         chunks=None,
         cache=False,
         variable=variable,
+        allow_external=allow_external,
     )
     (name,) = ds.data_vars
     opened = _checked_marking(ds[name], path)
@@ -139,6 +141,7 @@ def open(  # noqa: A001  (xsignal.open mirrors xarray's open_* family)
     stack: bool = False,
     dim: str = "stack",
     variable: str | None = None,
+    allow_external: bool = False,
 ) -> xr.DataArray | list[xr.DataArray]:
     """Open files or stores of any format xsignal reads as (lazy) DataArrays.
 
@@ -177,6 +180,12 @@ def open(  # noqa: A001  (xsignal.open mirrors xarray's open_* family)
         dataset path (``"/group/data"``) or, for a HyperSpy or detector file
         holding several signals, the signal's name (or index, for detector
         files). Needed when a file holds several.
+    allow_external : bool
+        HDF5 files can make reads reach other files: external links,
+        datasets stored in external raw files, virtual datasets. Such files
+        are refused (``ValueError`` naming the object and the other file)
+        unless this is True, so a file from elsewhere cannot make xsignal
+        (a conversion service, say) read ``/etc/passwd``.
 
     Returns
     -------
@@ -212,7 +221,16 @@ def open(  # noqa: A001  (xsignal.open mirrors xarray's open_* family)
     >>> xsignal.close_file(back)
     """
     files, several = expand_paths(paths)
-    opened = [open_one(f, lazy=lazy, chunks=chunks, variable=variable) for f in files]
+    opened = [
+        open_one(
+            f,
+            lazy=lazy,
+            chunks=chunks,
+            variable=variable,
+            allow_external=allow_external,
+        )
+        for f in files
+    ]
     if stack:
         from ..stacking import stack as _stack
 

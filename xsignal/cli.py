@@ -210,6 +210,26 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_clean(args: argparse.Namespace) -> int:
+    from .io.atomic import leftovers, remove
+
+    total = 0
+    verb = "would remove" if args.dry_run else "removed"
+    found = leftovers(args.folder, recursive=args.recursive)
+    for path in found:
+        size = _stored_bytes(path) or 0
+        total += size
+        if not args.dry_run:
+            remove(path)
+        print(f"{verb} {path} ({human_bytes(size)})")
+    done = "found" if args.dry_run else "removed"
+    print(
+        f"{done} {len(found)} temporary file(s) of killed saves in {args.folder} "
+        f"({human_bytes(total)})"
+    )
+    return 0
+
+
 def _stored_bytes(path: str | Path) -> int | None:
     """Bytes of a file, or of every file in a store's folder; None for URLs."""
     if is_url(str(path)):
@@ -396,6 +416,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_allow_external(convert)
     convert.set_defaults(func=run_convert)
     add_decompose_parser(sub)
+
+    clean = sub.add_parser(
+        "clean",
+        help="list and remove the temporary files of saves that were killed",
+    )
+    clean.add_argument("folder")
+    clean.add_argument(
+        "--dry-run", action="store_true", help="only list what would be removed"
+    )
+    clean.add_argument(
+        "-r", "--recursive", action="store_true", help="also look in subfolders"
+    )
+    clean.set_defaults(func=run_clean)
     return parser
 
 

@@ -119,10 +119,38 @@ class ClosedFileError(ValueError):
     """Reading from a file that was closed with :func:`xsignal.close_file`."""
 
 
-def file_identity(path: str) -> tuple[int, int, int]:
-    """(device, inode, size) of ``path``: changes when the file is replaced."""
+class FileChangedError(ValueError):
+    """Reading from a file that was replaced or rewritten since it was opened."""
+
+
+def file_identity(path: str) -> tuple[int, int, int, int]:
+    """(device, inode, size, modification time in ns) of ``path``: changes
+    when the file is replaced, and when it is rewritten in place."""
     st = os.stat(path)
-    return (st.st_dev, st.st_ino, st.st_size)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def check_identity(path: str, identity: tuple | None) -> None:
+    """Raise unless ``path`` is still the file whose identity was taken.
+
+    One ``stat`` (a few microseconds): cheap enough before every read, so
+    a lazy array never mixes values of two versions of a file.
+    """
+    if identity is None:
+        return
+    try:
+        now = file_identity(path)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"the file {path} no longer exists; it was removed or renamed "
+            "since it was opened"
+        ) from err
+    if now != tuple(identity):
+        raise FileChangedError(
+            f"the file {path} was replaced or rewritten since it was opened "
+            "(its size, inode or modification time changed); its lazy arrays "
+            "would mix old and new values: open it again with xsignal.open"
+        )
 
 
 class Source:
@@ -213,9 +241,9 @@ class H5Source(Source):
     shape, dtype
         The dataset's shape and dtype (known from opening it).
     identity : tuple, optional
-        :func:`file_identity` at open time; a process that opens the file
-        later checks it, so a file replaced in between raises instead of
-        giving other data.
+        :func:`file_identity` at open time, checked before every read (in
+        any process), so a file replaced or rewritten since raises
+        :class:`FileChangedError` instead of giving other data.
     token : str, optional
         Groups the sources of one ``xsignal.open`` call (new if omitted).
     """
@@ -226,7 +254,7 @@ class H5Source(Source):
         name: str,
         shape: tuple[int, ...],
         dtype: Any,
-        identity: tuple[int, int, int] | None = None,
+        identity: tuple[int, ...] | None = None,
         token: str | None = None,
         direct_chunks: tuple[int, ...] | None = None,
     ) -> None:
@@ -275,6 +303,7 @@ class H5Source(Source):
         # h5py serialises every call with its own global lock, so no extra
         # lock is needed for threads; reading straight into the result
         # array avoids a copy.
+        check_identity(self.path, self.identity)
         handle = self._acquire()
         try:
             return self._read(handle[self.name], key)
@@ -437,30 +466,20 @@ def _rebuild(
     return src
 
 
-def _open_checked(path: str, identity: tuple[int, int, int] | None):
+def _open_checked(path: str, identity: tuple[int, ...] | None):
     import h5py
 
+    check_identity(path, identity)
     try:
         handle = h5py.File(path, "r")
     except FileNotFoundError as err:
         raise FileNotFoundError(f"the file {path} no longer exists") from err
-    if identity is not None:
-        st = os.fstat(_fileno(handle)) if _fileno(handle) is not None else None
-        now = (st.st_dev, st.st_ino, st.st_size) if st else file_identity(path)
-        if tuple(now) != tuple(identity):
-            handle.close()
-            raise ValueError(
-                f"the file {path} was replaced or changed since it was opened; "
-                "open it again with xsignal.open"
-            )
+    try:  # the file just opened, not one that replaced it in between
+        check_identity(path, identity)
+    except BaseException:
+        handle.close()
+        raise
     return handle
-
-
-def _fileno(handle) -> int | None:
-    try:
-        return handle.id.get_vfd_handle()
-    except Exception:  # not every HDF5 driver has a file descriptor
-        return None
 
 
 def open_source_handle(src: H5Source, handle: Any) -> None:

@@ -9,7 +9,10 @@ Shared by the netCDF and ``.hspy`` writers: each creates its dataset, then
 from __future__ import annotations
 
 import contextlib
+import errno
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import dask.array as dsa
@@ -17,6 +20,32 @@ import numpy as np
 import xarray as xr
 
 from ..progress import distributed_client
+
+
+@contextlib.contextmanager
+def new_hdf5(path: Path | str, mode: str = "w") -> Iterator[Any]:
+    """``h5py.File(path, mode)`` for writing, flushed before it is closed.
+
+    No chunk cache: each chunk goes to the file when it is written, so a
+    failed write (a full disk) raises there. Cached chunks would be written
+    at close, where h5py ignores errors (the file then looks complete) and
+    HDF5 can be left in a state that crashes the process at exit. The
+    explicit flush writes the metadata while errors can still raise.
+    """
+    import h5py
+
+    handle = h5py.File(path, mode, rdcc_nbytes=0)
+    try:
+        yield handle
+        try:
+            handle.flush()
+        except OSError as err:
+            raise OSError(
+                err.errno or errno.EIO,
+                f"cannot finish writing {path}: {err}",
+            ) from err
+    finally:
+        handle.close()
 
 
 def compression_encoding(compression: str | None) -> dict[str, Any]:
@@ -107,7 +136,14 @@ def fill(dset, da: xr.DataArray) -> None:
     """
     if da.chunks is None:
         dset[...] = da.values
-        return
+    else:
+        _fill_blocks(dset, da)
+    # cached chunks are written now, while the dataset is open: a failure
+    # (a full disk) raises here, where h5py would ignore it at close
+    dset.flush()
+
+
+def _fill_blocks(dset, da: xr.DataArray) -> None:
     raw = dset.id.get_create_plist().get_nfilters() == 0
     data = da.data
     if dset.chunks is not None and not _aligned(data.chunks, dset.chunks):

@@ -12,7 +12,7 @@ import xarray as xr
 
 from . import layout
 from .common import source_for
-from .hdf5_write import compression_encoding, fill, writable_scheduler
+from .hdf5_write import compression_encoding, fill, new_hdf5, writable_scheduler
 
 
 def is_hspy(handle) -> bool:
@@ -37,14 +37,13 @@ def write_hspy(
     da: xr.DataArray, path: Path, *, chunks: tuple[int, ...], compression: Any
 ) -> None:
     """Write ``da`` (signal dims last) to a new ``.hspy`` file ``path``."""
-    import h5py
 
     def put(group, name: str, values: np.ndarray) -> None:
         group.create_dataset(name, data=values)
 
     options = compression_encoding(compression) if da.ndim else {}
     layout.check_writable(da, ".hspy")
-    with h5py.File(path, "w") as f:
+    with new_hdf5(path) as f:
         group = layout.write_signal(f, da, put=put, json_attrs=False)
         dset = group.create_dataset(
             "data",

@@ -23,7 +23,7 @@ from .common import (
     source_for,
     source_variable,
 )
-from .hdf5_write import compression_encoding, fill, writable_scheduler
+from .hdf5_write import compression_encoding, fill, new_hdf5, writable_scheduler
 
 # attributes of the netCDF4/HDF5 machinery, never shown to users
 _RESERVED = {
@@ -219,7 +219,6 @@ def _write_streaming(da: xr.DataArray, tmp: Path, encoding: dict) -> None:
     selection code (the file is the same as xarray's own writer makes).
     """
     import h5netcdf
-    import h5py
 
     name = da.name
     non_dim = [str(c) for c in da.coords if c not in da.dims]
@@ -253,5 +252,5 @@ def _write_streaming(da: xr.DataArray, tmp: Path, encoding: dict) -> None:
             var.attrs["coordinates"] = " ".join(non_dim)
             if "coordinates" in f.attrs:
                 del f.attrs["coordinates"]
-    with h5py.File(tmp, "a") as h:
+    with new_hdf5(tmp, "a") as h:
         fill(h[name], da)

@@ -3,16 +3,15 @@
 Every format writer (:mod:`.netcdf`, :mod:`.hspy`, :mod:`.zarr_`) writes a
 new file or store at a path it is given; this module chooses the writer,
 checks everything it can before any work, writes to a temporary sibling of
-the target and renames it into place only once complete.
+the target and moves it into place only once complete (:mod:`.atomic`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
-import stat
-import uuid
 import warnings
 import zipfile
 from collections.abc import Hashable, Mapping, Sequence
@@ -31,9 +30,9 @@ from ..dims import (
     navigation_dims,
     signal_dims,
 )
+from . import atomic
 
 DEFAULT_CHUNK_BYTES = 4 * 2**20
-TMP_SUFFIX = ".xsignal-tmp"
 
 # format -> the extensions that choose it (a ".zip" after .zarr/.zspy, or
 # alone, means a zarr store in a zip file)
@@ -230,7 +229,9 @@ def save(
         to read); a numcodecs or zarr codec object for zarr.
     overwrite : bool
         Replace an existing file or store; ``False`` raises
-        ``FileExistsError``. A replaced file keeps its permissions.
+        ``FileExistsError``, also when another process creates the path
+        while this save runs (nothing is replaced then). A replaced file
+        keeps its permissions, and its owner where allowed.
     shards : dict by dim name or tuple in dim order, optional
         zarr format 3 only: the shard shape, a multiple of the chunks (many
         chunks in one stored object, fewer files).
@@ -282,25 +283,54 @@ def save(
             )
         writer(da, os.fspath(path), stored, overwrite=overwrite)
         return
-    target = Path(path)
-    if (target.exists() or target.is_symlink()) and not overwrite:
-        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
-    if not target.parent.is_dir():
-        raise FileNotFoundError(f"no folder {target.parent} to save {target.name} in")
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
-    store = tmp.with_name(tmp.name + ".store") if zipped else tmp
+    folder = fmt in ("zarr", "zspy") and not zipped
+    target = atomic.check_target(path, overwrite, folder=folder)
+    _check_space(target, da, compression, zipped)
+    tmp = atomic.temporary(target)
+    store = atomic.temporary(target, "store") if zipped else tmp
     try:
         with _joined_threads():
             writer(da, store, stored, overwrite=False)
         if zipped:
             zip_folder(store, tmp)
-            remove(store)
-        _keep_mode(target, tmp)
-        replace(tmp, target)
-    except BaseException:
-        remove(store)
-        remove(tmp)
+            atomic.remove(store)
+        if overwrite:
+            atomic.replace(tmp, target)
+        else:
+            atomic.place_new(tmp, target)
+    except BaseException as err:
+        atomic.remove(store)
+        atomic.remove(tmp)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            free = shutil.disk_usage(target.parent).free
+            raise OSError(
+                errno.ENOSPC,
+                f"the disk filled up while saving {target} ({_mib(free)} free "
+                f"now, the partial file removed; nothing was replaced): {err}",
+            ) from err
         raise
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def _check_space(
+    target: Path, da: xr.DataArray, compression: Any, zipped: bool
+) -> None:
+    """Refuse a save that cannot fit, before it starts: uncompressed data
+    need their size (twice for a zip, built from a folder); compressed
+    data are not checked (the size is unknown until written)."""
+    if compression is not None:
+        return
+    need = da.nbytes * (2 if zipped else 1)
+    free = shutil.disk_usage(target.parent).free
+    if need > free:
+        raise OSError(
+            errno.ENOSPC,
+            f"not enough space to save {target}: {_mib(need)} to write, "
+            f"{_mib(free)} free on its disk",
+        )
 
 
 @contextlib.contextmanager
@@ -383,38 +413,3 @@ def zip_folder(folder: Path, target: Path) -> None:
             for name in sorted(files):
                 full = Path(root) / name
                 zf.write(full, full.relative_to(folder).as_posix())
-
-
-def remove(path: Path) -> None:
-    """Remove a file or folder if it exists."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _keep_mode(target: Path, tmp: Path) -> None:
-    """Give the new file the permissions of the one it replaces."""
-    with contextlib.suppress(OSError):
-        if target.is_file() and tmp.is_file():
-            os.chmod(tmp, stat.S_IMODE(target.stat().st_mode))
-
-
-def replace(tmp: Path, target: Path) -> None:
-    """Move ``tmp`` (a file or folder) to ``target``, replacing it.
-
-    A file over a file is one atomic rename. Where a folder is involved
-    (zarr stores), the old target is first renamed aside and deleted only
-    after the new one is in place; if that fails it is put back.
-    """
-    if not (tmp.is_dir() or target.is_dir()) or not target.exists():
-        os.replace(tmp, target)
-        return
-    aside = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old{TMP_SUFFIX}")
-    os.rename(target, aside)
-    try:
-        os.rename(tmp, target)
-    except BaseException:
-        os.rename(aside, target)
-        raise
-    remove(aside)

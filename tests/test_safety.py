@@ -1,0 +1,289 @@
+"""What xsignal guarantees when files change, saves race or die, and paths
+lie: each case as a user (or another process) would meet it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import dask
+import numpy as np
+import pytest
+import xarray as xr
+
+import xsignal
+from xsignal.handles import FileChangedError
+from xsignal.io import atomic
+from xsignal.testing import write_spectrum_image
+
+
+def small(seed: int = 0) -> xr.DataArray:
+    values = np.random.default_rng(seed).random((6, 5, 16), dtype="f4")
+    return xr.DataArray(values, dims=("y", "x", "energy"))
+
+
+# --- files that change under a lazy array ------------------------------------
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "processes", "sync"])
+def test_a_file_rewritten_in_place_raises_instead_of_mixing_values(tmp_path, scheduler):
+    """Same path, same inode (``shutil.copyfile`` writes into the old file):
+    the lazy array raises a clear error naming the file."""
+    path = write_spectrum_image(
+        tmp_path / "a.nc", (8, 6, 32), chunks=(2, 6, 32), seed=1
+    )
+    other = write_spectrum_image(
+        tmp_path / "b.nc", (8, 6, 32), chunks=(2, 6, 32), seed=2
+    )
+    da = xsignal.open(path)
+    first = da.sum("energy").compute(scheduler=scheduler)  # handles are open now
+    inode = os.stat(path).st_ino
+    time.sleep(0.01)
+    shutil.copyfile(other, path)
+    assert os.stat(path).st_ino == inode  # rewritten in place
+    with pytest.raises(FileChangedError, match=r"a\.nc was replaced or rewritten"):
+        da.sum("energy").compute(scheduler=scheduler)
+    again = xsignal.open(path)  # opened anew: the new values
+    assert not np.allclose(again.sum("energy").values, first.values)
+    xsignal.close_file(da)
+    xsignal.close_file(again)
+
+
+def test_a_removed_file_says_so(tmp_path):
+    path = write_spectrum_image(tmp_path / "a.nc", (4, 3, 8), chunks=(2, 3, 8))
+    da = xsignal.open(path)
+    os.remove(path)
+    with pytest.raises(FileNotFoundError, match=r"a\.nc no longer exists"):
+        da.values  # noqa: B018
+
+
+# --- saves that race ----------------------------------------------------------
+
+RACER = """
+import sys, time, numpy as np, xarray as xr, xsignal
+target, go, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+da = xr.DataArray(np.full((64, 32, 256), seed, "f4"), dims=("y", "x", "e"))
+while not __import__("os").path.exists(go):
+    time.sleep(0.001)
+try:
+    xsignal.save(da, target, compression=None)
+except FileExistsError:
+    print("exists")
+else:
+    print("saved")
+"""
+
+
+@pytest.mark.parametrize("name", ["race.nc", "race.zarr"])
+def test_two_processes_saving_to_one_new_path_exactly_one_wins(tmp_path, name):
+    target, go = tmp_path / name, tmp_path / "go"
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(target), str(go), str(seed)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (1, 2)
+    ]
+    time.sleep(1.0)  # both started and waiting
+    go.touch()
+    outcomes = sorted(r.communicate(timeout=60)[0].strip() for r in racers)
+    assert outcomes == ["exists", "saved"]
+    value = float(xsignal.open(target, lazy=False).mean())
+    assert value in (1.0, 2.0)  # one whole result, not a mix
+    assert atomic.leftovers(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "go"])
+
+
+@pytest.mark.parametrize("folder", [False, True])
+def test_a_path_created_during_the_save_is_never_replaced(tmp_path, folder):
+    """The exclusive placement itself: another process made the name
+    between the early check and the end of the write."""
+    target = tmp_path / ("t.zarr" if folder else "t.nc")
+    tmp = atomic.temporary(target)
+    if folder:
+        tmp.mkdir()
+        (tmp / "zarr.json").write_text("{}")
+        target.mkdir()
+        (target / "theirs").write_text("theirs")
+    else:
+        tmp.write_text("ours")
+        target.write_text("theirs")
+    with pytest.raises(FileExistsError, match="created by another process"):
+        atomic.place_new(tmp, target)
+    mine = target / "theirs" if folder else target
+    assert mine.read_text() == "theirs"
+
+
+def test_paths_that_name_a_folder_or_a_dangling_link(tmp_path):
+    da = small()
+    with pytest.raises(ValueError, match="ends with a path separator"):
+        xsignal.save(da, str(tmp_path / "new.nc") + "/")
+    with pytest.raises(ValueError, match="ends with a path separator"):
+        xsignal.save(da, str(tmp_path / "new") + "/", format="netcdf")
+    assert list(tmp_path.iterdir()) == []
+    xsignal.save(da, str(tmp_path / "store.zarr") + "/")  # a store is a folder
+    assert (tmp_path / "store.zarr" / "zarr.json").exists()
+    link = tmp_path / "link.nc"
+    link.symlink_to(tmp_path / "missing.nc")
+    with pytest.raises(FileExistsError, match="dangling symbolic link"):
+        xsignal.save(da, link)
+    assert link.is_symlink() and not (tmp_path / "missing.nc").exists()
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0, reason="chown needs root"
+)
+def test_overwriting_keeps_mode_and_owner(tmp_path):
+    path = tmp_path / "owned.nc"
+    xsignal.save(small(1), path)
+    os.chmod(path, 0o640)
+    os.chown(path, 12345, 54321)
+    xsignal.save(small(2), path, overwrite=True)
+    st = path.stat()
+    assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o640, 12345, 54321)
+
+
+# --- saves that die -------------------------------------------------------------
+
+SLOW_SAVE = """
+import sys, time, dask.array as dsa, numpy as np, xarray as xr, xsignal
+
+def slow(block):
+    time.sleep(0.2)
+    return block
+
+data = dsa.ones((40, 8, 64), chunks=(1, 8, 64), dtype="f4").map_blocks(slow)
+xsignal.save(xr.DataArray(data, dims=("y", "x", "e")), sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("name", ["killed.nc", "killed.zarr", "killed.zarr.zip"])
+def test_clean_removes_what_a_killed_save_left(tmp_path, name, capsys):
+    from xsignal.cli import main
+
+    saver = subprocess.Popen([sys.executable, "-c", SLOW_SAVE, str(tmp_path / name)])
+    deadline = time.time() + 60
+    while not list(tmp_path.glob("*.xsignal-tmp")) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    saver.send_signal(signal.SIGKILL)
+    saver.wait()
+    left = list(tmp_path.glob(f".{name}.*.xsignal-tmp"))
+    assert left and not (tmp_path / name).exists()
+    keep = tmp_path / "notes.txt"
+    keep.write_text("not a temporary")
+    assert main(["clean", "--dry-run", str(tmp_path)]) == 0
+    assert "would remove" in capsys.readouterr().out
+    assert all(p.exists() for p in left)
+    assert main(["clean", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"removed {len(left)} temporary" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_clean_keeps_the_temporaries_of_running_saves(tmp_path):
+    running = atomic.temporary(tmp_path / "now.nc")  # this process: running
+    running.write_bytes(b"in progress")
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead = tmp_path / f".old.nc.{int(done.stdout)}-0123abcd.xsignal-tmp"
+    dead.write_bytes(b"left")
+    legacy_old = tmp_path / ".legacy.nc.89abcdef.xsignal-tmp"  # no pid
+    legacy_old.write_bytes(b"left")
+    os.utime(legacy_old, (time.time() - 2 * 3600,) * 2)
+    legacy_new = tmp_path / ".recent.nc.89abcdef.xsignal-tmp"
+    legacy_new.write_bytes(b"maybe running")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    nested = sub / dead.name
+    nested.write_bytes(b"left")
+    assert sorted(atomic.clean(tmp_path)) == sorted([dead, legacy_old])
+    assert running.exists() and legacy_new.exists() and nested.exists()
+    assert atomic.clean(tmp_path, recursive=True) == [nested]
+
+
+def test_a_failing_lazy_bool_save_leaves_nothing(tmp_path):
+    def boom(block, block_info=None):
+        if block_info[None]["chunk-location"][0] == 3:
+            raise RuntimeError("bad block")
+        return block
+
+    base = dask.array.zeros((8, 4, 16), chunks=(1, 4, 16), dtype=bool)
+    da = xr.DataArray(base.map_blocks(boom, dtype=bool), dims=("y", "x", "e"))
+    for _ in range(5):  # running tasks must not recreate the temporary
+        with pytest.raises(RuntimeError, match="bad block"):
+            xsignal.save(da, tmp_path / "flags.nc")
+        assert list(tmp_path.iterdir()) == []
+
+
+# --- a full disk ------------------------------------------------------------------
+
+FILL_DISK = """
+import sys, numpy as np, xarray as xr, xsignal
+target, kind, compression = sys.argv[1], sys.argv[2], sys.argv[3]
+values = np.random.default_rng(0).random((64, 64, 128)).astype("f4")  # 2 MiB
+da = xr.DataArray(values, dims=("y", "x", "e"))
+if kind == "lazy":
+    da = da.chunk({"y": 8})
+try:
+    xsignal.save(da, target, compression=None if compression == "none" else compression)
+except OSError as err:
+    print("OSError", err.errno, str(err).splitlines()[0])
+else:
+    print("saved")
+"""
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MiB tmpfs (root only): writes of 2 MiB fill it."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    where = tmp_path / "tiny"
+    where.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(where)]
+    )
+    if done.returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+
+
+@pytest.mark.parametrize("kind", ["memory", "lazy"])
+@pytest.mark.parametrize("compression", ["gzip", "none"])
+@pytest.mark.parametrize("name", ["full.nc", "full.hspy", "full.zarr"])
+def test_a_full_disk_gives_a_clear_error_and_no_crash(
+    tiny_disk, kind, compression, name
+):
+    """Uncompressed saves that cannot fit are refused before they start;
+    compressed ones fail as the disk fills: an OSError naming the target,
+    no file left, and the process exits normally (HDF5 left in a bad state
+    used to crash it at exit)."""
+    target = tiny_disk / name
+    done = subprocess.run(
+        [sys.executable, "-c", FILL_DISK, str(target), kind, compression],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout.strip()
+    assert out.startswith("OSError 28"), out + done.stderr[-2000:]
+    assert str(target) in out
+    if compression == "none":
+        assert "not enough space" in out and "MiB free" in out
+    else:
+        assert "disk filled up" in out
+    assert list(tiny_disk.iterdir()) == []

@@ -1,0 +1,203 @@
+"""Putting a finished file or store in place, and finding what killed saves left.
+
+A local save writes to a hidden sibling of the target named
+``.<target name>.<pid>-<random>.xsignal-tmp`` and only then moves it into
+place:
+
+- :func:`place_new` (``overwrite=False``) never replaces anything, even
+  when another process creates the target meanwhile: a file is hard-linked
+  to its name (which fails if the name exists) and a folder renamed onto an
+  empty folder created exclusively for it;
+- :func:`replace` (``overwrite=True``) renames over the target; a replaced
+  folder is set aside first and removed once the new one is in place, and
+  a replaced file's permissions (and owner, where allowed) are kept.
+
+A save killed before it ends leaves its temporary behind: :func:`leftovers`
+finds those whose process is gone, :func:`clean` removes them (``xsignal
+clean DIR`` on the command line).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import shutil
+import stat
+import time
+import uuid
+from pathlib import Path
+
+TMP_SUFFIX = ".xsignal-tmp"
+# .<name>.<pid>-<8 hex>[.store|.old].xsignal-tmp; before pids were in the
+# name: .<name>.<8 hex>[.old].xsignal-tmp
+_TMP_NAME = re.compile(
+    r"^\..+\.(?:(?P<pid>\d+)-)?[0-9a-f]{8}(?:\.store|\.old)?"
+    + re.escape(TMP_SUFFIX)
+    + "$"
+)
+STALE_SECONDS = 3600  # temporaries without a pid count as left after this
+
+
+def temporary(target: Path, kind: str = "") -> Path:
+    """A new temporary sibling of ``target`` (``kind``: "", "store", "old")."""
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}" + (f".{kind}" if kind else "")
+    return target.with_name(f".{target.name}.{tag}{TMP_SUFFIX}")
+
+
+def check_target(path: str | os.PathLike, overwrite: bool, *, folder: bool) -> Path:
+    """The target of a local save, refused early when it cannot be written:
+    an existing path (also a dangling symbolic link) without ``overwrite``,
+    a missing parent folder, a file name ending in a path separator."""
+    text = os.fspath(path)
+    if not folder and text.endswith(("/", os.sep)):
+        raise ValueError(
+            f"{text} ends with a path separator, which names a folder; this "
+            "format is one file: name it, e.g. "
+            f"{os.path.join(text.rstrip('/' + os.sep), 'data')}{Path(text).suffix}"
+        )
+    target = Path(text)
+    if (target.exists() or target.is_symlink()) and not overwrite:
+        what = "is a dangling symbolic link" if not target.exists() else "exists"
+        raise FileExistsError(f"{target} {what}; pass overwrite=True to replace it")
+    if not target.parent.is_dir():
+        raise FileNotFoundError(f"no folder {target.parent} to save {target.name} in")
+    return target
+
+
+def place_new(tmp: Path, target: Path) -> None:
+    """Move ``tmp`` to ``target``, which must not exist, atomically: if
+    another process creates ``target`` first, raise ``FileExistsError`` and
+    leave both alone (``tmp`` is for the caller to remove)."""
+    taken = FileExistsError(
+        f"{target} was created by another process while this save ran; "
+        "nothing was replaced"
+    )
+    if tmp.is_dir():
+        try:
+            os.mkdir(target)  # exclusive: the claim
+        except FileExistsError:
+            raise taken from None
+        try:
+            os.rename(tmp, target)  # onto the empty folder just made
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.rmdir(target)
+            raise
+        return
+    try:
+        os.link(tmp, target)  # fails when the name exists, unlike rename
+    except FileExistsError:
+        raise taken from None
+    except OSError as err:  # no hard links here (some network or FAT disks)
+        if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+            raise
+        if target.exists() or target.is_symlink():
+            raise taken from None
+        os.rename(tmp, target)
+        return
+    tmp.unlink()
+
+
+def replace(tmp: Path, target: Path) -> None:
+    """Move ``tmp`` (a file or folder) to ``target``, replacing it.
+
+    A file over a file is one atomic rename, keeping the old file's mode
+    (and owner where allowed). Where a folder is involved (zarr stores),
+    the old target is first renamed aside and deleted only after the new
+    one is in place; if that fails it is put back.
+    """
+    keep_mode(target, tmp)
+    if not (tmp.is_dir() or target.is_dir()) or not target.exists():
+        os.replace(tmp, target)
+        return
+    aside = temporary(target, "old")
+    os.rename(target, aside)
+    try:
+        os.rename(tmp, target)
+    except BaseException:
+        os.rename(aside, target)
+        raise
+    remove(aside)
+
+
+def keep_mode(target: Path, tmp: Path) -> None:
+    """Give the new file the permissions, and owner where allowed, of the
+    one it replaces."""
+    with contextlib.suppress(OSError):
+        if target.is_file() and tmp.is_file():
+            st = target.stat()
+            os.chmod(tmp, stat.S_IMODE(st.st_mode))
+            if hasattr(os, "chown") and (st.st_uid, st.st_gid) != _owner(tmp):
+                with contextlib.suppress(OSError):
+                    os.chown(tmp, st.st_uid, st.st_gid)
+
+
+def _owner(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_uid, st.st_gid
+
+
+def remove(path: Path) -> None:
+    """Remove a file or folder if it exists."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    except OSError:  # no such check on this platform: assume it runs
+        return True
+    return True
+
+
+def leftovers(folder: str | os.PathLike, *, recursive: bool = False) -> list[Path]:
+    """Temporaries of saves that will not finish: in ``folder`` (and its
+    subfolders with ``recursive``), those of processes no longer running on
+    this machine, and those without a process id older than an hour.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from xsignal.io.atomic import leftovers
+    >>> leftovers(tempfile.mkdtemp())
+    []
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} is not a folder")
+    found = []
+    entries = root.rglob(f"*{TMP_SUFFIX}") if recursive else root.glob(f"*{TMP_SUFFIX}")
+    for entry in sorted(entries):
+        match = _TMP_NAME.match(entry.name)
+        if match is None or any(
+            TMP_SUFFIX in p for p in entry.relative_to(root).parts[:-1]
+        ):
+            continue  # not ours, or inside a temporary store
+        pid = match.group("pid")
+        if pid is not None:
+            if not _running(int(pid)):
+                found.append(entry)
+        elif time.time() - entry.lstat().st_mtime > STALE_SECONDS:
+            found.append(entry)
+    return found
+
+
+def clean(
+    folder: str | os.PathLike, *, dry_run: bool = False, recursive: bool = False
+) -> list[Path]:
+    """Remove (``dry_run``: only list) what killed saves left in ``folder``:
+    see :func:`leftovers`. Returns the paths."""
+    found = leftovers(folder, recursive=recursive)
+    if not dry_run:
+        for path in found:
+            remove(path)
+    return found

@@ -234,7 +234,9 @@ def test_partial_edge_chunks_and_fancy_selection(tmp_path, opened):
         {"y": 6},  # whole chunks, contiguous: read into place
         {"y": 9, "x": 4},  # split in a trailing dim and at the edges: buffered
         {"y": -1, "x": -1},  # everything, edge chunks stored whole
-        {"y": 4},  # not on the chunk grid: HDF5's own selection
+        {"y": 4},  # not on the chunk grid: the covering chunks, then cut
+        {"energy": 10},  # parts of each chunk's signal: likewise
+        {"y": 1, "x": 1, "energy": 3},  # small parts: HDF5's own selection
     ],
 )
 def test_blocks_of_several_raw_chunks(tmp_path, opened, chunks):
@@ -250,6 +252,8 @@ def test_blocks_of_several_raw_chunks(tmp_path, opened, chunks):
     np.testing.assert_allclose(
         da.sum("energy").values, ref.sum(-1, dtype="f8"), rtol=1e-5
     )
+    window = da.isel(energy=slice(5, 17), y=slice(1, 10))
+    np.testing.assert_array_equal(window.values, ref[1:10, :, 5:17])
 
 
 def test_unwritten_chunks_read_as_the_fill_value(tmp_path, opened):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import math
 import os
 import threading
 import uuid
@@ -313,6 +314,8 @@ class H5Source(Source):
     def _read(self, dset, key: Any) -> np.ndarray:
         if self.direct_chunks is not None:
             out = self._read_chunk(dset, key)
+            if out is None:
+                out = self._read_within_chunks(dset, key)
             if out is not None:
                 return out
         try:
@@ -364,6 +367,41 @@ class H5Source(Source):
         except Exception:  # a chunk never written (fill value) or odd layout
             return None
         return out
+
+    def _read_within_chunks(self, dset, key: Any) -> np.ndarray | None:
+        """Part of the chunks (an energy window of whole spectra, say): the
+        whole chunks read directly, then cut, when they hold at most four
+        times what was asked; HDF5's selection code costs more than that."""
+        found = _covering(key, self.direct_chunks, self.shape)
+        if found is None:
+            return None
+        covering, inner = found
+        wanted = _slices_shape(key, self.shape)
+        if math.prod(s.stop - s.start for s in covering) > 4 * math.prod(wanted):
+            return None
+        region = self._read_chunk(dset, covering)
+        return None if region is None else region[inner].copy()
+
+
+def _covering(
+    key: Any, chunks: tuple[int, ...], shape: tuple[int, ...]
+) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
+    """``(covering, inner)``: the whole-chunk region around a key of step-1
+    slices and the key's place in it, or None for other keys."""
+    if not isinstance(key, tuple) or len(key) != len(shape):
+        return None
+    covering, inner = [], []
+    for sl, chunk, size in zip(key, chunks, shape):
+        if not isinstance(sl, slice) or sl.step not in (None, 1):
+            return None
+        start, stop, _ = sl.indices(size)
+        if stop <= start:
+            return None
+        first = start - start % chunk
+        last = min(size, -(-stop // chunk) * chunk)
+        covering.append(slice(first, last))
+        inner.append(slice(start - first, stop - first))
+    return tuple(covering), tuple(inner)
 
 
 def _chunk_region(

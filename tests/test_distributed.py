@@ -7,6 +7,7 @@ compares with the threaded scheduler's result on the same opened file.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -251,6 +252,28 @@ def test_save(client, da, folder, compression):
     with dask.config.set(scheduler="threads"):
         xr.testing.assert_identical(back.compute(), expected)
     xsignal.close_file(back)
+
+
+@pytest.mark.parametrize("name", ["failed.zarr", "failed.zspy", "failed.nc"])
+def test_a_failed_save_on_the_cluster_leaves_nothing(client, da, tmp_path, name):
+    """Workers still writing when one block fails must not recreate the
+    temporary store after it is removed."""
+
+    def boom(block, block_info=None):
+        import time
+
+        if block_info[None]["chunk-location"][0] == 0:
+            raise RuntimeError("bad block")
+        time.sleep(0.05)  # the others are still writing when it fails
+        return block
+
+    lazy = da.signal.rechunk({"y": 2})
+    bad = lazy.copy(data=lazy.data.map_blocks(boom, dtype=lazy.dtype))
+    for _ in range(3):
+        with pytest.raises(RuntimeError, match="bad block"):
+            on_cluster(client, lambda: xsignal.save(bad, tmp_path / name))
+        time.sleep(0.3)  # time for a straggler to write, were one left
+        assert list(tmp_path.iterdir()) == []
 
 
 def test_save_chunks_as_hdf5_writes_them(client, da, folder):

@@ -287,3 +287,104 @@ def test_a_full_disk_gives_a_clear_error_and_no_crash(
     else:
         assert "disk filled up" in out
     assert list(tiny_disk.iterdir()) == []
+
+
+# --- damaged files ------------------------------------------------------------------
+
+
+def _saved(tmp_path, ext: str):
+    da = small().assign_coords(energy=np.linspace(1, 2, 16))
+    path = tmp_path / f"good.{ext}"
+    xsignal.save(da, path, compression="gzip")
+    return path
+
+
+def _hspy_data_path(path) -> str:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        (title,) = f["Experiments"]
+        return f"/Experiments/{title}"
+
+
+def _relink(path, make_link) -> None:
+    import h5py
+
+    group = _hspy_data_path(path)
+    with h5py.File(path, "a") as f:
+        del f[f"{group}/data"]
+        f[f"{group}/data"] = make_link(group)
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        (
+            lambda p: _relink(p, lambda g: __import__("h5py").SoftLink(f"{g}/data")),
+            "link loop",
+        ),
+        (
+            lambda p: _relink(p, lambda g: __import__("h5py").SoftLink("/nowhere")),
+            "dangling link",
+        ),
+    ],
+)
+def test_damaged_links_name_the_file_and_the_problem(tmp_path, damage, says):
+    path = _saved(tmp_path, "hspy")
+    damage(path)
+    with pytest.raises(ValueError, match=says) as info:
+        xsignal.open(path)
+    assert str(path) in str(info.value)
+
+
+def test_a_dangling_external_link_allowed_is_still_a_clear_error(tmp_path):
+    import h5py
+
+    path = _saved(tmp_path, "hspy")
+    _relink(path, lambda g: h5py.ExternalLink(str(tmp_path / "gone.h5"), "/data"))
+    with pytest.raises(ValueError, match="external link to .*gone.h5"):
+        xsignal.open(path)
+    with pytest.raises(ValueError, match=r"good\.hspy.*damaged") as info:
+        xsignal.open(path, allow_external=True)
+    assert "NoneType" not in str(info.value).split("[")[0]
+
+
+def test_a_scale_that_is_not_a_number_names_the_axis(tmp_path):
+    import h5py
+
+    path = _saved(tmp_path, "hspy")
+    group = _hspy_data_path(path)
+    with h5py.File(path, "a") as f:
+        f[f"{group}/axis-2"].attrs["scale"] = "wide"
+    with pytest.warns(UserWarning, match=r"good\.hspy energy: its scale 'wide'"):
+        da = xsignal.open(path)
+    assert "energy" not in da.coords  # the data are fine; the axis is not
+    np.testing.assert_allclose(da.values, small().values)
+    xsignal.close_file(da)
+
+
+@pytest.mark.parametrize("ext", ["nc", "hspy"])
+def test_randomly_damaged_files_fail_with_errors_naming_them(tmp_path, ext):
+    """Bytes overwritten at random places: opening and reading either work
+    or raise a ValueError that names the file, never a raw h5py error."""
+    path = _saved(tmp_path, ext)
+    data = path.read_bytes()
+    outcomes = {"ok": 0, "error": 0}
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        damaged = bytearray(data)
+        start = int(rng.integers(0, len(data) - 16))
+        damaged[start : start + 8] = rng.integers(0, 256, 8, dtype=np.uint8).tobytes()
+        bad = tmp_path / f"bad{seed}.{ext}"
+        bad.write_bytes(bytes(damaged))
+        try:
+            opened = xsignal.open(bad)
+            opened.values  # noqa: B018
+        except ValueError as err:
+            assert str(bad) in str(err), err
+            outcomes["error"] += 1
+        else:
+            xsignal.close_file(opened)
+            outcomes["ok"] += 1
+        bad.unlink()
+    assert outcomes["error"] > 5  # the damage was seen

@@ -327,11 +327,11 @@ class H5Source(Source):
             out = _POOL.empty(shape, self.dtype)
             dset.read_direct(out, source_sel=key)
             return out
-        except OSError as err:  # h5py's message does not name the file
-            raise ValueError(
-                f"cannot read {self.name} from {self.path}: the file is damaged "
-                f"or truncated ({err})"
-            ) from err
+        except (OSError, RuntimeError, KeyError, SystemError) as err:
+            # h5py's message names neither the file nor the problem
+            from .io.common import damaged
+
+            raise damaged(self.path, err, self.name) from err
 
     def _read_chunk(self, dset, key: Any) -> np.ndarray | None:
         """Read ``key`` straight from its raw chunks, or None when it is not

@@ -29,7 +29,7 @@ import xarray as xr
 from xarray.backends import BackendEntrypoint
 
 from ..handles import close_token
-from .common import is_hdf5, open_h5
+from .common import DAMAGE_ERRORS, damaged, is_hdf5, open_h5
 from .save import is_url
 
 # what rosettasciio reads, for the error when it is not installed
@@ -71,6 +71,12 @@ class FileBackend(BackendEntrypoint):
         token = uuid.uuid4().hex
         try:
             ds = self.read(path, variable, token, allow_external)
+        except (FileNotFoundError, PermissionError):
+            close_token(token)
+            raise
+        except DAMAGE_ERRORS as err:
+            close_token(token)
+            raise damaged(path, err) from err
         except BaseException:
             close_token(token)
             raise

@@ -115,6 +115,43 @@ def check_no_external(handle, path: str) -> None:
         raise ValueError(f"{path}: {problem}; {ALLOW_EXTERNAL_HINT}")
 
 
+# what h5py's messages say, and what to tell the user
+_DAMAGE = (
+    ("too many links", "a link loop (links that lead back to themselves)"),
+    ("doesn't exist", "a dangling link (to an object that is not there)"),
+    ("object not found", "a dangling link (to an object that is not there)"),
+    ("component not found", "a dangling link (to an object that is not there)"),
+    ("checksum", "corrupted metadata (a checksum does not match)"),
+    ("filter returned failure", "corrupted compressed data"),
+    ("ran off end", "corrupted metadata (a record runs past its end)"),
+)
+
+# errors a damaged file makes HDF5, h5py or the layout code raise; ours
+# (ValueError, FileNotFoundError...) already say what is wrong
+DAMAGE_ERRORS = (
+    OSError,
+    RuntimeError,
+    KeyError,
+    AttributeError,
+    IndexError,
+    SystemError,
+)
+
+
+def damaged(path: str, err: BaseException, what: str = "") -> ValueError:
+    """A ``ValueError`` naming the file (and ``what`` in it) and saying what
+    is wrong, from a raw h5py/HDF5 error."""
+    text = str(err)
+    problem = next(
+        (say for key, say in _DAMAGE if key in text.lower()), "corrupted metadata"
+    )
+    where = f" ({what})" if what else ""
+    return ValueError(
+        f"cannot read {path}{where}: the file is damaged: {problem} "
+        f"[{type(err).__name__}: {text.splitlines()[0] if text else ''}]"
+    )
+
+
 def choose(
     names: Sequence[str],
     variable: str | None,

@@ -194,10 +194,20 @@ def axis_values(axis: dict[str, Any], size: int, where: str = "") -> np.ndarray 
                 stacklevel=4,
             )
             return None
-    offset = value(axis.get("offset", 0.0)) or 0.0
-    scale = value(axis.get("scale", 1.0))
-    scale = 1.0 if scale is None else scale
-    return offset + scale * np.arange(size, dtype=float)
+    numbers = {}
+    for key, default in (("offset", 0.0), ("scale", 1.0)):
+        given = value(axis.get(key, default))
+        try:
+            numbers[key] = default if given is None else float(given)
+        except (TypeError, ValueError):
+            warnings.warn(
+                f"axis {where}: its {key} {given!r} is not a number (damaged "
+                "axis metadata); it gets no coordinate",
+                UserWarning,
+                stacklevel=4,
+            )
+            return None
+    return numbers["offset"] + numbers["scale"] * np.arange(size, dtype=float)
 
 
 def _axis_dict(group, size: int) -> dict[str, Any]:

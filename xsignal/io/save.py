@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import shutil
+import time
 import warnings
 import zipfile
 from collections.abc import Hashable, Mapping, Sequence
@@ -299,8 +300,7 @@ def save(
         else:
             atomic.place_new(tmp, target)
     except BaseException as err:
-        atomic.remove(store)
-        atomic.remove(tmp)
+        _remove_when_settled(store, tmp)
         if isinstance(err, OSError) and err.errno == errno.ENOSPC:
             free = shutil.disk_usage(target.parent).free
             raise OSError(
@@ -331,6 +331,31 @@ def _check_space(
             f"not enough space to save {target}: {_mib(need)} to write, "
             f"{_mib(free)} free on its disk",
         )
+
+
+def _remove_when_settled(*paths: Path, timeout: float = 30.0) -> None:
+    """Remove the temporaries of a failed save. On a ``dask.distributed``
+    client, tasks still running on the workers may write chunks after the
+    failure reached here: wait until no task runs, remove, and again while
+    the temporaries come back (up to ``timeout`` seconds)."""
+    from ..progress import distributed_client
+
+    client = distributed_client()
+    deadline = time.monotonic() + timeout
+    while True:
+        if client is not None:
+            with contextlib.suppress(Exception):  # a cluster gone: no task runs
+                while any(client.processing().values()):
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.05)
+        for path in paths:
+            atomic.remove(path)
+        if client is None or time.monotonic() > deadline:
+            return
+        time.sleep(0.2)  # a straggler's write lands within this
+        if not any(p.exists() for p in paths):
+            return
 
 
 @contextlib.contextmanager

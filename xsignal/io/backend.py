@@ -71,8 +71,8 @@ class FileBackend(BackendEntrypoint):
         token = uuid.uuid4().hex
         try:
             ds = self.read(path, variable, token, allow_external)
-        except (FileNotFoundError, PermissionError):
-            close_token(token)
+        except (FileNotFoundError, PermissionError, NotImplementedError):
+            close_token(token)  # what these say is right as it is
             raise
         except DAMAGE_ERRORS as err:
             close_token(token)

@@ -4,6 +4,7 @@ rosettasciio's own writers make."""
 from __future__ import annotations
 
 import importlib
+import time
 import warnings
 
 import numpy as np
@@ -233,3 +234,21 @@ def test_unknown_extension_is_a_clear_error(tmp_path):
     (tmp_path / "a.xyz").write_bytes(b"nothing")
     with pytest.raises(ValueError, match="a.xyz"):
         xsignal.open(tmp_path / "a.xyz")
+
+
+def test_a_detector_file_rewritten_in_place_raises(tmp_path):
+    import shutil
+
+    from xsignal.handles import FileChangedError
+
+    path, sig = write(tmp_path, "rpl")
+    da = xsignal.open(path)
+    np.testing.assert_array_equal(da.values, sig["data"])
+    other = tmp_path / "other"
+    other.mkdir()
+    new_path, _ = write(other, "rpl")
+    time.sleep(0.01)
+    for suffix in (".rpl", ".raw"):  # the header and its data file
+        shutil.copyfile(new_path.with_suffix(suffix), path.with_suffix(suffix))
+    with pytest.raises(FileChangedError, match="rewritten"):
+        da.values  # noqa: B018

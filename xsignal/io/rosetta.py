@@ -23,7 +23,7 @@ import numpy as np
 import xarray as xr
 
 from ..dims import SIGNAL_DIMS_ATTR, encode_signal_dims
-from ..handles import Source
+from ..handles import Source, check_identity, file_identity
 from . import layout
 from .common import ANONYMOUS, source_variable
 
@@ -110,11 +110,19 @@ class RosettaSource(Source):
     """
 
     def __init__(
-        self, path: str, plugin: str, index: int, shape: Any, dtype: Any, token: str
+        self,
+        path: str,
+        plugin: str,
+        index: int,
+        shape: Any,
+        dtype: Any,
+        token: str,
+        identity: tuple | None = None,
     ) -> None:
         self._start(path, shape, dtype, token)
         self.plugin = plugin
         self.index = index
+        self.identity = identity  # checked before every read, as for HDF5
 
     def __repr__(self) -> str:
         return f"RosettaSource({self.path!r}, {self.plugin!r}, {self.index})"
@@ -130,6 +138,7 @@ class RosettaSource(Source):
                 self.dtype.str,
                 self.token,
                 self.closed,
+                self.identity,
             ),
         )
 
@@ -137,6 +146,7 @@ class RosettaSource(Source):
         return (self.path, self.plugin, self.token)
 
     def _get(self, key: Any) -> np.ndarray:
+        check_identity(self.path, self.identity)
         with _SIGNALS_LOCK:
             signals = _SIGNALS.get(self._key())
         if signals is None:
@@ -154,8 +164,10 @@ class RosettaSource(Source):
             _SIGNALS.pop(self._key(), None)
 
 
-def _rebuild(path, plugin, index, shape, dtype, token, closed) -> RosettaSource:
-    src = RosettaSource(path, plugin, index, shape, dtype, token)
+def _rebuild(
+    path, plugin, index, shape, dtype, token, closed, identity=None
+) -> RosettaSource:
+    src = RosettaSource(path, plugin, index, shape, dtype, token, identity)
     src.closed = closed
     return src
 
@@ -163,6 +175,7 @@ def _rebuild(path, plugin, index, shape, dtype, token, closed) -> RosettaSource:
 def read_rosetta(path: str, variable: str | None, *, token: str) -> xr.Dataset:
     """The signal of ``path`` (``variable`` picks one of several, by title
     or index) as a lazily indexed Dataset."""
+    identity = file_identity(path)  # before reading: later reads check it
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         plugin, signals = read_signals(path)
@@ -196,7 +209,7 @@ def read_rosetta(path: str, variable: str | None, *, token: str) -> xr.Dataset:
         _safe_tree(signal.get("original_metadata", {}) or {}),
     )
     attrs[SIGNAL_DIMS_ATTR] = encode_signal_dims(sig)
-    src = RosettaSource(path, plugin, index, shape, data.dtype, token)
+    src = RosettaSource(path, plugin, index, shape, data.dtype, token, identity)
     with _SIGNALS_LOCK:
         _SIGNALS[src._key()] = signals  # this process has read it already
     stored = None

@@ -38,10 +38,11 @@ LEGEND = (
     "Times are medians; *vs raw* is the median of per-pair ratios (the tool "
     "and the raw h5py baseline run back to back, so load from other users of "
     "a shared machine hits both; for W10 the baseline is the machine's limit "
-    "named in the notes: the raw pass or the exact-SVD limit); *vs HyperSpy* is the tool's median time over "
-    "HyperSpy 2.5's (unpaired, its own process); *degrees* is the largest "
-    "principal angle from the true factors; *peak MiB* is resident memory. "
-    "Ratios vary by some 10-30% between runs on a shared machine."
+    "named in the notes: the raw pass or the exact-SVD limit); *vs HyperSpy* "
+    "is the tool's median time over HyperSpy 2.5's (unpaired, its own "
+    "process); *degrees* is the largest principal angle from the true "
+    "factors; *peak MiB* is resident memory. Ratios vary by some 10-30% "
+    "between runs on a shared machine."
 )
 
 

@@ -388,3 +388,16 @@ def test_randomly_damaged_files_fail_with_errors_naming_them(tmp_path, ext):
             outcomes["ok"] += 1
         bad.unlink()
     assert outcomes["error"] > 5  # the damage was seen
+
+
+@pytest.mark.parametrize("name", ["a.zarr", "a.zspy", "a.zarr.zip"])
+def test_a_store_saved_over_raises_for_its_old_arrays(tmp_path, name):
+    path = tmp_path / name
+    xsignal.save(small(1), path)
+    old = xsignal.open(path)
+    np.testing.assert_allclose(old.values, small(1).values)
+    time.sleep(0.01)
+    xsignal.save(small(2), path, overwrite=True)
+    with pytest.raises(FileChangedError, match="replaced or rewritten"):
+        old.values  # noqa: B018
+    np.testing.assert_allclose(xsignal.open(path).values, small(2).values)

@@ -212,14 +212,24 @@ class ArraySource(Source):
     array([[1, 2]])
     """
 
-    def __init__(self, array: Any, path: str, token: str | None = None) -> None:
+    def __init__(
+        self,
+        array: Any,
+        path: str,
+        token: str | None = None,
+        identity: tuple | None = None,
+    ) -> None:
         self._start(path, array.shape, array.dtype, token)
         self.array = array
+        # a local store's (folder's or zip file's) identity at open: a store
+        # saved over is a new folder, so reads of the old one raise
+        self.identity = identity
 
     def __repr__(self) -> str:
         return f"ArraySource({self.path!r})"
 
     def _get(self, key: Any) -> np.ndarray:
+        check_identity(self.path, self.identity)
         if isinstance(self.array, ExplicitlyIndexed):  # xarray's lazy arrays
             return np.asarray(self.array[BasicIndexer(key)])
         return np.asarray(self.array[key])

@@ -24,9 +24,10 @@ import dask.array as dsa
 import numpy as np
 import xarray as xr
 
-from ..handles import ArraySource
+from ..handles import ArraySource, file_identity
 from . import layout
 from .common import choose, marked_signal, source_variable
+from .save import is_url
 
 ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
 
@@ -69,6 +70,7 @@ def _root(store, path: str):
 def read_zarr(path: str, variable: str | None, *, token: str) -> xr.Dataset:
     """One array of a zarr store (HyperSpy's layout or xarray's) as a lazily
     indexed Dataset."""
+    identity = None if is_url(path) else file_identity(path)
     store = open_store(path)
     root = _root(store, path)
     version = f"zarr format {root.metadata.zarr_format}"
@@ -77,17 +79,19 @@ def read_zarr(path: str, variable: str | None, *, token: str) -> xr.Dataset:
             root,
             variable,
             path,
-            to_source=lambda array: ArraySource(array, path, token),
+            to_source=lambda array: ArraySource(array, path, token, identity),
         )
         version = f"HyperSpy .zspy ({version})"
     else:
-        ds = _read_xarray(store, path, variable, token)
+        ds = _read_xarray(store, path, variable, token, identity)
     for var in ds.data_vars.values():
         var.encoding["format"] = version
     return ds
 
 
-def _read_xarray(store, path: str, variable: str | None, token: str) -> xr.Dataset:
+def _read_xarray(
+    store, path: str, variable: str | None, token: str, identity: tuple | None
+) -> xr.Dataset:
     """Through xarray's zarr backend (decoding, consolidated metadata), the
     chosen variable's data behind a :class:`~xsignal.handles.Source`."""
     try:
@@ -104,7 +108,7 @@ def _read_xarray(store, path: str, variable: str | None, token: str) -> xr.Datas
     sig = marked_signal(var.dims, var.attrs)
     encoding = {k: v for k, v in var.encoding.items() if k != "preferred_chunks"}
     new = source_variable(
-        ArraySource(var._data, path, token),
+        ArraySource(var._data, path, token, identity),
         var.dims,
         var.attrs,
         disk_chunks=disk,

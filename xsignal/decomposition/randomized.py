@@ -32,9 +32,10 @@ from .streaming import (
     Scaling,
     Statistics,
     block_tasks,
-    check_block,
     compute_pass,
+    merge_statistics,
     tree_reduce,
+    weighted_block,
 )
 
 OVERSAMPLING = 10
@@ -52,15 +53,10 @@ class Products:
     def __add__(self, other: Products) -> Products:
         if self.stats is None:
             return Products(self.product + other.product)
-        stats = Statistics(
-            self.stats.n + other.stats.n,
-            self.stats.col_sums + other.stats.col_sums,
-            self.stats.weighted_sums + other.stats.weighted_sums,
-            self.stats.weighted_sumsq + other.stats.weighted_sumsq,
-            None,
-        )
         return Products(
-            self.product + other.product, stats, self.col_sumsq + other.col_sumsq
+            self.product + other.product,
+            merge_statistics(self.stats, other.stats),
+            self.col_sumsq + other.col_sumsq,
         )
 
 
@@ -81,18 +77,17 @@ def _block_products(
 ) -> Products:
     """``Xw^T (Xw right)`` of one block (float32 products for float32
     data, float64 sums), with the statistics on the first pass."""
-    sums = None
-    if first:
-        sums = x.sum(axis=0, dtype="f8")
-        check_block(x, nonnegative=nonnegative, sums=sums)
-    xw = Scaling(poisson=poisson, dtype=np.dtype(dtype)).apply(x)[0]
-    product = (xw.T @ (xw @ right.astype(xw.dtype, copy=False))).astype("f8")
     if not first:
-        return Products(product)
+        xw = Scaling(poisson=poisson, dtype=np.dtype(dtype)).apply(x)[0]
+        return Products(_product(xw, right))
+    sums, xw, weighted = weighted_block(x, poisson, dtype, nonnegative)
     col_sumsq = np.einsum("ij,ij->j", xw, xw, dtype="f8")
-    weighted = xw.sum(axis=0, dtype="f8") if poisson else sums
     stats = Statistics(len(x), sums, weighted, float(col_sumsq.sum()), None)
-    return Products(product, stats, col_sumsq)
+    return Products(_product(xw, right), stats, col_sumsq)
+
+
+def _product(xw: np.ndarray, right: np.ndarray) -> np.ndarray:
+    return (xw.T @ (xw @ right.astype(xw.dtype, copy=False))).astype("f8")
 
 
 def _pass(

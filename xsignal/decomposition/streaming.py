@@ -362,6 +362,18 @@ class Statistics:
     gram: np.ndarray | None  # Xw^T Xw
 
 
+def weighted_block(
+    x: np.ndarray, poisson: bool, dtype: str, nonnegative: str | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(X^T 1, Xw, Xw^T 1)`` of one block, after its NaN/sign checks:
+    what every statistics pass starts from."""
+    sums = x.sum(axis=0, dtype="f8")
+    check_block(x, nonnegative=nonnegative, sums=sums)
+    xw, _, _ = Scaling(poisson=poisson, dtype=np.dtype(dtype)).apply(x)
+    weighted = xw.sum(axis=0, dtype="f8") if poisson else sums
+    return sums, xw, weighted
+
+
 def _block_statistics(
     x: np.ndarray,
     poisson: bool,
@@ -370,10 +382,7 @@ def _block_statistics(
     nonnegative: str | None,
 ) -> Statistics:
     """The :class:`Statistics` of one block (and its NaN/sign checks)."""
-    sums = x.sum(axis=0, dtype="f8")
-    check_block(x, nonnegative=nonnegative, sums=sums)
-    xw, _, _ = Scaling(poisson=poisson, dtype=np.dtype(gram_dtype)).apply(x)
-    weighted = xw.sum(axis=0, dtype="f8") if poisson else sums
+    sums, xw, weighted = weighted_block(x, poisson, gram_dtype, nonnegative)
     if gram:
         g = (xw.T @ xw).astype("f8")  # float32 BLAS products, float64 sums
         return Statistics(len(x), sums, weighted, float(np.trace(g)), g)

@@ -323,9 +323,7 @@ class H5Source(Source):
 
     def _read(self, dset, key: Any) -> np.ndarray:
         if self.direct_chunks is not None:
-            out = self._read_chunk(dset, key)
-            if out is None:
-                out = self._read_within_chunks(dset, key)
+            out = self._read_direct(dset, key)
             if out is not None:
                 return out
         try:
@@ -343,26 +341,44 @@ class H5Source(Source):
 
             raise damaged(self.path, err, self.name) from err
 
-    def _read_chunk(self, dset, key: Any) -> np.ndarray | None:
-        """Read ``key`` straight from its raw chunks, or None when it is not
-        a region of whole chunks (ending at a chunk edge or the dataset's).
+    def _read_direct(self, dset, key: Any) -> np.ndarray | None:
+        """Read ``key`` from its raw chunks, or None (then HDF5 reads it).
+
+        A region of whole chunks (ending at a chunk edge or the dataset's)
+        is read straight into the result. A part of the chunks (an energy
+        window of whole spectra, say) is read as the chunks covering it,
+        then cut, when they hold at most four times the part: HDF5's
+        selection code costs more than that.
+        """
+        found = _covering(key, self.direct_chunks, self.shape)
+        if found is None:
+            return None
+        covering, inner = found
+        whole = all(
+            i.start == 0 and i.stop == c.stop - c.start for i, c in zip(inner, covering)
+        )
+        if not whole and _size(covering) > 4 * _size(inner):
+            return None
+        region = self._read_region(dset, covering)
+        return region if region is None or whole else region[inner].copy()
+
+    def _read_region(self, dset, region: tuple[slice, ...]) -> np.ndarray | None:
+        """The whole chunks of ``region`` with ``read_direct_chunk``, or None
+        (a chunk never written, holding the fill value, or an odd layout).
 
         Chunks laid out contiguously in the result are read into place;
         others (edge chunks stored whole, regions split in a trailing
         dim) through one chunk-sized buffer.
         """
-        region = _chunk_region(key, self.direct_chunks, self.shape)
-        if region is None:
-            return None
         chunks = self.direct_chunks
-        out = _POOL.empty(tuple(b - a for a, b in region), self.dtype)
+        out = _POOL.empty(_shape(region), self.dtype)
         buffer = None
-        grid = [range(a, b, c) for (a, b), c in zip(region, chunks)]
+        grid = [range(r.start, r.stop, c) for r, c in zip(region, chunks)]
         try:
             for offset in itertools.product(*grid):
                 piece = tuple(
-                    slice(o - a, min(o + c, b) - a)
-                    for o, (a, b), c in zip(offset, region, chunks)
+                    slice(o - r.start, min(o + c, r.stop) - r.start)
+                    for o, r, c in zip(offset, region, chunks)
                 )
                 target = out[piece]
                 if target.shape == chunks and target.flags.c_contiguous:
@@ -374,23 +390,17 @@ class H5Source(Source):
                     buffer = np.empty(chunks, self.dtype)
                 dset.id.read_direct_chunk(offset, out=buffer.reshape(-1).view(np.uint8))
                 target[...] = buffer[tuple(slice(0, n) for n in target.shape)]
-        except Exception:  # a chunk never written (fill value) or odd layout
+        except Exception:
             return None
         return out
 
-    def _read_within_chunks(self, dset, key: Any) -> np.ndarray | None:
-        """Part of the chunks (an energy window of whole spectra, say): the
-        whole chunks read directly, then cut, when they hold at most four
-        times what was asked; HDF5's selection code costs more than that."""
-        found = _covering(key, self.direct_chunks, self.shape)
-        if found is None:
-            return None
-        covering, inner = found
-        wanted = _slices_shape(key, self.shape)
-        if math.prod(s.stop - s.start for s in covering) > 4 * math.prod(wanted):
-            return None
-        region = self._read_chunk(dset, covering)
-        return None if region is None else region[inner].copy()
+
+def _shape(region: tuple[slice, ...]) -> tuple[int, ...]:
+    return tuple(r.stop - r.start for r in region)
+
+
+def _size(region: tuple[slice, ...]) -> int:
+    return math.prod(_shape(region))
 
 
 def _covering(
@@ -412,24 +422,6 @@ def _covering(
         covering.append(slice(first, last))
         inner.append(slice(start - first, stop - first))
     return tuple(covering), tuple(inner)
-
-
-def _chunk_region(
-    key: Any, chunks: tuple[int, ...], shape: tuple[int, ...]
-) -> list[tuple[int, int]] | None:
-    """``[(start, stop), ...]`` of a key of step-1 slices starting on the
-    chunk grid and ending on it or at the edge, else None."""
-    if not isinstance(key, tuple) or len(key) != len(shape):
-        return None
-    region = []
-    for sl, chunk, size in zip(key, chunks, shape):
-        if not isinstance(sl, slice) or sl.step not in (None, 1):
-            return None
-        start, stop, _ = sl.indices(size)
-        if stop <= start or start % chunk or (stop % chunk and stop != size):
-            return None
-        region.append((start, stop))
-    return region
 
 
 class SourceArray(BackendArray):
@@ -517,8 +509,7 @@ def _rebuild(
 def _open_checked(path: str, identity: tuple[int, ...] | None):
     import h5py
 
-    check_identity(path, identity)
-    try:
+    try:  # (H5Source._get has just checked the identity)
         handle = h5py.File(path, "r")
     except FileNotFoundError as err:
         raise FileNotFoundError(f"the file {path} no longer exists") from err

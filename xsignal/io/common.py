@@ -37,7 +37,7 @@ def is_hdf5(path: str) -> bool:
             offset = 512 if offset == 0 else offset * 2
 
 
-def open_h5(path: str, *, allow_external: bool = True):
+def open_h5(path: str, *, allow_external: bool):
     """``h5py.File(path, "r")`` with errors that name the path and the
     problem; without ``allow_external``, files whose reads reach other
     files are refused (:func:`check_no_external`)."""

@@ -378,7 +378,7 @@ def test_save_integers_and_empty(client, folder, compression):
 
 def test_local_scheduler_chosen_over_the_client(client, da):
     """dask.config.set(scheduler=...) wins over a client, progress bars too."""
-    from xsignal.progress import distributed_client
+    from xsignal.engine import client as distributed_client
 
     assert distributed_client() is client
     with dask.config.set(scheduler="threads"):

@@ -12,6 +12,8 @@ import pytest
 import xarray as xr
 
 import xsignal
+from xsignal.io.h5source import H5Source
+from xsignal.sources import sources
 from xsignal.testing import raise_if_dask_computes, write_spectrum_image
 
 
@@ -188,7 +190,7 @@ def test_save_over_the_file_a_lazy_array_reads(tmp_path, opened):
     # that is gone, and says so rather than reading the new one
     new = xsignal.open(path, lazy=False)
     np.testing.assert_array_equal(new.values, make(False).values * 2)
-    with pytest.raises(xsignal.handles.FileChangedError, match="open it again"):
+    with pytest.raises(xsignal.FileChangedError, match="open it again"):
         lazy.values  # noqa: B018
 
 
@@ -197,12 +199,10 @@ def test_file_replaced_under_a_worker_is_a_clear_error(tmp_path, opened):
     xsignal.save(make(False), path)
     lazy = xsignal.open(path)
     opened.append(lazy)
-    (src,) = xsignal.handles.sources(lazy)
+    (src,) = sources(lazy)
     # a source with a token this process has not opened: like one that a
     # dask worker process unpickles
-    clone = xsignal.handles.H5Source(
-        src.path, src.name, src.shape, src.dtype, src.identity
-    )
+    clone = H5Source(src.path, src.name, src.shape, src.dtype, src.identity)
     xsignal.save(make(False) + 1, path, overwrite=True)
     with pytest.raises(ValueError, match="replaced or rewritten"):
         clone[0:1]

@@ -325,7 +325,7 @@ def test_recycled_block_memory_is_never_shared_with_live_views(tmp_path, opened)
 
 
 def test_pooled_buffer_outlives_every_view():
-    from xsignal.handles import _BufferPool
+    from xsignal.io.h5source import _BufferPool
 
     pool = _BufferPool()
     block = pool.empty((64, 1024), np.dtype("f4"))  # 256 KiB: pooled
@@ -366,7 +366,7 @@ def test_dropping_every_reference_releases_the_file(tmp_path):
 
 
 def test_many_files_keep_few_handles_open(tmp_path, monkeypatch, opened):
-    from xsignal import handles
+    from xsignal.io import h5source as handles
 
     monkeypatch.setattr(handles, "MAX_OPEN_FILES", 3)
     paths = series(tmp_path, 8, shape=(4, 3, 8))

@@ -239,7 +239,7 @@ def test_unknown_extension_is_a_clear_error(tmp_path):
 def test_a_detector_file_rewritten_in_place_raises(tmp_path):
     import shutil
 
-    from xsignal.handles import FileChangedError
+    from xsignal import FileChangedError
 
     path, sig = write(tmp_path, "rpl")
     da = xsignal.open(path)

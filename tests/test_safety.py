@@ -16,7 +16,7 @@ import pytest
 import xarray as xr
 
 import xsignal
-from xsignal.handles import FileChangedError
+from xsignal import FileChangedError
 from xsignal.io import atomic
 from xsignal.testing import write_spectrum_image
 

@@ -17,14 +17,16 @@ from .dims import (
     signal_shape,
     signal_size,
 )
-from .handles import close_file
-from .lazy import as_lazy, blocks, change_dtype, is_lazy
+from .lazy import as_lazy, blocks, change_dtype, close_file, is_lazy
 from .lazy import compute_all as compute
 from .options import get_options, set_options
+from .sources import ClosedFileError, FileChangedError
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClosedFileError",
+    "FileChangedError",
     "__version__",
     "as_lazy",
     "auto_chunks",

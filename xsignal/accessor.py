@@ -14,7 +14,6 @@ import xarray as xr
 
 from . import chunks as _chunks
 from . import dims as _dims
-from . import handles as _handles
 from . import histograms as _histogram
 from . import io as _io
 from . import lazy as _lazy
@@ -102,7 +101,7 @@ class SignalAccessor:
 
     def close_file(self) -> None:
         """Call :func:`xsignal.close_file` on this DataArray."""
-        return _handles.close_file(self._da)
+        return _lazy.close_file(self._da)
 
     def change_dtype(self, dtype: Any, rechunk: bool = False) -> xr.DataArray:
         """Call :func:`xsignal.change_dtype` on this DataArray."""

@@ -18,8 +18,8 @@ import xsignal
 
 from .demo import DEMO_SIZES
 from .demo import run_demo as run_demo_steps
-from .io.save import format_for, is_url
-from .progress import progress_bar
+from .io.common import is_url
+from .io.save import format_for
 
 DEFAULT_COMPONENTS = 10
 
@@ -195,7 +195,7 @@ def run_convert(args: argparse.Namespace) -> int:
         da = xsignal.change_dtype(da, args.dtype)
     compression = None if args.compression == "none" else args.compression
     start = time.perf_counter()
-    with progress_bar(None if args.progress else False, desc=f"convert to {fmt}"):
+    with xsignal.set_options(progress=None if args.progress else False):
         xsignal.save(
             da,
             args.output,

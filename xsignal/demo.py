@@ -22,7 +22,7 @@ import numpy as np
 
 import xsignal
 
-from .progress import compute_with_progress
+from . import engine
 from .testing import write_spectrum_image
 
 DEMO_SIZES = {
@@ -51,7 +51,7 @@ class DemoState:
 
     def compute(self, *objs: Any, desc: str) -> tuple[Any, ...]:
         """One ``dask.compute`` with a progress bar labelled ``desc``."""
-        return compute_with_progress(*objs, progress=self.progress, desc=desc)
+        return engine.compute(*objs, progress=self.progress, desc=desc)
 
     def figure(self, **kwargs: Any) -> Any:
         """A new matplotlib Figure (no pyplot state), or None without it."""

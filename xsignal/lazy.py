@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 import itertools
 import math
-import os
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from typing import Any
 
-import dask
 import numpy as np
 import xarray as xr
 from dask.array.core import normalize_chunks
 
+from . import engine
 from .chunks import auto_chunks, check_dims, rechunk, warn_if_many_chunks
 from .dims import navigation_dims, signal_dims
-from .handles import close_file
-from .progress import compute_with_progress, distributed_client
+from .sources import close_sources, close_tokens
 
 
 def is_lazy(da: xr.DataArray) -> bool:
@@ -93,10 +89,32 @@ def compute(
     >>> lazy.signal.compute(progress=False).values
     array([0., 1., 2., 3., 4., 5.])
     """
-    (out,) = compute_with_progress(da, progress=progress, desc="compute")
+    (out,) = engine.compute(da, progress=progress, desc="compute")
     if close_file:
         _close_file(da)
     return out
+
+
+def close_file(da: xr.DataArray) -> None:
+    """Close the files that a lazy ``da`` was read from.
+
+    Every file handle that ``xsignal.open`` opened for ``da`` (and for
+    other arrays of the same ``xsignal.open`` call) is closed, in this
+    process and in the workers of a running ``dask.distributed`` client, so
+    the file can be rewritten or deleted. Computing ``da`` (or anything
+    built from it) afterwards raises ``ValueError`` rather than reopening
+    the file. An array in memory has nothing to close.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xsignal
+    >>> xsignal.close_file(xr.DataArray(np.zeros(3)))  # nothing to close
+    """
+    tokens = close_sources(da)
+    if tokens:
+        engine.on_workers(close_tokens, tokens)
+    if isinstance(da, xr.DataArray):
+        da.close()  # arrays from xarray's own backends
 
 
 _close_file = close_file  # the parameter of compute() shadows the function
@@ -116,7 +134,7 @@ def compute_all(*objs: Any, progress: bool | None = None) -> tuple[Any, ...]:
     >>> float(total), float(peak)
     (15.0, 5.0)
     """
-    return compute_with_progress(*objs, progress=progress, desc="compute")
+    return engine.compute(*objs, progress=progress, desc="compute")
 
 
 def change_dtype(
@@ -282,12 +300,6 @@ def blocks(
                 continue
             yield index, pixels
 
-    def read(batch: list) -> list[np.ndarray]:
-        if is_lazy(arr):
-            data = arr.data
-            return list(dask.compute(*(data[index] for index, _ in batch)))
-        return [np.asarray(arr.data[index]) for index, _ in batch]
-
     def finish(index: tuple[slice, ...], pixels: np.ndarray | None, block):
         if flat:
             block = block.reshape(-1, math.prod(block.shape[len(nav) :]))
@@ -300,75 +312,17 @@ def blocks(
             block = _mask_values(block, nav_mask, sig_mask, index)
         return np.transpose(block, back) if back != sorted(back) else block
 
-    client = distributed_client() if is_lazy(arr) else None
-    if client is not None:
-        # futures a window ahead: the workers read while the caller works,
-        # and only the blocks in the window are ever held here
-        window = prefetch or client_window(client, arr.data)
-        todo = list(jobs())
-        data = arr.data
+    todo = list(jobs())
+    if is_lazy(arr):
         # one small graph per block (slicing culls it), never the whole graph
-        values = in_order(lambda job: client.compute(data[job[0]]), todo, window)
-        for (index, pixels), block in zip(todo, values):
-            yield dict(zip(nav, index)), finish(index, pixels, block)
-        return
-    size = prefetch or max(2, os.cpu_count() or 1)
-    batches = _batched(jobs(), size)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        # read one batch ahead so the disk works while the caller computes
-        current = next(batches, None)
-        future = pool.submit(read, current) if current else None
-        while future is not None:
-            data = future.result()
-            nxt = next(batches, None)
-            future = pool.submit(read, nxt) if nxt else None
-            for (index, pixels), block in zip(current, data):
-                where = dict(zip(nav, index))
-                yield where, finish(index, pixels, block)
-            current = nxt
-
-
-def client_window(client: Any, data: Any, budget: int = 64 * 2**20) -> int:
-    """How many blocks of ``data`` to keep computing ahead on ``client``:
-    twice its threads, more while the blocks in flight fit ``budget`` bytes
-    (each result is a network round trip: more in flight hide the latency)."""
-    threads = 2 * max(1, sum(client.nthreads().values()))
-    block = max(1, math.prod(max(c, default=1) for c in data.chunks))
-    return max(threads, min(32, budget // (block * data.dtype.itemsize)))
-
-
-def in_order(
-    submit: Callable[[Any], Any], items: Iterable[Any], window: int
-) -> Iterator[Any]:
-    """Yield the results of ``submit(item)`` (a ``dask.distributed`` future)
-    for every item, in order, with ``window`` futures in flight.
-
-    Each result is fetched and released as soon as it is next in order, so
-    at most ``window`` results exist at once (on the workers or here).
-    """
-    todo = iter(items)
-    pending = collections.deque(submit(i) for i in itertools.islice(todo, window))
-    try:
-        while pending:
-            future = pending.popleft()
-            value = future.result()
-            future.release()
-            nxt = next(todo, _END)
-            if nxt is not _END:
-                pending.append(submit(nxt))
-            yield value
-    finally:  # the caller stopped early: cancel what is still computing
-        for future in pending:
-            future.cancel()
-
-
-_END = object()
-
-
-def _batched(iterable: Iterator, n: int) -> Iterator[list]:
-    it = iter(iterable)
-    while batch := list(itertools.islice(it, n)):
-        yield batch
+        data = arr.data
+        values = engine.stream(
+            [data[index] for index, _ in todo], window=prefetch, desc="blocks"
+        )
+    else:
+        values = (np.asarray(arr.data[index]) for index, _ in todo)
+    for (index, pixels), block in zip(todo, values):
+        yield dict(zip(nav, index)), finish(index, pixels, block)
 
 
 def _mask_values(

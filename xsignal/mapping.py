@@ -20,19 +20,17 @@ import pickle
 import re
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import cloudpickle
-import dask
 import dask.array as dsa
-import dask.local
-import dask.threaded
 import numpy as np
 import xarray as xr
-from dask.highlevelgraph import HighLevelGraph
 
-from . import pool
+from . import engine
+from .chunks import auto_chunks
 from .dims import (
     SIGNAL_DIMS_ATTR,
     check_dims,
@@ -42,7 +40,6 @@ from .dims import (
 )
 from .lazy import as_lazy, is_lazy
 from .options import OPTIONS
-from .progress import loop_bar, progress_bar, show_progress
 
 __all__ = ["map", "map_blocks", "map_overlap"]
 
@@ -81,7 +78,9 @@ class _PixelLoop:
     Called as ``loop(block, *iterated, *offsets)``: ``block`` is
     ``(*nav_block, *signal)``, each iterated kwarg ``(*nav_block, *extra)``
     and ``offsets`` one index array per navigation dim (the block's global
-    positions, used for error messages only).
+    positions). ``first``, when given, is the result of the call that
+    inferred the output on pixel 0: the block holding pixel 0 uses it
+    instead of calling ``func`` there again.
     """
 
     def __init__(
@@ -95,6 +94,7 @@ class _PixelLoop:
         dtype: np.dtype,
         ragged: bool,
         vectorized: bool,
+        first: Any = None,
     ) -> None:
         self.func = func
         self.nav = nav
@@ -104,6 +104,7 @@ class _PixelLoop:
         self.dtype = dtype
         self.ragged = ragged
         self.vectorized = vectorized
+        self.first = first
         self.token = uuid.uuid4().hex
 
     def __dask_tokenize__(self) -> str:
@@ -135,6 +136,9 @@ class _PixelLoop:
         flat = block.reshape(n, *block.shape[n_nav:])
         its = [a.reshape(n, *a.shape[n_nav:]) for a in iterated]
         results: list[Any] = []
+        if self.first is not None and n and not any(offsets):
+            results.append(self.first)  # pixel 0: already computed
+            flat, its = flat[1:], [a[1:] for a in its]
         try:
             self._loop(flat, its, results)
         except Exception as err:
@@ -283,10 +287,10 @@ def _pickle_message(func: Callable, constant: Mapping[str, Any], err: Exception)
     )
 
 
-def _check_picklable(loop: _PixelLoop) -> None:
-    """Fail early when the active scheduler pickles tasks and ``loop`` cannot be."""
-    scheduler = dask.base.get_scheduler()
-    if scheduler is None or scheduler in (dask.threaded.get, dask.local.get_sync):
+def _check_picklable(loop: _PixelLoop, processes: bool) -> None:
+    """Fail early when ``loop`` must be pickled (for the map route's worker
+    processes or a scheduler that sends tasks elsewhere) and cannot be."""
+    if not processes and not engine.pickles_tasks():
         return
     try:
         cloudpickle.dumps((loop.func, loop.constant))
@@ -338,32 +342,28 @@ def _infer(
     constant: dict[str, Any],
     nav: tuple[Hashable, ...],
     vectorized: bool,
-) -> tuple[np.ndarray, float]:
+) -> tuple[Any, np.ndarray, float]:
     """Call ``func`` on the first pixel (computing only that pixel): its
-    result and the seconds the call took."""
+    result as returned, the result as an array, and the seconds the call
+    took."""
     n_nav = len(nav)
-    n_pixels = math.prod(data.shape[:n_nav])
     first = (slice(0, 1),) * n_nav if vectorized else (0,) * n_nav
     pieces = [data[first], *(a[first] for a in iterated.values())]
     # a 0-d piece is passed as a numpy scalar, as the pixel loop does
-    pieces = [np.asarray(p) for p in dask.compute(*pieces)]
+    pieces = [np.asarray(p) for p in engine.compute(*pieces, progress=False)]
     pieces = [p if p.ndim else p[()] for p in pieces]
     kw = dict(zip(iterated, pieces[1:]))
     try:
         start = time.perf_counter()
-        result = func(pieces[0], **kw, **constant)
+        returned = func(pieces[0], **kw, **constant)
         seconds = time.perf_counter() - start
-        if seconds * n_pixels > PROCESS_SECONDS:  # first calls are often slow
-            start = time.perf_counter()
-            func(pieces[0], **kw, **constant)
-            seconds = min(seconds, time.perf_counter() - start)
     except Exception as err:
         message = (
             f"{_func_name(func)} raised {type(err).__name__} on "
             f"{_where(nav, (0,) * n_nav)}: {err}"
         )
         raise _rewrap(err, message) from err
-    result = np.asarray(result)
+    result = np.asarray(returned)
     if vectorized:
         if result.shape[:n_nav] != (1,) * n_nav:
             raise ValueError(
@@ -372,7 +372,7 @@ def _infer(
                 "navigation shape followed by the output shape of one pixel"
             )
         result = result.reshape(result.shape[n_nav:])
-    return result, seconds
+    return returned, result, seconds
 
 
 def _output_dims(
@@ -504,20 +504,26 @@ def map(  # noqa: A001  (the public name, like xarray's Dataset.map)
     Notes
     -----
     The output shape and dtype are inferred by calling ``func`` once on the
-    first pixel (with ``vectorized=True``: on a block of that one pixel),
-    which computes that one pixel of a lazy input; give both
+    first pixel, which computes that one pixel of a lazy input; that result
+    is pixel 0's (``func`` is called once per pixel, never twice). With
+    ``vectorized=True`` the inference is a call on a block of that one
+    pixel, made again as part of the first block. Give both
     ``output_dtype`` and ``output_signal_sizes`` (or ``ragged=True``) to
-    build the graph without reading anything. A dtype inferred from the
-    first pixel is used for every pixel: pass ``output_dtype`` when, for
-    example, the first result is an int and later ones are floats.
-    ``func`` and ``kwargs`` must pickle to run on the processes or
-    distributed schedulers.
+    build the graph without reading or calling anything. A dtype inferred
+    from the first pixel is used for every pixel: pass ``output_dtype``
+    when, for example, the first result is an int and later ones are floats.
 
-    A per-pixel map whose first pixel took long enough that all of them
-    would take over a second (timed on a second call to the first pixel,
-    since first calls are often slow) runs in worker processes, one per core,
-    unless a dask scheduler was chosen (see :mod:`xsignal.pool` and the
-    ``map_processes`` option of :class:`xsignal.set_options`).
+    Where it runs: on the scheduler you chose, as every dask computation
+    (dask's threads by default, ``dask.config.set(scheduler=...)``, a
+    ``dask.distributed.Client``); in-memory input is cut into blocks and
+    computed the same way. Python code that holds the GIL keeps one core
+    busy on threads: a per-pixel map estimated (first pixel's time times
+    the pixels) to take over 10 s there says once how to use every core.
+    ``xsignal.set_options(map_processes=True)`` runs the pixel loops in
+    worker processes, one per core (refused at the top level of a script
+    without an ``if __name__ == "__main__":`` guard, whose top level the
+    workers would run again); ``func`` and ``kwargs`` must pickle for
+    that, and for the processes and distributed schedulers.
 
     Examples
     --------
@@ -551,34 +557,37 @@ def map(  # noqa: A001  (the public name, like xarray's Dataset.map)
     lazy = is_lazy(da) if lazy_output is None else bool(lazy_output)
     arr = da.transpose(*nav, *sig)
 
-    if lazy:
+    if is_lazy(da):
         data = as_lazy(arr).data
         split = [i for i in range(len(nav), data.ndim) if len(data.chunks[i]) > 1]
         if split:
             data = data.rechunk(dict.fromkeys(split, -1))
-        nav_chunks = data.chunks[: len(nav)]
-        its = {k: _aligned(v, nav_chunks) for k, v in iterated.items()}
     else:
-        data = np.asarray(arr.values)
-        its = {k: np.asarray(v.values) for k, v in iterated.items()}
+        data = dsa.from_array(np.asarray(arr.values), chunks=_memory_chunks(arr, nav))
+    nav_chunks = data.chunks[: len(nav)]
+    its = {k: _aligned(v, nav_chunks) for k, v in iterated.items()}
+    n_pixels = math.prod(data.shape[: len(nav)])
 
     # output shape and dtype
-    seconds = None  # of one pixel, when measured
+    returned, seconds = None, None  # pixel 0's result and time, when inferred
     if ragged:
         out_shape, dtype = (), np.dtype(object)
     elif output_dtype is not None and sizes is not None:
         out_shape, dtype = tuple(sizes.values()), np.dtype(output_dtype)
     else:
-        if math.prod(data.shape[: len(nav)]) == 0:
+        if n_pixels == 0:
             raise ValueError(
                 "the array has no navigation pixels, so the output cannot be "
                 "inferred; pass output_dtype and output_signal_sizes"
             )
-        first, seconds = _infer(func, data, its, constant, nav, vectorized)
+        returned, first, seconds = _infer(func, data, its, constant, nav, vectorized)
         out_shape = first.shape
         dtype = np.dtype(output_dtype) if output_dtype is not None else first.dtype
     out_sig = _output_dims(da, nav, sig, out_shape, sizes)
 
+    processes = OPTIONS["map_processes"] and not vectorized
+    if processes:
+        engine.check_guard()  # before anything starts
     loop = _PixelLoop(
         func,
         nav=nav,
@@ -588,15 +597,12 @@ def map(  # noqa: A001  (the public name, like xarray's Dataset.map)
         dtype=dtype,
         ragged=ragged,
         vectorized=vectorized,
+        first=None if vectorized else returned,
     )
-    n_pixels = math.prod(data.shape[: len(nav)])
-    processes = _in_processes(loop, n_pixels, seconds)
-    if lazy:
-        _check_picklable(loop)
-        build = _build_process_graph if processes else _build_graph
-        result = build(loop, data, its)
-    else:
-        result = _run_in_memory(loop, data, its, progress, processes)
+    _check_picklable(loop, processes)
+    if not processes and not vectorized and seconds is not None:
+        _say_how_to_use_every_core(func, seconds * n_pixels)
+    result = _build_graph(loop, data, its, processes)
 
     # navigation coords always; signal coords when the signal dims are kept
     kept = set(nav) | (set(sig) if out_sig == sig else set())
@@ -609,10 +615,49 @@ def map(  # noqa: A001  (the public name, like xarray's Dataset.map)
         result, dims=(*nav, *out_sig), coords=coords, name=da.name, attrs=dict(da.attrs)
     )
     out.attrs[SIGNAL_DIMS_ATTR] = encode_signal_dims(out_sig)
-    if is_lazy(out) and lazy_output is False:
-        with progress_bar(progress, desc="map"):
-            out = out.compute()
+    if not lazy:
+        (out,) = engine.compute(out, progress=progress, desc="map")
     return out
+
+
+def _memory_chunks(arr: xr.DataArray, nav: tuple[Hashable, ...]) -> tuple:
+    """Blocks of an in-memory array for map: the automatic chunking, the
+    first navigation dim cut further so every core and a progress bar have
+    a few blocks each (blocks of at least 1 MiB)."""
+    by_dim = auto_chunks(arr)
+    if nav:
+        rows = arr.sizes[nav[0]]
+        blocks = math.prod(math.ceil(arr.sizes[d] / by_dim[d]) for d in nav)
+        want = min(8 * engine.cores(), arr.nbytes // MIN_BLOCK_BYTES)
+        if blocks < want:
+            by_dim[nav[0]] = max(1, min(by_dim[nav[0]], -(-rows * blocks // want)))
+    return tuple(by_dim[d] for d in arr.dims)
+
+
+MIN_BLOCK_BYTES = 2**20
+HINT_SECONDS = 10.0  # a per-pixel map estimated longer than this says how to
+_HINTED: set[str] = set()  # use every core, once per function
+
+
+def _say_how_to_use_every_core(func: Callable, seconds: float) -> None:
+    """Once per function, before a long per-pixel run on dask's threads:
+    Python code holding the GIL keeps one core busy however many threads
+    run it; say in one line how to use every core."""
+    name = _func_name(func)
+    cores = engine.cores()
+    if seconds < HINT_SECONDS or cores < 2 or name in _HINTED:
+        return
+    if engine.where() != "threads":
+        return
+    _HINTED.add(name)
+    warnings.warn(
+        f"xsignal.map: {name} will take about {seconds:.0f} s on one core if it "
+        f"holds the GIL (pure Python); to use all {cores} cores, call "
+        "xsignal.set_options(map_processes=True) in a script with an "
+        "'if __name__ == \"__main__\":' guard, or use a dask.distributed Client",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _aligned(value: xr.DataArray, nav_chunks: tuple[tuple[int, ...], ...]) -> Any:
@@ -624,78 +669,11 @@ def _aligned(value: xr.DataArray, nav_chunks: tuple[tuple[int, ...], ...]) -> An
     return dsa.from_array(np.asarray(value.values), chunks=chunks)
 
 
-PROCESS_SECONDS = 1.0  # a map estimated to take longer goes to processes
-
-
-def _in_processes(loop: _PixelLoop, n_pixels: int, seconds: float | None) -> bool:
-    """Whether the pixel loops run in worker processes (:mod:`xsignal.pool`);
-    see the ``map_processes`` option of :class:`xsignal.set_options`."""
-    choice = OPTIONS["map_processes"]
-    if choice is False or loop.vectorized or n_pixels < 2 or pool.inside_worker():
-        return False
-    if choice == "auto" and (
-        seconds is None
-        or seconds * n_pixels < PROCESS_SECONDS
-        or pool.cores() < 2
-        or pool.scheduler_chosen()
-    ):
-        return False
-    try:
-        cloudpickle.dumps((loop.func, loop.constant))
-    except Exception as err:
-        if choice is True:
-            raise TypeError(_pickle_message(loop.func, loop.constant, err)) from err
-        return False
-    return True
-
-
-def _loop_block(loop: _PixelLoop, block: Any, *args: Any) -> np.ndarray:
-    """In a worker process: read the block (unless it was sent), run the loop."""
-    if isinstance(block, pool.Unread):
-        block = block.read()
-    return loop(block, *args)
-
-
-def _run_in_process(loop: _PixelLoop, block: Any, *args: Any) -> np.ndarray:
-    return pool.run(_loop_block, loop, block, *args)
-
-
-def _build_process_graph(loop: _PixelLoop, data: Any, its: dict[str, Any]) -> Any:
-    """The lazy result as :func:`_build_graph`'s, each block's loop run in a
-    worker process that reads the block itself; blocks whose graph holds
-    in-memory data (it would be pickled whole for every block) are read by
-    dask and sent instead."""
-    n_nav = len(loop.nav)
-    name = f"map-{_task_label(loop.func)}-{loop.token}"
-    tail = (0,) * (data.ndim - n_nav)
-    first = pool.Unread(data.blocks[(0,) * data.ndim])
-    try:
-        send = len(cloudpickle.dumps(first)) > max(2**20, first.block.nbytes // 4)
-    except Exception:  # a reader that does not pickle (an h5py dataset)
-        send = True
-    edges = [np.cumsum((0, *c)) for c in data.chunks[:n_nav]]
-    arrays = list(its.values())
-    dsk = {}
-    for index in np.ndindex(*data.numblocks[:n_nav]):
-        block = (
-            (data.name, *index, *tail)
-            if send
-            else pool.Unread(data.blocks[index + tail])
-        )
-        iterated = [(a.name, *index, *(0,) * (a.ndim - n_nav)) for a in arrays]
-        offsets = [np.arange(e[i], e[i + 1]) for e, i in zip(edges, index)]
-        key = (name, *index, *(0,) * len(loop.out_shape))
-        dsk[key] = (_run_in_process, loop, block, *iterated, *offsets)
-    graph = HighLevelGraph.from_collections(
-        name, dsk, dependencies=[*arrays, *([data] if send else [])]
-    )
-    chunks = (*data.chunks[:n_nav], *((n,) for n in loop.out_shape))
-    meta = np.empty((0,) * len(chunks), dtype=loop.dtype)
-    return dsa.Array(graph, name, chunks, meta=meta)
-
-
-def _build_graph(loop: _PixelLoop, data: Any, its: dict[str, Any]) -> Any:
-    """The lazy result: ``loop`` on every block of ``data`` and the iterated kwargs."""
+def _build_graph(
+    loop: _PixelLoop, data: Any, its: dict[str, Any], processes: bool
+) -> Any:
+    """The lazy result: ``loop`` on every block of ``data`` and the iterated
+    kwargs (in the map route's worker processes when ``processes``)."""
     n_nav = len(loop.nav)
     out_shape, dtype = loop.out_shape, loop.dtype
     nav_ind = tuple(f"n{i}" for i in range(n_nav))
@@ -706,7 +684,7 @@ def _build_graph(loop: _PixelLoop, data: Any, its: dict[str, Any]) -> Any:
         args += [dsa.from_array(np.arange(size), chunks=(chunks,)), (nav_ind[i],)]
     out_ind = nav_ind + tuple(f"o{i}" for i in range(len(out_shape)))
     return dsa.blockwise(
-        loop,
+        engine.ProcessRoute(loop) if processes else loop,
         out_ind,
         *args,
         new_axes=dict(zip(out_ind[n_nav:], out_shape)),
@@ -715,42 +693,6 @@ def _build_graph(loop: _PixelLoop, data: Any, its: dict[str, Any]) -> Any:
         meta=np.empty((0,) * len(out_ind), dtype=dtype),
         name=f"map-{_task_label(loop.func)}-{loop.token}",
     )
-
-
-def _run_in_memory(
-    loop: _PixelLoop,
-    data: np.ndarray,
-    its: dict[str, np.ndarray],
-    progress: bool | None,
-    processes: bool = False,
-) -> np.ndarray:
-    n_nav = len(loop.nav)
-    offsets = [np.arange(n) for n in data.shape[:n_nav]]
-    if n_nav == 0 or loop.vectorized or not (show_progress(progress) or processes):
-        return loop(data, *its.values(), *offsets)
-    # pieces along the first navigation dim, so a bar can follow the work
-    # and worker processes share it
-    rows = data.shape[0]
-    step = max(1, rows // (8 * pool.cores() if processes else 100))
-    calls = [
-        (
-            loop,
-            data[start : start + step],
-            *(a[start : start + step] for a in its.values()),
-            offsets[0][start : start + step],
-            *offsets[1:],
-        )
-        for start in range(0, rows, step)
-    ]
-    results = (
-        pool.run_all(_loop_block, calls) if processes else (loop(*c[1:]) for c in calls)
-    )
-    pieces = []
-    with loop_bar(progress, rows, "map") as update:
-        for piece in results:
-            pieces.append(piece)
-            update(len(piece))
-    return np.concatenate(pieces) if pieces else loop(data, *its.values(), *offsets)
 
 
 # --- map_blocks and map_overlap ----------------------------------------------
@@ -909,7 +851,7 @@ def map_blocks(
         **kwargs,
     )
     if not lazy:
-        result = result.compute(scheduler="sync")
+        (result,) = engine.compute(result, progress=False)
     return _wrap(da, result, out_dims, list(new))
 
 
@@ -1011,5 +953,5 @@ def map_overlap(
         **kwargs,
     )
     if not lazy:
-        result = result.compute(scheduler="sync")
+        (result,) = engine.compute(result, progress=False)
     return _wrap(da, result, da.dims)

@@ -11,15 +11,15 @@ OPTIONS: dict[str, Any] = {
     "progress_delay": 1.0,
     # warn when an automatic chunking would make more tasks than this
     "max_tasks": 10_000,
-    # per-pixel map in worker processes: "auto" when it would take long
-    "map_processes": "auto",
+    # per-pixel map in xsignal's worker processes (opt-in)
+    "map_processes": False,
 }
 
 _VALIDATORS = {
     "progress": lambda v: v is None or isinstance(v, bool),
     "progress_delay": lambda v: isinstance(v, (int, float)) and v >= 0,
     "max_tasks": lambda v: isinstance(v, int) and v > 0,
-    "map_processes": lambda v: v in ("auto", True, False),
+    "map_processes": lambda v: isinstance(v, bool),
 }
 
 
@@ -36,13 +36,14 @@ class set_options:
         Seconds a compute must last before its bar appears.
     max_tasks : int
         Automatic chunkings that would create more tasks than this warn.
-    map_processes : {"auto", True, False}
-        Where :func:`xsignal.map` runs a per-pixel function: ``"auto"``
-        (default) in worker processes, one per core, when the first pixel's
-        time says the whole map takes over a second, the function pickles
-        and no dask scheduler was chosen; ``True`` always (when it pickles);
-        ``False`` never (in dask's threads, where a Python function holds
-        one core).
+    map_processes : bool
+        ``False`` (default): :func:`xsignal.map` runs on the dask scheduler
+        you chose, as everything else (threads by default, where Python
+        code holding the GIL keeps one core busy). ``True``: per-pixel
+        loops run in worker processes, one per core, started at the first
+        such map; only from a notebook, or in a script under an
+        ``if __name__ == "__main__":`` guard (the workers import the script
+        again), with a function that pickles.
 
     Examples
     --------

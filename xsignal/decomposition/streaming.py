@@ -26,9 +26,8 @@ import numpy as np
 import xarray as xr
 from dask.delayed import Delayed
 
+from .. import engine
 from ..lazy import is_lazy
-from ..pool import Unread
-from ..progress import compute_with_progress, distributed_client
 
 
 @dataclass
@@ -219,7 +218,7 @@ def eager_projection(
 ) -> np.ndarray:
     """``(n_nav, ncols)`` numpy array of ``fn`` over every block (NaN at masked
     pixels): the graph of :func:`lazy_projection`, computed at once."""
-    (out,) = compute_with_progress(
+    (out,) = engine.compute(
         lazy_projection(problem, fn, ncols), progress=problem.progress, desc=desc
     )
     return np.asarray(out).reshape(problem.n_nav, ncols)
@@ -276,14 +275,19 @@ def block_chain(
     out = dask.delayed(carry)
     for index, rows in _block_rows(problem):
         out = dask.delayed(_chain_step, pure=False)(
-            out, Unread(arr.blocks[index]), problem.n_sig, rows, keep_signal, step
+            out,
+            engine.ReadInTask(arr.blocks[index]),
+            problem.n_sig,
+            rows,
+            keep_signal,
+            step,
         )
     return out
 
 
 def _chain_step(
     carry: Any,
-    block: Unread,
+    block: engine.ReadInTask,
     n_sig: int,
     rows: np.ndarray | None,
     keep_signal: np.ndarray | None,
@@ -332,9 +336,9 @@ def compute_pass(graph: Any, problem: Problem, desc: str) -> Any:
     one thread each instead of oversubscribing the cores.
     """
     with contextlib.ExitStack() as stack:
-        if distributed_client() is None:
+        if engine.where() != "distributed":
             stack.enter_context(blas_one_thread())
-        (out,) = compute_with_progress(graph, progress=problem.progress, desc=desc)
+        (out,) = engine.compute(graph, progress=problem.progress, desc=desc)
     return out
 
 

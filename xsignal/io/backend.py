@@ -2,7 +2,7 @@
 
 Each backend's ``open_dataset`` gives one variable (the file's signal or
 the ``variable=`` asked for) with its coordinates, lazily indexed through a
-:class:`~xsignal.handles.SourceArray` over a picklable source, with the
+:class:`~xsignal.io.common.SourceArray` over a picklable source, with the
 stored chunks in ``encoding["preferred_chunks"]``; nothing but metadata is
 read. :func:`xsignal.open` is :func:`backend_for` + ``xr.open_dataset`` +
 the chunks asked for + the signal marking.
@@ -28,9 +28,9 @@ from typing import Any
 import xarray as xr
 from xarray.backends import BackendEntrypoint
 
-from ..handles import close_token
-from .common import DAMAGE_ERRORS, damaged, is_hdf5, open_h5
-from .save import is_url
+from ..sources import close_tokens
+from .common import is_hdf5, is_url, open_h5
+from .h5source import DAMAGE_ERRORS, damaged
 
 # what rosettasciio reads, for the error when it is not installed
 ROSETTA_EXTENSIONS = (
@@ -72,18 +72,18 @@ class FileBackend(BackendEntrypoint):
         try:
             ds = self.read(path, variable, token, allow_external)
         except (FileNotFoundError, PermissionError, NotImplementedError):
-            close_token(token)  # what these say is right as it is
+            close_tokens([token])  # what these say is right as it is
             raise
         except DAMAGE_ERRORS as err:
-            close_token(token)
+            close_tokens([token])
             raise damaged(path, err) from err
         except BaseException:
-            close_token(token)
+            close_tokens([token])
             raise
         drop = [drop_variables] if isinstance(drop_variables, str) else drop_variables
         if drop:
             ds = ds.drop_vars([d for d in drop if d in ds.variables])
-        ds.set_close(lambda: close_token(token))
+        ds.set_close(lambda: close_tokens([token]))
         return ds
 
     def read(

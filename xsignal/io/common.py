@@ -11,11 +11,13 @@ from typing import Any
 import numpy as np
 import xarray as xr
 from dask.array.core import normalize_chunks
+from xarray.backends import BackendArray
 from xarray.core import indexing
 
 from ..chunks import navigation_chunks, target_chunk_bytes
-from ..dims import SIGNAL_DIMS_ATTR, signal_dims
-from ..handles import H5Source, Source, SourceArray, file_identity, open_source_handle
+from ..dims import SIGNAL_DIMS_ATTR, check_dims, signal_dims
+from ..sources import Source, file_identity
+from .h5source import H5Source, open_source_handle
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # the name xarray gives an unnamed DataArray's variable in a file
@@ -116,42 +118,6 @@ def check_no_external(handle, path: str) -> None:
 
 
 # what h5py's messages say, and what to tell the user
-_DAMAGE = (
-    ("too many links", "a link loop (links that lead back to themselves)"),
-    ("doesn't exist", "a dangling link (to an object that is not there)"),
-    ("object not found", "a dangling link (to an object that is not there)"),
-    ("component not found", "a dangling link (to an object that is not there)"),
-    ("checksum", "corrupted metadata (a checksum does not match)"),
-    ("filter returned failure", "corrupted compressed data"),
-    ("ran off end", "corrupted metadata (a record runs past its end)"),
-)
-
-# errors a damaged file makes HDF5, h5py or the layout code raise; ours
-# (ValueError, FileNotFoundError...) already say what is wrong
-DAMAGE_ERRORS = (
-    OSError,
-    RuntimeError,
-    KeyError,
-    AttributeError,
-    IndexError,
-    SystemError,
-)
-
-
-def damaged(path: str, err: BaseException, what: str = "") -> ValueError:
-    """A ``ValueError`` naming the file (and ``what`` in it) and saying what
-    is wrong, from a raw h5py/HDF5 error."""
-    text = str(err)
-    problem = next(
-        (say for key, say in _DAMAGE if key in text.lower()), "corrupted metadata"
-    )
-    where = f" ({what})" if what else ""
-    return ValueError(
-        f"cannot read {path}{where}: the file is damaged: {problem} "
-        f"[{type(err).__name__}: {text.splitlines()[0] if text else ''}]"
-    )
-
-
 def choose(
     names: Sequence[str],
     variable: str | None,
@@ -197,6 +163,54 @@ def clean_attr(value: Any) -> Any:
         if value.size == 1 and value.ndim == 1:
             return value[0]
     return value
+
+
+class SourceArray(BackendArray):
+    """xarray's lazy array protocol over a :class:`Source`.
+
+    Basic keys (ints and slices) reach the source, which reads whole stored
+    chunks directly where it can; xarray applies any other indexing to the
+    result in memory. Non-native byte orders come back native, as xarray's
+    own readers give them.
+    """
+
+    def __init__(self, src: Source) -> None:
+        self.src = src
+        self.shape = src.shape
+        dtype = src.dtype
+        self.dtype = dtype.newbyteorder("=") if dtype.kind in "iufc" else dtype
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(
+            key, self.shape, indexing.IndexingSupport.BASIC, self._read
+        )
+
+    def _read(self, key: tuple) -> np.ndarray:
+        out = self.src[key]
+        return out if out.dtype == self.dtype else out.astype(self.dtype)
+
+
+def is_url(path: Any) -> bool:
+    """True for an fsspec URL such as ``"s3://bucket/x.zarr"``."""
+    return isinstance(path, str) and "://" in path
+
+
+def per_dim(
+    da: xr.DataArray, spec: Mapping[Hashable, Any] | Sequence[Any], what: str, default
+) -> list[Any]:
+    """``spec`` (a dict by dim name, dims left out ``default``, or a sequence
+    in dim order) as a list in dim order; unknown dims or a wrong length
+    raise ``ValueError`` naming ``what``."""
+    if isinstance(spec, Mapping):
+        check_dims(da, spec, f"{what} dim")
+        return [spec.get(d, dflt) for d, dflt in zip(da.dims, default)]
+    out = list(spec)
+    if len(out) != da.ndim:
+        raise ValueError(
+            f"{what} {tuple(out)} has {len(out)} entries but the array has "
+            f"{da.ndim} dims {da.dims}"
+        )
+    return out
 
 
 def source_for(handle, name: str, token: str) -> H5Source:

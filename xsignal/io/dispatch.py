@@ -14,10 +14,9 @@ from typing import Any
 import xarray as xr
 
 from ..dims import SIGNAL_DIMS_ATTR
-from ..handles import close_file
+from ..lazy import close_file
 from .backend import backend_for
-from .common import ANONYMOUS, dask_chunks
-from .save import is_url
+from .common import ANONYMOUS, dask_chunks, is_url
 
 PathLike = str | os.PathLike
 

@@ -19,7 +19,7 @@ import dask.array as dsa
 import numpy as np
 import xarray as xr
 
-from ..progress import distributed_client
+from .. import engine
 
 
 @contextlib.contextmanager
@@ -81,26 +81,6 @@ def compression_encoding(compression: str | None) -> dict[str, Any]:
     return {"compression": flt.filter_id, "compression_opts": flt.filter_options}
 
 
-@contextlib.contextmanager
-def writable_scheduler():
-    """Threads instead of dask's process pool while writing.
-
-    The write tasks hold the open output file, which cannot go to other
-    processes. A ``dask.distributed`` client is fine: numbers are written
-    by :func:`_store_from_client` (blocks computed on the workers, one
-    writer here), other dtypes by xarray (which locks and reopens the file
-    on the workers).
-    """
-    import dask
-    import dask.multiprocessing
-
-    if dask.base.get_scheduler() is dask.multiprocessing.get:
-        with dask.config.set(scheduler="threads"):
-            yield
-    else:
-        yield
-
-
 class _ChunkWriter:
     """``dask.array.store`` target: whole raw chunks written as they are."""
 
@@ -149,11 +129,14 @@ def _fill_blocks(dset, da: xr.DataArray) -> None:
     if dset.chunks is not None and not _aligned(data.chunks, dset.chunks):
         # whole on-disk chunks per block: no chunk is written twice
         data = data.rechunk(dset.chunks)
-    client = distributed_client()
+    client = engine.client()
     if client is not None:
         _store_from_client(client, data, dset)
     else:
-        dsa.store(data, _ChunkWriter(dset, raw), lock=threading.Lock(), compute=True)
+        stored = dsa.store(
+            data, _ChunkWriter(dset, raw), lock=threading.Lock(), compute=False
+        )
+        engine.compute(stored, desc="save")
 
 
 def _aligned(chunks: tuple[tuple[int, ...], ...], disk: tuple[int, ...]) -> bool:
@@ -215,8 +198,6 @@ def _store_from_client(
 ) -> None:
     """Write ``data`` (blocks aligned with ``dset``'s chunks) into ``dset``
     from this process, the blocks computed on ``client``'s workers."""
-    from ..lazy import client_window, in_order
-
     filters = _filters(dset) if dset.chunks is not None else None
     if filters is not None and not _one_chunk_blocks(data, dset.chunks):
         data = data.rechunk(dset.chunks)  # aligned already: only splits blocks
@@ -235,8 +216,8 @@ def _store_from_client(
             return block
         return client.submit(_encode_chunk, block, *encode_args)
 
-    window = window or client_window(client, data)
-    for key, value in zip(where, in_order(submit, where, window)):
+    window = window or engine.client_window(client, data.blocks[(0,) * data.ndim])
+    for key, value in zip(where, engine.in_order(submit, where, window)):
         if filters is None:
             dset[key] = value
             continue

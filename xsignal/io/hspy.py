@@ -12,7 +12,7 @@ import xarray as xr
 
 from . import layout
 from .common import source_for
-from .hdf5_write import compression_encoding, fill, new_hdf5, writable_scheduler
+from .hdf5_write import compression_encoding, fill, new_hdf5
 
 
 def is_hspy(handle) -> bool:
@@ -53,5 +53,4 @@ def write_hspy(
             **({} if not da.size else options),
         )
         if da.size:
-            with writable_scheduler():
-                fill(dset, da)
+            fill(dset, da)

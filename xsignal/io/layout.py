@@ -374,7 +374,7 @@ def read_signal(
 ) -> xr.Dataset:
     """One signal as a lazily indexed Dataset (the signal its one data
     variable, ``"__xarray_dataarray_variable__"`` when unnamed);
-    ``to_source(array)`` makes the :class:`xsignal.handles.Source` of the
+    ``to_source(array)`` makes the :class:`xsignal.sources.Source` of the
     file's array (h5py and zarr arrays differ)."""
     name, array, dims, coords, attrs, sig = read_layout(root, variable, where)
     encoding = {

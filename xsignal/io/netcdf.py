@@ -23,7 +23,7 @@ from .common import (
     source_for,
     source_variable,
 )
-from .hdf5_write import compression_encoding, fill, new_hdf5, writable_scheduler
+from .hdf5_write import compression_encoding, fill, new_hdf5
 
 # attributes of the netCDF4/HDF5 machinery, never shown to users
 _RESERVED = {
@@ -173,7 +173,7 @@ def write_netcdf(
     out.encoding = {}
     for coord in out.coords.values():
         coord.encoding = {}
-    with warnings.catch_warnings(), writable_scheduler():
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "You are writing invalid netcdf")
         if out.ndim and out.dtype.kind in "iuf":
             _write_streaming(out, path, encoding)

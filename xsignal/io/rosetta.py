@@ -22,8 +22,9 @@ import dask.array as dsa
 import numpy as np
 import xarray as xr
 
+from .. import engine
 from ..dims import SIGNAL_DIMS_ATTR, encode_signal_dims
-from ..handles import Source, check_identity, file_identity
+from ..sources import Source, check_identity, file_identity
 from . import layout
 from .common import ANONYMOUS, source_variable
 
@@ -156,7 +157,7 @@ class RosettaSource(Source):
                 _SIGNALS[self._key()] = signals
         data = signals[self.index]["data"][key]
         if isinstance(data, dsa.Array):  # inside a task: this slice, here
-            data = data.compute(scheduler="sync")
+            return engine.read_here(data)
         return np.asarray(data)
 
     def release(self) -> None:

@@ -8,7 +8,6 @@ the target and moves it into place only once complete (:mod:`.atomic`).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import shutil
@@ -16,22 +15,22 @@ import time
 import warnings
 import zipfile
 from collections.abc import Hashable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
+from .. import engine
 from ..chunks import navigation_chunks
 from ..dims import (
     SIGNAL_DIMS_ATTR,
-    check_dims,
     encode_signal_dims,
     navigation_dims,
     signal_dims,
 )
 from . import atomic
+from .common import is_url, per_dim
 
 DEFAULT_CHUNK_BYTES = 4 * 2**20
 
@@ -44,11 +43,6 @@ EXTENSIONS = {
     "zarr": (".zarr",),
 }
 HDF5_FORMATS = ("netcdf", "hspy")
-
-
-def is_url(path: Any) -> bool:
-    """True for an fsspec URL such as ``"s3://bucket/x.zarr"``."""
-    return isinstance(path, str) and "://" in path
 
 
 def format_for(path: str | os.PathLike, format: str | None = None) -> tuple[str, bool]:
@@ -98,24 +92,6 @@ def format_for(path: str | os.PathLike, format: str | None = None) -> tuple[str,
         f"is not one of {', '.join(known)}; rename it or pass format= "
         f"(one of {sorted(EXTENSIONS)})"
     )
-
-
-def per_dim(
-    da: xr.DataArray, spec: Mapping[Hashable, Any] | Sequence[Any], what: str, default
-) -> list[Any]:
-    """``spec`` (a dict by dim name, dims left out ``default``, or a sequence
-    in dim order) as a list in dim order; unknown dims or a wrong length
-    raise ``ValueError`` naming ``what``."""
-    if isinstance(spec, Mapping):
-        check_dims(da, spec, f"{what} dim")
-        return [spec.get(d, dflt) for d, dflt in zip(da.dims, default)]
-    out = list(spec)
-    if len(out) != da.ndim:
-        raise ValueError(
-            f"{what} {tuple(out)} has {len(out)} entries but the array has "
-            f"{da.ndim} dims {da.dims}"
-        )
-    return out
 
 
 def save_chunks(
@@ -290,7 +266,7 @@ def save(
     tmp = atomic.temporary(target)
     store = atomic.temporary(target, "store") if zipped else tmp
     try:
-        with _joined_threads():
+        with engine.joined_threads():
             writer(da, store, stored, overwrite=False)
         if zipped:
             zip_folder(store, tmp)
@@ -338,47 +314,17 @@ def _remove_when_settled(*paths: Path, timeout: float = 30.0) -> None:
     client, tasks still running on the workers may write chunks after the
     failure reached here: wait until no task runs, remove, and again while
     the temporaries come back (up to ``timeout`` seconds)."""
-    from ..progress import distributed_client
-
-    client = distributed_client()
+    on_cluster = engine.client() is not None
     deadline = time.monotonic() + timeout
     while True:
-        if client is not None:
-            with contextlib.suppress(Exception):  # a cluster gone: no task runs
-                while any(client.processing().values()):
-                    if time.monotonic() > deadline:
-                        break
-                    time.sleep(0.05)
+        engine.wait_until_idle(max(0.0, deadline - time.monotonic()))
         for path in paths:
             atomic.remove(path)
-        if client is None or time.monotonic() > deadline:
+        if not on_cluster or time.monotonic() > deadline:
             return
         time.sleep(0.2)  # a straggler's write lands within this
         if not any(p.exists() for p in paths):
             return
-
-
-@contextlib.contextmanager
-def _joined_threads() -> Any:
-    """On dask's local threads, compute in a pool of our own that is joined
-    before the block ends, also when a task fails: no task still writing
-    can recreate a temporary file after it was cleaned up."""
-    import dask
-    import dask.threaded
-
-    from ..progress import distributed_client
-
-    scheduler = dask.base.get_scheduler()  # None: arrays' default, threads
-    if scheduler not in (None, dask.threaded.get) or distributed_client():
-        yield
-        return
-    workers = dask.config.get("num_workers", None) or os.cpu_count() or 1
-    pool = ThreadPoolExecutor(workers)
-    try:
-        with dask.config.set(pool=pool):
-            yield
-    finally:
-        pool.shutdown(wait=True)
 
 
 def _writer(fmt: str, compression: Any, shards: Any, stored: tuple, da: xr.DataArray):

@@ -24,10 +24,10 @@ import dask.array as dsa
 import numpy as np
 import xarray as xr
 
-from ..handles import ArraySource, file_identity
+from .. import engine
+from ..sources import ArraySource, file_identity
 from . import layout
-from .common import choose, marked_signal, source_variable
-from .save import is_url
+from .common import choose, is_url, marked_signal, per_dim, source_variable
 
 ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
 
@@ -93,7 +93,7 @@ def _read_xarray(
     store, path: str, variable: str | None, token: str, identity: tuple | None
 ) -> xr.Dataset:
     """Through xarray's zarr backend (decoding, consolidated metadata), the
-    chosen variable's data behind a :class:`~xsignal.handles.Source`."""
+    chosen variable's data behind a :class:`~xsignal.sources.Source`."""
     try:
         with warnings.catch_warnings():
             # stores without consolidated metadata are fine, only slower to open
@@ -174,7 +174,6 @@ def shard_shape(
 ) -> tuple[int, ...]:
     """The shard shape from ``shards`` (by dim name or in dim order; dims
     left out: one chunk), checked to be whole multiples of the chunks."""
-    from .save import per_dim
 
     spec = per_dim(da, shards, "shards", chunks)
     out = []
@@ -226,14 +225,15 @@ def write_zarr(
         # consolidated metadata (one read to open a remote store) is a
         # zarr-python extension of format 3
         warnings.filterwarnings("ignore", "Consolidated metadata is currently not")
-        out.to_dataset().to_zarr(
+        written = out.to_dataset().to_zarr(
             os.fspath(path),
             mode="w" if overwrite else "w-",
             zarr_format=3,
             consolidated=True,
             encoding={name: encoding},
-            compute=True,
+            compute=False,
         )
+    engine.compute(written, desc="save")
 
 
 def write_zspy(
@@ -270,5 +270,7 @@ def write_zspy(
         if da.chunks is None:
             array[...] = np.asarray(data)
         else:
-            dsa.store(data, array, lock=False, compute=True)
+            engine.compute(
+                dsa.store(data, array, lock=False, compute=False), desc="save"
+            )
     zarr.consolidate_metadata(root.store)  # one read opens it, as HyperSpy writes

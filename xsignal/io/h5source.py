@@ -1,22 +1,11 @@
-"""Files behind lazy arrays: picklable sources, and closing them.
+"""HDF5 reads: :class:`H5Source` (one dataset, picklable), the per-process
+cache of open files, and the buffers blocks are read into.
 
-A :class:`Source` is what one array of a file is read through: small,
-picklable (dask's process scheduler and ``dask.distributed`` workers get
-it in the graph and read the file themselves), with a ``token`` shared by
-the sources of one ``xsignal.open`` call and a closed state.
-:class:`H5Source` names one HDF5 dataset (file path + dataset path); it
-opens the file the first time a process reads from it and keeps the h5py
-handle in a per-process registry (as xarray's ``CachingFileManager`` does,
-but a closed source never reopens). :class:`ArraySource` wraps an array
-object that pickles by itself (a zarr array); readers of other formats
-subclass :class:`Source`.
-
-Every format's xarray backend gives its data as a :class:`SourceArray`
-(xarray's ``BackendArray`` protocol over a source), so
-:func:`close_file` finds the sources in a lazy array's graph, closes their
-handles and marks them closed: a later compute raises a clear error
-instead of silently reopening the file. This module sits at the bottom of
-the package: it imports neither the lazy helpers nor the readers.
+The file is opened the first time a process reads from it and the h5py
+handle kept in a per-process registry, least recently used first (as
+xarray's ``CachingFileManager`` does, but a closed source never reopens);
+closing a token (:func:`xsignal.sources.close_tokens`) closes its handle
+through the closer this module registers.
 """
 
 from __future__ import annotations
@@ -26,20 +15,12 @@ import itertools
 import math
 import os
 import threading
-import uuid
 import weakref
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-import xarray as xr
-from xarray.backends import BackendArray
-from xarray.core.indexing import (
-    BasicIndexer,
-    ExplicitlyIndexed,
-    IndexingSupport,
-    explicit_indexing_adapter,
-)
+
+from ..sources import Source, check_identity, register_closer
 
 # token -> open h5py.File, in this process, least recently used first. One
 # token per xsignal.open call, so closing one opened array does not close
@@ -116,123 +97,40 @@ def _close_quietly(handle: Any) -> None:
         pass
 
 
-class ClosedFileError(ValueError):
-    """Reading from a file that was closed with :func:`xsignal.close_file`."""
+_DAMAGE = (
+    ("too many links", "a link loop (links that lead back to themselves)"),
+    ("doesn't exist", "a dangling link (to an object that is not there)"),
+    ("object not found", "a dangling link (to an object that is not there)"),
+    ("component not found", "a dangling link (to an object that is not there)"),
+    ("checksum", "corrupted metadata (a checksum does not match)"),
+    ("filter returned failure", "corrupted compressed data"),
+    ("ran off end", "corrupted metadata (a record runs past its end)"),
+)
+
+# errors a damaged file makes HDF5, h5py or the layout code raise; ours
+# (ValueError, FileNotFoundError...) already say what is wrong
+DAMAGE_ERRORS = (
+    OSError,
+    RuntimeError,
+    KeyError,
+    AttributeError,
+    IndexError,
+    SystemError,
+)
 
 
-class FileChangedError(ValueError):
-    """Reading from a file that was replaced or rewritten since it was opened."""
-
-
-def file_identity(path: str) -> tuple[int, int, int, int]:
-    """(device, inode, size, modification time in ns) of ``path``: changes
-    when the file is replaced, and when it is rewritten in place."""
-    st = os.stat(path)
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def check_identity(path: str, identity: tuple | None) -> None:
-    """Raise unless ``path`` is still the file whose identity was taken.
-
-    One ``stat`` (a few microseconds): cheap enough before every read, so
-    a lazy array never mixes values of two versions of a file.
-    """
-    if identity is None:
-        return
-    try:
-        now = file_identity(path)
-    except FileNotFoundError as err:
-        raise FileNotFoundError(
-            f"the file {path} no longer exists; it was removed or renamed "
-            "since it was opened"
-        ) from err
-    if now != tuple(identity):
-        raise FileChangedError(
-            f"the file {path} was replaced or rewritten since it was opened "
-            "(its size, inode or modification time changed); its lazy arrays "
-            "would mix old and new values: open it again with xsignal.open"
-        )
-
-
-class Source:
-    """A picklable reference to one array of a file (see the module doc).
-
-    Subclasses set ``path``, ``shape``, ``dtype``, ``token`` and ``closed``
-    (through :meth:`_start`) and implement ``_get(key)`` for basic keys
-    (tuples of ints and step-1 slices).
-    """
-
-    path: str
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    token: str
-    closed: bool = False
-
-    def _start(self, path: str, shape: Any, dtype: Any, token: str | None) -> None:
-        self.path = str(path)
-        self.shape = tuple(int(n) for n in shape)
-        self.dtype = np.dtype(dtype)
-        self.token = token or uuid.uuid4().hex
-        self.closed = False
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def __dask_tokenize__(self) -> tuple:
-        return (type(self).__name__, self.path, self.token)
-
-    def _check_open(self) -> None:
-        if self.closed or self.token in _CLOSED:
-            raise ClosedFileError(
-                f"the file {self.path} was closed with close_file(); open it "
-                "again with xsignal.open"
-            )
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        self._check_open()
-        return self._get(key)
-
-    def _get(self, key: Any) -> np.ndarray:
-        raise NotImplementedError
-
-    def release(self) -> None:
-        """Drop what this process holds open for the source (if anything)."""
-
-
-class ArraySource(Source):
-    """A :class:`Source` over an array object that pickles by itself (a zarr
-    array: its store, not its data; or xarray's lazily decoded array over
-    one), read with basic indexing.
-
-    Examples
-    --------
-    >>> src = ArraySource(np.arange(6).reshape(2, 3), "memory")
-    >>> src[(slice(0, 1), slice(1, 3))]
-    array([[1, 2]])
-    """
-
-    def __init__(
-        self,
-        array: Any,
-        path: str,
-        token: str | None = None,
-        identity: tuple | None = None,
-    ) -> None:
-        self._start(path, array.shape, array.dtype, token)
-        self.array = array
-        # a local store's (folder's or zip file's) identity at open: a store
-        # saved over is a new folder, so reads of the old one raise
-        self.identity = identity
-
-    def __repr__(self) -> str:
-        return f"ArraySource({self.path!r})"
-
-    def _get(self, key: Any) -> np.ndarray:
-        check_identity(self.path, self.identity)
-        if isinstance(self.array, ExplicitlyIndexed):  # xarray's lazy arrays
-            return np.asarray(self.array[BasicIndexer(key)])
-        return np.asarray(self.array[key])
+def damaged(path: str, err: BaseException, what: str = "") -> ValueError:
+    """A ``ValueError`` naming the file (and ``what`` in it) and saying what
+    is wrong, from a raw h5py/HDF5 error."""
+    text = str(err)
+    problem = next(
+        (say for key, say in _DAMAGE if key in text.lower()), "corrupted metadata"
+    )
+    where = f" ({what})" if what else ""
+    return ValueError(
+        f"cannot read {path}{where}: the file is damaged: {problem} "
+        f"[{type(err).__name__}: {text.splitlines()[0] if text else ''}]"
+    )
 
 
 class H5Source(Source):
@@ -337,8 +235,6 @@ class H5Source(Source):
             return out
         except (OSError, RuntimeError, KeyError, SystemError) as err:
             # h5py's message names neither the file nor the problem
-            from .io.common import damaged
-
             raise damaged(self.path, err, self.name) from err
 
     def _read_direct(self, dset, key: Any) -> np.ndarray | None:
@@ -424,31 +320,6 @@ def _covering(
     return tuple(covering), tuple(inner)
 
 
-class SourceArray(BackendArray):
-    """xarray's lazy array protocol over a :class:`Source`.
-
-    Basic keys (ints and slices) reach the source, which reads whole stored
-    chunks directly where it can; xarray applies any other indexing to the
-    result in memory. Non-native byte orders come back native, as xarray's
-    own readers give them.
-    """
-
-    def __init__(self, src: Source) -> None:
-        self.src = src
-        self.shape = src.shape
-        dtype = src.dtype
-        self.dtype = dtype.newbyteorder("=") if dtype.kind in "iufc" else dtype
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        return explicit_indexing_adapter(
-            key, self.shape, IndexingSupport.BASIC, self._read
-        )
-
-    def _read(self, key: tuple) -> np.ndarray:
-        out = self.src[key]
-        return out if out.dtype == self.dtype else out.astype(self.dtype)
-
-
 def _slices_shape(key: Any, shape: tuple[int, ...]) -> tuple[int, ...] | None:
     """Shape selected by a tuple of step-1 slices, or None for other keys."""
     if not isinstance(key, tuple) or len(key) != len(shape):
@@ -528,88 +399,11 @@ def open_source_handle(src: H5Source, handle: Any) -> None:
         _evict_idle()
 
 
-def sources(da: Any) -> Iterator[Source]:
-    """The :class:`Source` objects in ``da``'s dask graph (none if in memory)."""
-    data = getattr(da, "data", da)
-    graph = getattr(data, "__dask_graph__", None)
-    if graph is None:
-        return
-    seen: set[int] = set()
-    for value in dict(graph()).values():
-        for src in _find_sources(value, 0):
-            if id(src) not in seen:
-                seen.add(id(src))
-                yield src
-
-
-def _find_sources(value: Any, depth: int) -> Iterator[Source]:
-    if isinstance(value, Source):
-        yield value
-        return
-    if depth > 16 or isinstance(value, np.ndarray | str | bytes | int | float):
-        return
-    if isinstance(value, (tuple, list)):
-        for item in value:
-            yield from _find_sources(item, depth + 1)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _find_sources(item, depth + 1)
-    else:
-        # dask's task objects keep their function's arguments in .args/.kwargs
-        # (and a DataNode its value in .value); xarray's lazy indexing
-        # wrappers the wrapped array in .array, a SourceArray its .src
-        for attr in ("args", "kwargs", "value", "array", "src"):
-            inner = getattr(value, attr, None)
-            if inner is not None and not callable(inner):
-                yield from _find_sources(inner, depth + 1)
-
-
-def close_token(token: str) -> None:
-    """Close the handle of one token and mark it closed in this process."""
+def close_handle(token: str) -> None:
+    """Close the file handle of ``token`` in this process, if open."""
     with _REGISTRY_LOCK:
-        _CLOSED.add(token)
         handle = _HANDLES.pop(token, None)
     _close_quietly(handle)
 
 
-def _close_tokens(tokens: list[str]) -> None:
-    for token in tokens:
-        close_token(token)
-
-
-def _close_on_workers(tokens: set[str]) -> None:
-    """Close the same handles in the workers of a running dask.distributed client."""
-    try:
-        from distributed import default_client
-
-        client = default_client()
-    except (ImportError, ValueError):  # no distributed, or no client running
-        return
-    client.run(_close_tokens, sorted(tokens))
-
-
-def close_file(da: xr.DataArray) -> None:
-    """Close the files that a lazy ``da`` was read from.
-
-    Every HDF5 handle that ``xsignal.open`` opened for ``da`` (and for other
-    arrays of the same ``xsignal.open`` call) is closed, in this process and
-    in the workers of a running ``dask.distributed`` client, so the file can
-    be rewritten or deleted. Computing ``da`` (or anything built from it)
-    afterwards raises ``ValueError`` rather than reopening the file. An
-    array in memory has nothing to close.
-
-    Examples
-    --------
-    >>> import numpy as np, xarray as xr, xsignal
-    >>> xsignal.close_file(xr.DataArray(np.zeros(3)))  # nothing to close
-    """
-    tokens = set()
-    for src in list(sources(da)):
-        src.closed = True
-        src.release()
-        close_token(src.token)
-        tokens.add(src.token)
-    if tokens:
-        _close_on_workers(tokens)
-    if isinstance(da, xr.DataArray):
-        da.close()  # arrays from xarray's own backends
+register_closer(close_handle)

@@ -1,0 +1,214 @@
+"""Files behind lazy arrays: what every reader's source shares.
+
+A :class:`Source` is what one array of a file is read through: small,
+picklable (dask's process scheduler and ``dask.distributed`` workers get
+it in the graph and read the file themselves), with a ``token`` shared by
+the sources of one ``xsignal.open`` call and a closed state. Each io kind
+(``io/h5source.py`` for HDF5, the zarr and rosettasciio readers)
+subclasses it; what a kind holds open per process it registers as a
+closer (:func:`register_closer`), so closing a token closes it whatever
+the kind. This module is the bottom of the package: it imports nothing of
+xsignal's.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+from xarray.core.indexing import BasicIndexer, ExplicitlyIndexed
+
+# tokens closed with close_file in this process: their sources never reopen
+_CLOSED: set[str] = set()
+# per io kind, a function closing what it holds open for a token here
+_CLOSERS: list[Callable[[str], None]] = []
+_LOCK = threading.Lock()
+
+
+def register_closer(closer: Callable[[str], None]) -> None:
+    """Have ``closer(token)`` called when the token is closed (each io kind
+    registers one, at import, for what it keeps open per process)."""
+    with _LOCK:
+        if closer not in _CLOSERS:
+            _CLOSERS.append(closer)
+
+
+class ClosedFileError(ValueError):
+    """Reading from a file that was closed with :func:`xsignal.close_file`."""
+
+
+class FileChangedError(ValueError):
+    """Reading from a file that was replaced or rewritten since it was opened."""
+
+
+def file_identity(path: str) -> tuple[int, int, int, int]:
+    """(device, inode, size, modification time in ns) of ``path``: changes
+    when the file is replaced, and when it is rewritten in place."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def check_identity(path: str, identity: tuple | None) -> None:
+    """Raise unless ``path`` is still the file whose identity was taken.
+
+    One ``stat`` (a few microseconds): cheap enough before every read, so
+    a lazy array never mixes values of two versions of a file.
+    """
+    if identity is None:
+        return
+    try:
+        now = file_identity(path)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"the file {path} no longer exists; it was removed or renamed "
+            "since it was opened"
+        ) from err
+    if now != tuple(identity):
+        raise FileChangedError(
+            f"the file {path} was replaced or rewritten since it was opened "
+            "(its size, inode or modification time changed); its lazy arrays "
+            "would mix old and new values: open it again with xsignal.open"
+        )
+
+
+class Source:
+    """A picklable reference to one array of a file (see the module doc).
+
+    Subclasses set ``path``, ``shape``, ``dtype``, ``token`` and ``closed``
+    (through :meth:`_start`) and implement ``_get(key)`` for basic keys
+    (tuples of ints and step-1 slices).
+    """
+
+    path: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    token: str
+    closed: bool = False
+
+    def _start(self, path: str, shape: Any, dtype: Any, token: str | None) -> None:
+        self.path = str(path)
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        self.token = token or uuid.uuid4().hex
+        self.closed = False
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __dask_tokenize__(self) -> tuple:
+        return (type(self).__name__, self.path, self.token)
+
+    def _check_open(self) -> None:
+        if self.closed or self.token in _CLOSED:
+            raise ClosedFileError(
+                f"the file {self.path} was closed with close_file(); open it "
+                "again with xsignal.open"
+            )
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        self._check_open()
+        return self._get(key)
+
+    def _get(self, key: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        """Drop what this process holds open for the source (if anything)."""
+
+
+class ArraySource(Source):
+    """A :class:`Source` over an array object that pickles by itself (a zarr
+    array: its store, not its data; or xarray's lazily decoded array over
+    one), read with basic indexing.
+
+    Examples
+    --------
+    >>> src = ArraySource(np.arange(6).reshape(2, 3), "memory")
+    >>> src[(slice(0, 1), slice(1, 3))]
+    array([[1, 2]])
+    """
+
+    def __init__(
+        self,
+        array: Any,
+        path: str,
+        token: str | None = None,
+        identity: tuple | None = None,
+    ) -> None:
+        self._start(path, array.shape, array.dtype, token)
+        self.array = array
+        # a local store's (folder's or zip file's) identity at open: a store
+        # saved over is a new folder, so reads of the old one raise
+        self.identity = identity
+
+    def __repr__(self) -> str:
+        return f"ArraySource({self.path!r})"
+
+    def _get(self, key: Any) -> np.ndarray:
+        check_identity(self.path, self.identity)
+        if isinstance(self.array, ExplicitlyIndexed):  # xarray's lazy arrays
+            return np.asarray(self.array[BasicIndexer(key)])
+        return np.asarray(self.array[key])
+
+
+def sources(da: Any) -> Iterator[Source]:
+    """The :class:`Source` objects in ``da``'s dask graph (none if in memory)."""
+    data = getattr(da, "data", da)
+    graph = getattr(data, "__dask_graph__", None)
+    if graph is None:
+        return
+    seen: set[int] = set()
+    for value in dict(graph()).values():
+        for src in _find_sources(value, 0):
+            if id(src) not in seen:
+                seen.add(id(src))
+                yield src
+
+
+def _find_sources(value: Any, depth: int) -> Iterator[Source]:
+    if isinstance(value, Source):
+        yield value
+        return
+    if depth > 16 or isinstance(value, np.ndarray | str | bytes | int | float):
+        return
+    if isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _find_sources(item, depth + 1)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _find_sources(item, depth + 1)
+    else:
+        # dask's task objects keep their function's arguments in .args/.kwargs
+        # (and a DataNode its value in .value); xarray's lazy indexing
+        # wrappers the wrapped array in .array, a SourceArray its .src
+        for attr in ("args", "kwargs", "value", "array", "src"):
+            inner = getattr(value, attr, None)
+            if inner is not None and not callable(inner):
+                yield from _find_sources(inner, depth + 1)
+
+
+def close_tokens(tokens: list[str]) -> None:
+    """Mark ``tokens`` closed in this process and close what every io kind
+    holds open for them."""
+    with _LOCK:
+        _CLOSED.update(tokens)
+        closers = list(_CLOSERS)
+    for token in tokens:
+        for closer in closers:
+            closer(token)
+
+
+def close_sources(da: Any) -> list[str]:
+    """Close the sources of a lazy ``da`` in this process; their tokens."""
+    tokens = set()
+    for src in list(sources(da)):
+        src.closed = True
+        src.release()
+        tokens.add(src.token)
+    close_tokens(sorted(tokens))
+    return sorted(tokens)

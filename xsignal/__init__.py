@@ -61,7 +61,10 @@ __all__ += ["map", "map_blocks", "map_overlap"]
 
 # --- decomposition (issue 5) -------------------------------------------------
 from .decomposition import Decomposition, decomposition  # noqa: E402
-from .decomposition.bss import Separation, blind_source_separation  # noqa: E402
+from .decomposition.result import (  # noqa: E402
+    Separation,
+    blind_source_separation,
+)
 
 __all__ += ["Decomposition", "Separation", "blind_source_separation", "decomposition"]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 import warnings
 
 import numpy as np
@@ -286,3 +288,168 @@ def test_variance_in_one_read_per_block_equals_numpy(name, dims):
         got = getattr(data.signal, name)(dims)
         assert got.dtype == np.float32
         np.testing.assert_allclose(got.values, want, rtol=2e-4, equal_nan=True)
+
+
+# --- xarray habits: dim, dims, keep_attrs, skipna, ddof -----------------------
+
+
+def lazy_or_not(backend: str) -> xr.DataArray:
+    da = make(data_with_nan())
+    return da.chunk({"y": 2, "x": 3}) if backend == "dask" else da
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_dim_is_given_as_with_xarray(name, backend):
+    da = lazy_or_not(backend)
+    with raise_if_dask_computes():
+        out = getattr(da.signal, name)(dim="x")
+    assert out.dims == ("y", "energy")
+    assert xsignal.is_lazy(out) == (backend == "dask")
+    np.testing.assert_allclose(out.values, expected(name, da.values, (1,)))
+
+
+def test_dim_takes_a_list_and_keep_attrs_false_drops_the_attrs(backend):
+    da = lazy_or_not(backend)
+    with raise_if_dask_computes():
+        out = da.signal.nanmean(dim=["y", "x"], keep_attrs=False)
+    assert out.attrs == {"signal_dims": '["energy"]'}  # the marking stays, right
+    assert out.signal.signal_dims == ("energy",)
+    np.testing.assert_allclose(out.values, expected("nanmean", da.values, (0, 1)))
+
+
+def test_keep_attrs_false_writes_the_marking_of_what_remains(backend):
+    """Reducing the only (implicit) signal dim of an unmarked array leaves no
+    signal dims, rather than promoting the last navigation dim."""
+    da = xr.DataArray(np.ones((2, 3, 4)), dims=DIMS, attrs={"units": "counts"})
+    if backend == "dask":
+        da = da.chunk({"y": 1})
+    out = da.signal.sum(dim="signal", keep_attrs=False)
+    assert out.attrs == {"signal_dims": "[]"}
+    assert out.signal.signal_dims == () and out.signal.navigation_dims == ("y", "x")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_keep_attrs_follows_xarray_options(name, backend):
+    da = lazy_or_not(backend)
+    reduce = getattr(da.signal, name)
+    # by default the attrs are kept, as xarray's own reductions keep them
+    assert reduce(dim="x").attrs["units"] == "counts"
+    with xr.set_options(keep_attrs=False):
+        assert "units" not in reduce(dim="x").attrs
+        assert reduce(dim="x", keep_attrs=True).attrs["units"] == "counts"
+        assert reduce(dim="x").signal.signal_dims == ("energy",)
+    with xr.set_options(keep_attrs=True):
+        assert reduce(dim="x").attrs["title"] == "t"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_dims_is_still_accepted(name, backend):
+    da = lazy_or_not(backend)
+    with raise_if_dask_computes():
+        old = getattr(xsignal, name)(da, dims=["y", "energy"])
+        new = getattr(xsignal, name)(da, dim=["y", "energy"])
+        from_accessor = getattr(da.signal, name)(dims=["y", "energy"])
+    xr.testing.assert_identical(old, new)
+    xr.testing.assert_identical(from_accessor, new)
+
+
+@pytest.mark.parametrize("dim", ["x", "navigation", None])
+def test_dim_and_dims_together_are_refused(dim):
+    da = make(data_with_nan())
+    with pytest.raises(TypeError, match=r"both dim=.* and dims="):
+        da.signal.sum(dim=dim, dims="signal")
+    with pytest.raises(TypeError, match=r"nanmean\(\) got both dim=.* and dims="):
+        xsignal.nanmean(da, dim, dims="signal")
+
+
+def test_the_default_dim_is_navigation(backend):
+    da = lazy_or_not(backend)
+    xr.testing.assert_identical(da.signal.mean(), da.signal.mean(dim="navigation"))
+    xr.testing.assert_identical(da.signal.mean(), da.signal.mean(dims="navigation"))
+
+
+@pytest.mark.parametrize("name", ["sum", "mean", "max", "min", "std", "var"])
+def test_skipna_true_gives_the_nan_version(name, backend):
+    da = lazy_or_not(backend)
+    with raise_if_dask_computes():
+        skipped = getattr(da.signal, name)(dim="signal", skipna=True)
+    xr.testing.assert_identical(skipped, getattr(da.signal, "nan" + name)("signal"))
+
+
+@pytest.mark.parametrize("name", ["nansum", "nanmean", "nanstd"])
+def test_nan_versions_refuse_skipna(name):
+    with pytest.raises(TypeError, match="always skips NaN"):
+        getattr(make(data_with_nan()).signal, name)(dim="x", skipna=False)
+
+
+def test_axis_is_refused_in_favour_of_dim():
+    with pytest.raises(TypeError, match="by name, as dim="):
+        make(data_with_nan()).signal.sum(axis=0)
+
+
+def test_min_count_makes_all_nan_lanes_nan(backend):
+    da = lazy_or_not(backend)
+    with raise_if_dask_computes():
+        out = da.signal.nansum(dim="signal", min_count=1)
+    assert np.isnan(out.values[1, 2])  # the all-NaN spectrum
+    assert float(da.signal.nansum(dim="signal")[1, 2]) == 0.0
+    np.testing.assert_allclose(out.values[0], np.nansum(da.values[0], axis=-1))
+
+
+@pytest.mark.parametrize("name", ["std", "var", "nanstd", "nanvar"])
+def test_ddof_as_with_numpy(name, backend):
+    da = lazy_or_not(backend)
+    with raise_if_dask_computes():
+        out = getattr(da.signal, name)(dim=["y", "x"], ddof=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = getattr(np, name)(da.values, axis=(0, 1), ddof=1)
+    np.testing.assert_allclose(out.values, want)
+
+
+def test_dtype_is_passed_to_xarray(backend):
+    da = xr.DataArray(np.full((3, 4), 200, "uint8"), dims=("x", "energy"))
+    if backend == "dask":
+        da = da.chunk(2)
+    assert da.signal.sum(dim="x").dtype == np.uint64  # numpy's accumulator
+    assert da.signal.sum(dim="x", dtype="float32").dtype == np.float32
+
+
+@pytest.mark.parametrize("name", ["indexmax", "indexmin", "valuemax", "valuemin"])
+def test_extrema_take_keep_attrs(name, backend):
+    da = lazy_or_not(backend)
+    with raise_if_dask_computes():
+        kept = getattr(da.signal, name)("energy")
+        dropped = getattr(da.signal, name)("energy", keep_attrs=False)
+    assert kept.attrs["title"] == "t" and "units" not in kept.attrs
+    assert dropped.attrs == {"signal_dims": "[]"}
+
+
+# --- real functions, for IDEs and help() -------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_reduction_is_a_real_def(name):
+    fn = getattr(xsignal, name)
+    assert fn.__name__ == name and fn.__module__ == "xsignal.reductions"
+    assert inspect.getsource(fn).startswith(f"def {name}(")
+    params = inspect.signature(fn).parameters
+    assert list(params)[:2] == ["da", "dim"]
+    assert params["dim"].default == "navigation"
+    assert params["dims"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert params["keep_attrs"].default is None
+    assert ("skipna" in params) == (not name.startswith("nan"))
+    assert ("ddof" in params) == name.endswith(("std", "var"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_docstring_documents_every_parameter(name):
+    fn = getattr(xsignal, name)
+    section = fn.__doc__.split("Parameters\n    ----------\n")[1].split("\n\n")[0]
+    documented = re.findall(r"^    (\*{0,2}\w+)(?: :|$)", section, re.MULTILINE)
+    kinds = {inspect.Parameter.VAR_KEYWORD: "**", inspect.Parameter.VAR_POSITIONAL: "*"}
+    wanted = [
+        kinds.get(p.kind, "") + p.name
+        for p in inspect.signature(fn).parameters.values()
+    ]
+    assert documented == wanted

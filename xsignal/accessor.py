@@ -7,9 +7,10 @@ where the documentation lives.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import xarray as xr
 
 from . import chunks as _chunks
@@ -21,7 +22,11 @@ from . import mapping as _mapping
 from . import plotting as _plotting
 from . import rebin as _rebin
 from . import reductions as _reductions
+from .reductions import NAVIGATION, UNSET, DimsArg, Unset
 from .rois import roi as _apply_roi
+
+if TYPE_CHECKING:
+    from .decomposition import Decomposition
 
 
 @xr.register_dataarray_accessor("signal")
@@ -96,26 +101,35 @@ class SignalAccessor:
     def compute(
         self, *, progress: bool | None = None, close_file: bool = False
     ) -> xr.DataArray:
-        """Call :func:`xsignal.compute` on this DataArray."""
+        """Call :func:`xsignal.lazy.compute` on this DataArray.
+
+        :func:`xsignal.compute` computes several arrays in one pass.
+        """
         return _lazy.compute(self._da, progress=progress, close_file=close_file)
 
     def close_file(self) -> None:
         """Call :func:`xsignal.close_file` on this DataArray."""
         return _lazy.close_file(self._da)
 
-    def change_dtype(self, dtype: Any, rechunk: bool = False) -> xr.DataArray:
+    def change_dtype(self, dtype: Any, *, rechunk: bool = False) -> xr.DataArray:
         """Call :func:`xsignal.change_dtype` on this DataArray."""
         return _lazy.change_dtype(self._da, dtype, rechunk=rechunk)
 
     def blocks(
-        self, navigation_mask: Any = None, signal_mask: Any = None, flat: bool = True
-    ):
+        self,
+        *,
+        navigation_mask: Any = None,
+        signal_mask: Any = None,
+        flat: bool = True,
+        prefetch: int | None = None,
+    ) -> Iterator[tuple[dict[Hashable, slice], np.ndarray]]:
         """Call :func:`xsignal.blocks` on this DataArray."""
         return _lazy.blocks(
             self._da,
             navigation_mask=navigation_mask,
             signal_mask=signal_mask,
             flat=flat,
+            prefetch=prefetch,
         )
 
     # --- files (issue 3) ----------------------------------------------------
@@ -204,77 +218,284 @@ class SignalAccessor:
 
     # --- decomposition (issue 5) --------------------------------------------
     def decomposition(
-        self, algorithm: str = "SVD", output_dimension: int | None = None, **kwargs: Any
-    ):
+        self,
+        algorithm: str = "SVD",
+        output_dimension: int | None = None,
+        *,
+        navigation_mask: Any = None,
+        signal_mask: Any = None,
+        normalize_poissonian_noise: bool = False,
+        centre: str | None = None,
+        progress: bool | None = None,
+        **algorithm_kwargs: Any,
+    ) -> Decomposition:
         """Call :func:`xsignal.decomposition` on this DataArray."""
         from .decomposition import decomposition
 
-        return decomposition(self._da, algorithm, output_dimension, **kwargs)
+        return decomposition(
+            self._da,
+            algorithm,
+            output_dimension,
+            navigation_mask=navigation_mask,
+            signal_mask=signal_mask,
+            normalize_poissonian_noise=normalize_poissonian_noise,
+            centre=centre,
+            progress=progress,
+            **algorithm_kwargs,
+        )
 
     # --- reductions, histogram, roi, rebin (issue 6) ------------------------
-    def sum(self, dims: Any = "navigation", **kwargs: Any) -> xr.DataArray:
+    def sum(
+        self,
+        dim: DimsArg = NAVIGATION,
+        *,
+        dims: DimsArg | Unset = UNSET,
+        skipna: bool = False,
+        min_count: int | None = None,
+        keep_attrs: bool | None = None,
+        **kwargs: Any,
+    ) -> xr.DataArray:
         """Call :func:`xsignal.sum` on this DataArray."""
-        return _reductions.sum(self._da, dims, **kwargs)
+        return _reductions.sum(
+            self._da,
+            dim,
+            dims=dims,
+            skipna=skipna,
+            min_count=min_count,
+            keep_attrs=keep_attrs,
+            **kwargs,
+        )
 
-    def mean(self, dims: Any = "navigation", **kwargs: Any) -> xr.DataArray:
+    def mean(
+        self,
+        dim: DimsArg = NAVIGATION,
+        *,
+        dims: DimsArg | Unset = UNSET,
+        skipna: bool = False,
+        keep_attrs: bool | None = None,
+        **kwargs: Any,
+    ) -> xr.DataArray:
         """Call :func:`xsignal.mean` on this DataArray."""
-        return _reductions.mean(self._da, dims, **kwargs)
+        return _reductions.mean(
+            self._da,
+            dim,
+            dims=dims,
+            skipna=skipna,
+            keep_attrs=keep_attrs,
+            **kwargs,
+        )
 
-    def max(self, dims: Any = "navigation", **kwargs: Any) -> xr.DataArray:
+    def max(
+        self,
+        dim: DimsArg = NAVIGATION,
+        *,
+        dims: DimsArg | Unset = UNSET,
+        skipna: bool = False,
+        keep_attrs: bool | None = None,
+        **kwargs: Any,
+    ) -> xr.DataArray:
         """Call :func:`xsignal.max` on this DataArray."""
-        return _reductions.max(self._da, dims, **kwargs)
+        return _reductions.max(
+            self._da,
+            dim,
+            dims=dims,
+            skipna=skipna,
+            keep_attrs=keep_attrs,
+            **kwargs,
+        )
 
-    def min(self, dims: Any = "navigation", **kwargs: Any) -> xr.DataArray:
+    def min(
+        self,
+        dim: DimsArg = NAVIGATION,
+        *,
+        dims: DimsArg | Unset = UNSET,
+        skipna: bool = False,
+        keep_attrs: bool | None = None,
+        **kwargs: Any,
+    ) -> xr.DataArray:
         """Call :func:`xsignal.min` on this DataArray."""
-        return _reductions.min(self._da, dims, **kwargs)
+        return _reductions.min(
+            self._da,
+            dim,
+            dims=dims,
+            skipna=skipna,
+            keep_attrs=keep_attrs,
+            **kwargs,
+        )
 
-    def std(self, dims: Any = "navigation", **kwargs: Any) -> xr.DataArray:
+    def std(
+        self,
+        dim: DimsArg = NAVIGATION,
+        *,
+        dims: DimsArg | Unset = UNSET,
+        skipna: bool = False,
+        ddof: int = 0,
+        keep_attrs: bool | None = None,
+        **kwargs: Any,
+    ) -> xr.DataArray:
         """Call :func:`xsignal.std` on this DataArray."""
-        return _reductions.std(self._da, dims, **kwargs)
+        return _reductions.std(
+            self._da,
+            dim,
+            dims=dims,
+            skipna=skipna,
+            ddof=ddof,
+            keep_attrs=keep_attrs,
+            **kwargs,
+        )
 
-    def var(self, dims: Any = "navigation", **kwargs: Any) -> xr.DataArray:
+    def var(
+        self,
+        dim: DimsArg = NAVIGATION,
+        *,
+        dims: DimsArg | Unset = UNSET,
+        skipna: bool = False,
+        ddof: int = 0,
+        keep_attrs: bool | None = None,
+        **kwargs: Any,
+    ) -> xr.DataArray:
         """Call :func:`xsignal.var` on this DataArray."""
-        return _reductions.var(self._da, dims, **kwargs)
+        return _reductions.var(
+            self._da,
+            dim,
+            dims=dims,
+            skipna=skipna,
+            ddof=ddof,
+            keep_attrs=keep_attrs,
+            **kwargs,
+        )
 
-    def nansum(self, dims: Any = "navigation", **kwargs: Any) -> xr.DataArray:
+    def nansum(
+        self,
+        dim: DimsArg = NAVIGATION,
+        *,
+        dims: DimsArg | Unset = UNSET,
+        min_count: int | None = None,
+        keep_attrs: bool | None = None,
+        **kwargs: Any,
+    ) -> xr.DataArray:
         """Call :func:`xsignal.nansum` on this DataArray."""
-        return _reductions.nansum(self._da, dims, **kwargs)
+        return _reductions.nansum(
+            self._da,
+            dim,
+            dims=dims,
+            min_count=min_count,
+            keep_attrs=keep_attrs,
+            **kwargs,
+        )
 
-    def nanmean(self, dims: Any = "navigation", **kwargs: Any) -> xr.DataArray:
+    def nanmean(
+        self,
+        dim: DimsArg = NAVIGATION,
+        *,
+        dims: DimsArg | Unset = UNSET,
+        keep_attrs: bool | None = None,
+        **kwargs: Any,
+    ) -> xr.DataArray:
         """Call :func:`xsignal.nanmean` on this DataArray."""
-        return _reductions.nanmean(self._da, dims, **kwargs)
+        return _reductions.nanmean(
+            self._da,
+            dim,
+            dims=dims,
+            keep_attrs=keep_attrs,
+            **kwargs,
+        )
 
-    def nanmax(self, dims: Any = "navigation", **kwargs: Any) -> xr.DataArray:
+    def nanmax(
+        self,
+        dim: DimsArg = NAVIGATION,
+        *,
+        dims: DimsArg | Unset = UNSET,
+        keep_attrs: bool | None = None,
+        **kwargs: Any,
+    ) -> xr.DataArray:
         """Call :func:`xsignal.nanmax` on this DataArray."""
-        return _reductions.nanmax(self._da, dims, **kwargs)
+        return _reductions.nanmax(
+            self._da,
+            dim,
+            dims=dims,
+            keep_attrs=keep_attrs,
+            **kwargs,
+        )
 
-    def nanmin(self, dims: Any = "navigation", **kwargs: Any) -> xr.DataArray:
+    def nanmin(
+        self,
+        dim: DimsArg = NAVIGATION,
+        *,
+        dims: DimsArg | Unset = UNSET,
+        keep_attrs: bool | None = None,
+        **kwargs: Any,
+    ) -> xr.DataArray:
         """Call :func:`xsignal.nanmin` on this DataArray."""
-        return _reductions.nanmin(self._da, dims, **kwargs)
+        return _reductions.nanmin(
+            self._da,
+            dim,
+            dims=dims,
+            keep_attrs=keep_attrs,
+            **kwargs,
+        )
 
-    def nanstd(self, dims: Any = "navigation", **kwargs: Any) -> xr.DataArray:
+    def nanstd(
+        self,
+        dim: DimsArg = NAVIGATION,
+        *,
+        dims: DimsArg | Unset = UNSET,
+        ddof: int = 0,
+        keep_attrs: bool | None = None,
+        **kwargs: Any,
+    ) -> xr.DataArray:
         """Call :func:`xsignal.nanstd` on this DataArray."""
-        return _reductions.nanstd(self._da, dims, **kwargs)
+        return _reductions.nanstd(
+            self._da,
+            dim,
+            dims=dims,
+            ddof=ddof,
+            keep_attrs=keep_attrs,
+            **kwargs,
+        )
 
-    def nanvar(self, dims: Any = "navigation", **kwargs: Any) -> xr.DataArray:
+    def nanvar(
+        self,
+        dim: DimsArg = NAVIGATION,
+        *,
+        dims: DimsArg | Unset = UNSET,
+        ddof: int = 0,
+        keep_attrs: bool | None = None,
+        **kwargs: Any,
+    ) -> xr.DataArray:
         """Call :func:`xsignal.nanvar` on this DataArray."""
-        return _reductions.nanvar(self._da, dims, **kwargs)
+        return _reductions.nanvar(
+            self._da,
+            dim,
+            dims=dims,
+            ddof=ddof,
+            keep_attrs=keep_attrs,
+            **kwargs,
+        )
 
-    def indexmax(self, dim: Hashable | None = None) -> xr.DataArray:
+    def indexmax(
+        self, dim: Hashable | None = None, *, keep_attrs: bool | None = None
+    ) -> xr.DataArray:
         """Call :func:`xsignal.indexmax` on this DataArray."""
-        return _reductions.indexmax(self._da, dim)
+        return _reductions.indexmax(self._da, dim, keep_attrs=keep_attrs)
 
-    def indexmin(self, dim: Hashable | None = None) -> xr.DataArray:
+    def indexmin(
+        self, dim: Hashable | None = None, *, keep_attrs: bool | None = None
+    ) -> xr.DataArray:
         """Call :func:`xsignal.indexmin` on this DataArray."""
-        return _reductions.indexmin(self._da, dim)
+        return _reductions.indexmin(self._da, dim, keep_attrs=keep_attrs)
 
-    def valuemax(self, dim: Hashable | None = None) -> xr.DataArray:
+    def valuemax(
+        self, dim: Hashable | None = None, *, keep_attrs: bool | None = None
+    ) -> xr.DataArray:
         """Call :func:`xsignal.valuemax` on this DataArray."""
-        return _reductions.valuemax(self._da, dim)
+        return _reductions.valuemax(self._da, dim, keep_attrs=keep_attrs)
 
-    def valuemin(self, dim: Hashable | None = None) -> xr.DataArray:
+    def valuemin(
+        self, dim: Hashable | None = None, *, keep_attrs: bool | None = None
+    ) -> xr.DataArray:
         """Call :func:`xsignal.valuemin` on this DataArray."""
-        return _reductions.valuemin(self._da, dim)
+        return _reductions.valuemin(self._da, dim, keep_attrs=keep_attrs)
 
     def navigator(self) -> xr.DataArray:
         """Call :func:`xsignal.navigator` on this DataArray."""

@@ -1,11 +1,13 @@
 """Reductions over navigation/signal dims: sum, mean, nan-versions, arg-extrema.
 
-Every reduction takes the dims to reduce as ``"navigation"`` (the default),
-``"signal"``, a dim name, a list of names, or ``None`` for every dim, and
-returns a DataArray that keeps the coords of the remaining dims, the attrs,
-and the signal marking of the remaining dims. Lazy input gives lazy output
-with the chunks of the untouched dims unchanged (dask's tree reductions
-never rechunk the dims they keep).
+Every reduction takes the dims to reduce as xarray does, in ``dim``:
+``"navigation"`` (the default), ``"signal"``, a dim name, a list of names,
+or ``None`` for every dim (``dims``, the older name, is still accepted), and
+``keep_attrs`` as xarray does. The result keeps the coords of the remaining
+dims, the attrs (unless ``keep_attrs=False``) and, always, the signal
+marking of the remaining dims. Lazy input gives lazy output with the chunks
+of the untouched dims unchanged (dask's tree reductions never rechunk the
+dims they keep).
 
 Accumulator dtypes follow numpy's rules, for lazy data too: sums of
 integers and booleans accumulate in ``int64`` (``uint64`` for unsigned
@@ -18,16 +20,22 @@ The plain versions (``sum``, ``mean``, ...) propagate NaN; the ``nan``
 versions ignore it. A lane whose values are all NaN gives 0 for ``nansum``
 and NaN for the other nan-reductions.
 
+Each reduction is a row of :data:`_REDUCTIONS` (which xarray method, whether
+NaN is skipped, which one-pass kernel serves floating data) and a plain
+``def`` with its own signature and docstring, so IDEs and ``help()`` see it.
+
 The module defines functions named ``sum``, ``max`` and ``min``; they are
 defined last, and no code in this module calls the builtins of those names.
 """
 
 from __future__ import annotations
 
+import enum
 import functools
 import math
-from collections.abc import Hashable, Iterable
-from typing import Any
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final, Literal
 
 import dask.array as dsa
 import numpy as np
@@ -64,6 +72,35 @@ __all__ = [
     "valuemin",
     "var",
 ]
+
+
+class _DefaultDim(str):
+    """The default ``dim``: the string ``"navigation"``, but a distinct object.
+
+    It equals ``"navigation"`` everywhere and reads as ``'navigation'`` in
+    signatures; ``dim is NAVIGATION`` tells "not given" from an explicit
+    ``dim="navigation"``, so that giving both ``dim`` and ``dims`` is refused.
+    """
+
+    __slots__ = ()
+
+
+NAVIGATION: Final = _DefaultDim("navigation")
+
+
+class _Unset(enum.Enum):
+    """Type of :data:`UNSET`, the default of the older ``dims`` argument."""
+
+    UNSET = "UNSET"
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+UNSET: Final = _Unset.UNSET
+"""``dims`` was not given (``None`` is a value: every dim)."""
+
+Unset = Literal[_Unset.UNSET]
 
 
 def _accumulator(dtype: np.dtype) -> np.dtype | None:
@@ -191,112 +228,104 @@ def _fast_moment2(
     return np.sqrt(out) if root else out
 
 
-def _reduce(
-    da: xr.DataArray, dims: DimsArg, method: str, skipna: bool, **kwargs: Any
-) -> xr.DataArray:
-    """Apply the DataArray reduction ``method`` over the resolved dims."""
-    _check_dataarray(da)
-    names = resolve_dims(da, dims)
-    if method == "sum":
-        acc = _accumulator(da.dtype)
-        if acc is not None:
-            kwargs["dtype"] = acc  # never wrap around, lazy or not
-    if method == "sum" and skipna and da.dtype.kind in "fc" and not kwargs:
-        out = da.reduce(_fast_nansum, dim=names, keep_attrs=True)
-    elif method == "mean" and skipna and da.dtype.kind == "f" and not kwargs:
-        out = da.reduce(_fast_nanmean, dim=names, keep_attrs=True)
-    elif method in ("var", "std") and da.dtype.kind == "f" and not kwargs:
-        fn = functools.partial(_fast_moment2, skipna=skipna, root=method == "std")
-        out = da.reduce(fn, dim=names, keep_attrs=True)
-    else:
-        out = getattr(da, method)(dim=names, skipna=skipna, keep_attrs=True, **kwargs)
+@dataclass(frozen=True)
+class _Reduction:
+    """One row of the table of reductions: how ``xsignal.<name>`` computes."""
+
+    method: str  # the xarray DataArray method of the general path
+    skipna: bool  # NaN skipped (the nan-versions) or propagated
+    fast: Callable[..., Any] | None = None  # one pass over each block...
+    fast_kinds: str = ""  # ...for these dtype kinds, when no kwargs are given
+    accumulate: bool = False  # integers and booleans accumulate in (u)int64
+
+
+_REDUCTIONS: Final[dict[str, _Reduction]] = {
+    "sum": _Reduction("sum", False, accumulate=True),
+    "nansum": _Reduction("sum", True, _fast_nansum, "fc", accumulate=True),
+    "mean": _Reduction("mean", False),
+    "nanmean": _Reduction("mean", True, _fast_nanmean, "f"),
+    "max": _Reduction("max", False),
+    "nanmax": _Reduction("max", True),
+    "min": _Reduction("min", False),
+    "nanmin": _Reduction("min", True),
+    "var": _Reduction(
+        "var", False, functools.partial(_fast_moment2, skipna=False, root=False), "f"
+    ),
+    "nanvar": _Reduction(
+        "var", True, functools.partial(_fast_moment2, skipna=True, root=False), "f"
+    ),
+    "std": _Reduction(
+        "std", False, functools.partial(_fast_moment2, skipna=False, root=True), "f"
+    ),
+    "nanstd": _Reduction(
+        "std", True, functools.partial(_fast_moment2, skipna=True, root=True), "f"
+    ),
+}
+
+
+def _dim_arg(name: str, dim: DimsArg, dims: DimsArg | Unset) -> DimsArg:
+    """The dims asked for, from ``dim`` or its older name ``dims`` (not both)."""
+    if dims is UNSET:
+        return dim
+    if dim is not NAVIGATION:
+        raise TypeError(
+            f"{name}() got both dim={dim!r} and dims={dims!r}; give only dim "
+            "(dims is its older name)"
+        )
+    return dims
+
+
+def _keep_attrs(keep_attrs: bool | None) -> bool:
+    """``keep_attrs``, with ``None`` following ``xarray.set_options`` as xarray
+    does (whose default keeps them)."""
+    if keep_attrs is None:
+        option = xr.get_options()["keep_attrs"]
+        return True if option == "default" else bool(option)
+    return bool(keep_attrs)
+
+
+def _finish(out: xr.DataArray, da: xr.DataArray, keep_attrs: bool) -> xr.DataArray:
+    """``out`` with new attrs: ``da``'s when kept, and always the marking of
+    the signal dims of ``da`` that remain (an unmarked input's implicit last
+    signal dim is written down, so reducing it never promotes another dim)."""
     out = out.copy(deep=False)
-    out.attrs = dict(da.attrs)
+    out.attrs = dict(da.attrs) if keep_attrs else {}
     return with_marking(out, signal_dims(da))
 
 
-_TITLES = {
-    "sum": "Sum",
-    "mean": "Mean",
-    "max": "Maximum",
-    "min": "Minimum",
-    "std": "Standard deviation",
-    "var": "Variance",
-}
-_DTYPES = {
-    "sum": "Integers and booleans accumulate in ``int64`` (``uint64`` when "
-    "unsigned), so they never wrap around; floats keep their dtype.",
-    "mean": "Integers give ``float64``; floats keep their dtype.",
-    "std": "Integers give ``float64``; floats keep their dtype.",
-    "var": "Integers give ``float64``; floats keep their dtype.",
-    "max": "The dtype of ``da``.",
-    "min": "The dtype of ``da``.",
-}
-
-
-def _doc(method: str, nan: bool) -> str:
-    what = "ignoring NaN" if nan else "propagating NaN"
-    numpy_name = ("nan" if nan else "") + method
-    return f"""{_TITLES[method]} of ``da`` over ``dims``, {what}.
-
-    Like :func:`numpy.{numpy_name}`, with the dims given by kind or by name.
-
-    Parameters
-    ----------
-    da : xarray.DataArray
-        In memory or lazy.
-    dims : "navigation", "signal", str, list of str or None
-        The dims to reduce: ``"navigation"`` (default) or ``"signal"`` for
-        every dim of that kind, a name, a list of names, or ``None`` for all.
-    **kwargs
-        Passed to xarray's reduction (``ddof``, ``min_count``...).
-
-    Returns
-    -------
-    xarray.DataArray
-        Over the remaining dims, with their coords, the attrs and the signal
-        marking kept; lazy when ``da`` is lazy, with the chunks of the
-        remaining dims unchanged. {_DTYPES[method]}
-
-    Raises
-    ------
-    ValueError
-        If a named dim is not a dim of ``da``.
-    """
-
-
-def _make(method: str, nan: bool, extra: str = "") -> Any:
-    numpy_name = ("nan" if nan else "") + method
-
-    def reduction(
-        da: xr.DataArray, dims: DimsArg = "navigation", **kwargs: Any
-    ) -> xr.DataArray:
-        return _reduce(da, dims, method, skipna=nan, **kwargs)
-
-    reduction.__name__ = reduction.__qualname__ = numpy_name
-    reduction.__doc__ = _doc(method, nan) + extra
-    return reduction
-
-
-def _example(name: str, result: str) -> str:
-    return f"""
-    Examples
-    --------
-    >>> import numpy as np, xarray as xr, xsignal
-    >>> da = xr.DataArray(
-    ...     np.array([[[1.0, 2.0], [np.nan, 4.0]]]), dims=("y", "x", "energy")
-    ... )
-    >>> xsignal.{name}(da).values
-    {result}
-    """
-
-
-_DDOF = """
-    Notes
-    -----
-    ``ddof=0`` (default) divides by N as numpy does; ``ddof=1`` gives the
-    sample estimate.
-"""
+def _reduce(
+    da: xr.DataArray,
+    name: str,
+    dim: DimsArg,
+    dims: DimsArg | Unset = UNSET,
+    *,
+    keep_attrs: bool | None = None,
+    **kwargs: Any,
+) -> xr.DataArray:
+    """Compute the reduction ``name`` (a key of :data:`_REDUCTIONS`)."""
+    _check_dataarray(da)
+    row = _REDUCTIONS[name]
+    if "axis" in kwargs:
+        raise TypeError(
+            f"{name}() takes the dims to reduce by name, as dim=..., not axis="
+        )
+    if "skipna" in kwargs:
+        raise TypeError(
+            f"{name}() always skips NaN, so it takes no skipna; use "
+            f"xsignal.{row.method}(..., skipna=...) to choose"
+        )
+    names = resolve_dims(da, _dim_arg(name, dim, dims))
+    if row.accumulate:
+        acc = _accumulator(da.dtype)
+        if acc is not None:
+            kwargs.setdefault("dtype", acc)  # never wrap around, lazy or not
+    if row.fast is not None and da.dtype.kind in row.fast_kinds and not kwargs:
+        out = da.reduce(row.fast, dim=names, keep_attrs=True)
+    else:
+        out = getattr(da, row.method)(
+            dim=names, skipna=row.skipna, keep_attrs=True, **kwargs
+        )
+    return _finish(out, da, _keep_attrs(keep_attrs))
 
 
 def navigator(da: xr.DataArray) -> xr.DataArray:
@@ -308,7 +337,7 @@ def navigator(da: xr.DataArray) -> xr.DataArray:
     (``uint64`` when unsigned), exactly, and floating data keeps its dtype as
     with numpy (``float32`` sums of a few thousand channels lose no useful
     precision for display). NaN values (e.g. outside an ROI) are skipped, so
-    a fully masked signal gives 0.
+    a fully masked signal gives 0. The attrs of ``da`` are kept.
 
     Parameters
     ----------
@@ -327,7 +356,7 @@ def navigator(da: xr.DataArray) -> xr.DataArray:
     >>> nav.dims, nav.dtype, int(nav[0, 0])
     (('y', 'x'), dtype('uint64'), 4)
     """
-    return _reduce(da, "signal", "sum", skipna=True)
+    return _reduce(da, "nansum", "signal", keep_attrs=True)
 
 
 # --- position of extrema ---------------------------------------------------
@@ -354,7 +383,9 @@ def _check_one_dim(da: xr.DataArray, dim: Hashable | None) -> Hashable:
     return name
 
 
-def _arg_extremum(da: xr.DataArray, dim: Hashable, which: str) -> xr.DataArray:
+def _arg_extremum(
+    da: xr.DataArray, dim: Hashable, which: str, keep_attrs: bool | None
+) -> xr.DataArray:
     """Index of the max/min along ``dim``, NaN ignored, -1 for all-NaN lanes."""
     filled = da
     allnan = None
@@ -365,10 +396,9 @@ def _arg_extremum(da: xr.DataArray, dim: Hashable, which: str) -> xr.DataArray:
     out = getattr(filled, "arg" + which)(dim, skipna=False, keep_attrs=True)
     if allnan is not None:
         out = out.where(~allnan, -1)
-    out = out.astype(np.int64)
-    out.attrs = dict(da.attrs)
+    out = _finish(out.astype(np.int64), da, _keep_attrs(keep_attrs))
     out.attrs.pop("units", None)  # an index has no units
-    return with_marking(out, signal_dims(da))
+    return out
 
 
 def _coord_values(da: xr.DataArray, dim: Hashable) -> np.ndarray:
@@ -377,8 +407,10 @@ def _coord_values(da: xr.DataArray, dim: Hashable) -> np.ndarray:
     return np.arange(da.sizes[dim])
 
 
-def _value_extremum(da: xr.DataArray, dim: Hashable, which: str) -> xr.DataArray:
-    index = _arg_extremum(da, dim, which)
+def _value_extremum(
+    da: xr.DataArray, dim: Hashable, which: str, keep_attrs: bool | None
+) -> xr.DataArray:
+    index = _arg_extremum(da, dim, which, keep_attrs)
     coord = _coord_values(da, dim)
     has_nan = da.dtype.kind in "fc"
     dtype = np.result_type(coord.dtype, np.float64) if has_nan else coord.dtype
@@ -390,11 +422,12 @@ def _value_extremum(da: xr.DataArray, dim: Hashable, which: str) -> xr.DataArray
     out = xr.apply_ufunc(
         lookup, index, dask="parallelized", output_dtypes=[dtype], keep_attrs=True
     )
-    out.attrs = dict(da.attrs)
+    out = _finish(out, da, _keep_attrs(keep_attrs))
     out.attrs.pop("units", None)
     if dim in da.coords and "units" in da.coords[dim].attrs:
+        # the coordinate's units are the result's, whatever keep_attrs says
         out.attrs["units"] = da.coords[dim].attrs["units"]
-    return with_marking(out, signal_dims(da))
+    return out
 
 
 _EXTREMA_PARAMS = """
@@ -405,6 +438,10 @@ _EXTREMA_PARAMS = """
     dim : str, optional
         The one dim to search; ``None`` (default) means the only signal dim.
         ``"navigation"``/``"signal"`` are accepted when they mean one dim.
+    keep_attrs : bool, optional
+        Keep the attrs of ``da`` (but its ``units``); ``None`` follows
+        ``xarray.set_options(keep_attrs=...)``, which keeps them by default.
+        The signal marking is written either way.
 
     Raises
     ------
@@ -414,11 +451,14 @@ _EXTREMA_PARAMS = """
 """
 
 
-def _with_params(doc: str) -> str:
+def _with_params(doc: str | None) -> str:
+    assert doc is not None
     return doc.replace("{params}", "\n    " + _EXTREMA_PARAMS.strip() + "\n")
 
 
-def indexmax(da: xr.DataArray, dim: Hashable | None = None) -> xr.DataArray:
+def indexmax(
+    da: xr.DataArray, dim: Hashable | None = None, *, keep_attrs: bool | None = None
+) -> xr.DataArray:
     """Index along ``dim`` of the maximum, NaN ignored (-1 where all are NaN).
 
     Lazy when ``da`` is lazy (dask's tree ``argmax``); the first index wins
@@ -431,13 +471,15 @@ def indexmax(da: xr.DataArray, dim: Hashable | None = None) -> xr.DataArray:
     >>> xsignal.indexmax(da).values
     array([ 1, -1])
     """
-    return _arg_extremum(da, _check_one_dim(da, dim), "max")
+    return _arg_extremum(da, _check_one_dim(da, dim), "max", keep_attrs)
 
 
 indexmax.__doc__ = _with_params(indexmax.__doc__)
 
 
-def indexmin(da: xr.DataArray, dim: Hashable | None = None) -> xr.DataArray:
+def indexmin(
+    da: xr.DataArray, dim: Hashable | None = None, *, keep_attrs: bool | None = None
+) -> xr.DataArray:
     """Index along ``dim`` of the minimum, NaN ignored (-1 where all are NaN).
 
     See :func:`xsignal.indexmax`.
@@ -449,13 +491,15 @@ def indexmin(da: xr.DataArray, dim: Hashable | None = None) -> xr.DataArray:
     >>> xsignal.indexmin(da).values
     array([2])
     """
-    return _arg_extremum(da, _check_one_dim(da, dim), "min")
+    return _arg_extremum(da, _check_one_dim(da, dim), "min", keep_attrs)
 
 
 indexmin.__doc__ = _with_params(indexmin.__doc__)
 
 
-def valuemax(da: xr.DataArray, dim: Hashable | None = None) -> xr.DataArray:
+def valuemax(
+    da: xr.DataArray, dim: Hashable | None = None, *, keep_attrs: bool | None = None
+) -> xr.DataArray:
     """Coordinate along ``dim`` where the maximum is (NaN where all are NaN).
 
     The coordinate value of :func:`xsignal.indexmax` (the index itself when
@@ -472,13 +516,15 @@ def valuemax(da: xr.DataArray, dim: Hashable | None = None) -> xr.DataArray:
     >>> xsignal.valuemax(da).values
     array([280.5])
     """
-    return _value_extremum(da, _check_one_dim(da, dim), "max")
+    return _value_extremum(da, _check_one_dim(da, dim), "max", keep_attrs)
 
 
 valuemax.__doc__ = _with_params(valuemax.__doc__)
 
 
-def valuemin(da: xr.DataArray, dim: Hashable | None = None) -> xr.DataArray:
+def valuemin(
+    da: xr.DataArray, dim: Hashable | None = None, *, keep_attrs: bool | None = None
+) -> xr.DataArray:
     """Coordinate along ``dim`` where the minimum is (NaN where all are NaN).
 
     See :func:`xsignal.valuemax`.
@@ -490,45 +536,847 @@ def valuemin(da: xr.DataArray, dim: Hashable | None = None) -> xr.DataArray:
     >>> xsignal.valuemin(da).values
     array([2.])
     """
-    return _value_extremum(da, _check_one_dim(da, dim), "min")
+    return _value_extremum(da, _check_one_dim(da, dim), "min", keep_attrs)
 
 
 valuemin.__doc__ = _with_params(valuemin.__doc__)
 
 
 # --- the reductions themselves (names shadowing builtins come last) --------
+def nansum(
+    da: xr.DataArray,
+    dim: DimsArg = NAVIGATION,
+    *,
+    dims: DimsArg | Unset = UNSET,
+    min_count: int | None = None,
+    keep_attrs: bool | None = None,
+    **kwargs: Any,
+) -> xr.DataArray:
+    """Sum of ``da`` over ``dim``, ignoring NaN.
 
-_RESULTS = {
-    "sum": "array([nan,  6.])",
-    "mean": "array([nan,  3.])",
-    "max": "array([nan,  4.])",
-    "min": "array([nan,  2.])",
-    "std": "array([nan,  1.])",
-    "var": "array([nan,  1.])",
-    "nansum": "array([1., 6.])",
-    "nanmean": "array([1., 3.])",
-    "nanmax": "array([1., 4.])",
-    "nanmin": "array([1., 2.])",
-    "nanstd": "array([0., 1.])",
-    "nanvar": "array([0., 1.])",
-}
+    :func:`numpy.nansum` over dims given by kind or by name, lazily for lazy
+    ``da``.
+
+    An all-NaN lane gives 0 (NaN with ``min_count=1``), as
+    :func:`numpy.nansum`.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        In memory or lazy.
+    dim : "navigation", "signal", str, list of str or None, default "navigation"
+        The dims to reduce: every navigation or every signal dim, a dim
+        name, a list of names, or ``None`` for every dim.
+    dims : same as ``dim``, optional
+        The older name of ``dim``, still accepted; give one of the two.
+    min_count : int, optional
+        When NaN is skipped, the fewest valid values a result needs;
+        fewer give NaN (an all-NaN lane then gives NaN, not 0).
+    keep_attrs : bool, optional
+        Keep the attrs of ``da``; ``None`` (default) follows
+        ``xarray.set_options(keep_attrs=...)``, which keeps them. The signal
+        marking of the remaining dims is written either way.
+    **kwargs
+        Passed on to :meth:`xarray.DataArray.sum` (e.g. ``dtype``).
+
+    Returns
+    -------
+    xarray.DataArray
+        Over the remaining dims, with their coords and signal marking; lazy
+        when ``da`` is lazy, with the chunks of the remaining dims unchanged.
+        Integers and booleans accumulate in ``int64`` (``uint64`` when
+        unsigned), so they never wrap around; floats keep their dtype.
+
+    Raises
+    ------
+    TypeError
+        If both ``dim`` and ``dims`` are given, or ``axis`` or ``skipna``
+        (this one always skips NaN).
+    ValueError
+        If a named dim is not a dim of ``da``.
+
+    See Also
+    --------
+    sum, xarray.DataArray.sum
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xsignal
+    >>> da = xr.DataArray(
+    ...     [[[1.0, 2.0], [np.nan, 4.0]]], dims=("y", "x", "energy"),
+    ...     attrs={"units": "counts"},
+    ... )
+    >>> xsignal.nansum(da).values  # over the navigation dims y and x
+    array([1., 6.])
+    >>> da.signal.nansum(dim="energy").values
+    array([[3., 4.]])
+    >>> xsignal.nansum(da, dims="signal").values  # dims: the older name
+    array([[3., 4.]])
+    """
+    if min_count is not None:
+        kwargs["min_count"] = min_count
+    return _reduce(da, "nansum", dim, dims, keep_attrs=keep_attrs, **kwargs)
 
 
-def _full(method: str, nan: bool) -> Any:
-    name = ("nan" if nan else "") + method
-    extra = _DDOF if method in ("std", "var") else ""
-    return _make(method, nan, extra + _example(name, _RESULTS[name]))
+def nanmean(
+    da: xr.DataArray,
+    dim: DimsArg = NAVIGATION,
+    *,
+    dims: DimsArg | Unset = UNSET,
+    keep_attrs: bool | None = None,
+    **kwargs: Any,
+) -> xr.DataArray:
+    """Mean of ``da`` over ``dim``, ignoring NaN.
+
+    :func:`numpy.nanmean` over dims given by kind or by name, lazily for lazy
+    ``da``.
+
+    An all-NaN lane gives NaN.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        In memory or lazy.
+    dim : "navigation", "signal", str, list of str or None, default "navigation"
+        The dims to reduce: every navigation or every signal dim, a dim
+        name, a list of names, or ``None`` for every dim.
+    dims : same as ``dim``, optional
+        The older name of ``dim``, still accepted; give one of the two.
+    keep_attrs : bool, optional
+        Keep the attrs of ``da``; ``None`` (default) follows
+        ``xarray.set_options(keep_attrs=...)``, which keeps them. The signal
+        marking of the remaining dims is written either way.
+    **kwargs
+        Passed on to :meth:`xarray.DataArray.mean` (e.g. ``dtype``).
+
+    Returns
+    -------
+    xarray.DataArray
+        Over the remaining dims, with their coords and signal marking; lazy
+        when ``da`` is lazy, with the chunks of the remaining dims unchanged.
+        Integers give ``float64``; floats keep their dtype.
+
+    Raises
+    ------
+    TypeError
+        If both ``dim`` and ``dims`` are given, or ``axis`` or ``skipna``
+        (this one always skips NaN).
+    ValueError
+        If a named dim is not a dim of ``da``.
+
+    See Also
+    --------
+    mean, xarray.DataArray.mean
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xsignal
+    >>> da = xr.DataArray(
+    ...     [[[1.0, 2.0], [np.nan, 4.0]]], dims=("y", "x", "energy"),
+    ...     attrs={"units": "counts"},
+    ... )
+    >>> xsignal.nanmean(da).values  # over the navigation dims y and x
+    array([1., 3.])
+    >>> da.signal.nanmean(dim="energy").values
+    array([[1.5, 4. ]])
+    >>> da.signal.nanmean(dim=["y", "x"], keep_attrs=False).attrs
+    {'signal_dims': '["energy"]'}
+    """
+    return _reduce(da, "nanmean", dim, dims, keep_attrs=keep_attrs, **kwargs)
 
 
-nanmean = _full("mean", True)
-nanstd = _full("std", True)
-nanvar = _full("var", True)
-nanmax = _full("max", True)
-nanmin = _full("min", True)
-nansum = _full("sum", True)
-mean = _full("mean", False)
-std = _full("std", False)
-var = _full("var", False)
-max = _full("max", False)
-min = _full("min", False)
-sum = _full("sum", False)
+def nanmax(
+    da: xr.DataArray,
+    dim: DimsArg = NAVIGATION,
+    *,
+    dims: DimsArg | Unset = UNSET,
+    keep_attrs: bool | None = None,
+    **kwargs: Any,
+) -> xr.DataArray:
+    """Maximum of ``da`` over ``dim``, ignoring NaN.
+
+    :func:`numpy.nanmax` over dims given by kind or by name, lazily for lazy
+    ``da``.
+
+    An all-NaN lane gives NaN.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        In memory or lazy.
+    dim : "navigation", "signal", str, list of str or None, default "navigation"
+        The dims to reduce: every navigation or every signal dim, a dim
+        name, a list of names, or ``None`` for every dim.
+    dims : same as ``dim``, optional
+        The older name of ``dim``, still accepted; give one of the two.
+    keep_attrs : bool, optional
+        Keep the attrs of ``da``; ``None`` (default) follows
+        ``xarray.set_options(keep_attrs=...)``, which keeps them. The signal
+        marking of the remaining dims is written either way.
+    **kwargs
+        Passed on to :meth:`xarray.DataArray.max`.
+
+    Returns
+    -------
+    xarray.DataArray
+        Over the remaining dims, with their coords and signal marking; lazy
+        when ``da`` is lazy, with the chunks of the remaining dims unchanged.
+        The dtype of ``da``.
+
+    Raises
+    ------
+    TypeError
+        If both ``dim`` and ``dims`` are given, or ``axis`` or ``skipna``
+        (this one always skips NaN).
+    ValueError
+        If a named dim is not a dim of ``da``.
+
+    See Also
+    --------
+    max, xarray.DataArray.max
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xsignal
+    >>> da = xr.DataArray(
+    ...     [[[1.0, 2.0], [np.nan, 4.0]]], dims=("y", "x", "energy"),
+    ...     attrs={"units": "counts"},
+    ... )
+    >>> xsignal.nanmax(da).values  # over the navigation dims y and x
+    array([1., 4.])
+    >>> da.signal.nanmax(dim="energy").values
+    array([[2., 4.]])
+    """
+    return _reduce(da, "nanmax", dim, dims, keep_attrs=keep_attrs, **kwargs)
+
+
+def nanmin(
+    da: xr.DataArray,
+    dim: DimsArg = NAVIGATION,
+    *,
+    dims: DimsArg | Unset = UNSET,
+    keep_attrs: bool | None = None,
+    **kwargs: Any,
+) -> xr.DataArray:
+    """Minimum of ``da`` over ``dim``, ignoring NaN.
+
+    :func:`numpy.nanmin` over dims given by kind or by name, lazily for lazy
+    ``da``.
+
+    An all-NaN lane gives NaN.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        In memory or lazy.
+    dim : "navigation", "signal", str, list of str or None, default "navigation"
+        The dims to reduce: every navigation or every signal dim, a dim
+        name, a list of names, or ``None`` for every dim.
+    dims : same as ``dim``, optional
+        The older name of ``dim``, still accepted; give one of the two.
+    keep_attrs : bool, optional
+        Keep the attrs of ``da``; ``None`` (default) follows
+        ``xarray.set_options(keep_attrs=...)``, which keeps them. The signal
+        marking of the remaining dims is written either way.
+    **kwargs
+        Passed on to :meth:`xarray.DataArray.min`.
+
+    Returns
+    -------
+    xarray.DataArray
+        Over the remaining dims, with their coords and signal marking; lazy
+        when ``da`` is lazy, with the chunks of the remaining dims unchanged.
+        The dtype of ``da``.
+
+    Raises
+    ------
+    TypeError
+        If both ``dim`` and ``dims`` are given, or ``axis`` or ``skipna``
+        (this one always skips NaN).
+    ValueError
+        If a named dim is not a dim of ``da``.
+
+    See Also
+    --------
+    min, xarray.DataArray.min
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xsignal
+    >>> da = xr.DataArray(
+    ...     [[[1.0, 2.0], [np.nan, 4.0]]], dims=("y", "x", "energy"),
+    ...     attrs={"units": "counts"},
+    ... )
+    >>> xsignal.nanmin(da).values  # over the navigation dims y and x
+    array([1., 2.])
+    >>> da.signal.nanmin(dim="energy").values
+    array([[1., 4.]])
+    """
+    return _reduce(da, "nanmin", dim, dims, keep_attrs=keep_attrs, **kwargs)
+
+
+def nanstd(
+    da: xr.DataArray,
+    dim: DimsArg = NAVIGATION,
+    *,
+    dims: DimsArg | Unset = UNSET,
+    ddof: int = 0,
+    keep_attrs: bool | None = None,
+    **kwargs: Any,
+) -> xr.DataArray:
+    """Standard deviation of ``da`` over ``dim``, ignoring NaN.
+
+    :func:`numpy.nanstd` over dims given by kind or by name, lazily for lazy
+    ``da``.
+
+    An all-NaN lane gives NaN.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        In memory or lazy.
+    dim : "navigation", "signal", str, list of str or None, default "navigation"
+        The dims to reduce: every navigation or every signal dim, a dim
+        name, a list of names, or ``None`` for every dim.
+    dims : same as ``dim``, optional
+        The older name of ``dim``, still accepted; give one of the two.
+    ddof : int, default 0
+        Delta degrees of freedom: divide by ``N - ddof`` (``0`` as numpy,
+        ``1`` for the sample estimate).
+    keep_attrs : bool, optional
+        Keep the attrs of ``da``; ``None`` (default) follows
+        ``xarray.set_options(keep_attrs=...)``, which keeps them. The signal
+        marking of the remaining dims is written either way.
+    **kwargs
+        Passed on to :meth:`xarray.DataArray.std`.
+
+    Returns
+    -------
+    xarray.DataArray
+        Over the remaining dims, with their coords and signal marking; lazy
+        when ``da`` is lazy, with the chunks of the remaining dims unchanged.
+        Integers give ``float64``; floats keep their dtype.
+
+    Raises
+    ------
+    TypeError
+        If both ``dim`` and ``dims`` are given, or ``axis`` or ``skipna``
+        (this one always skips NaN).
+    ValueError
+        If a named dim is not a dim of ``da``.
+
+    See Also
+    --------
+    std, xarray.DataArray.std
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xsignal
+    >>> da = xr.DataArray(
+    ...     [[[1.0, 2.0], [np.nan, 4.0]]], dims=("y", "x", "energy"),
+    ...     attrs={"units": "counts"},
+    ... )
+    >>> xsignal.nanstd(da).values  # over the navigation dims y and x
+    array([0., 1.])
+    >>> da.signal.nanstd(dim="energy").values
+    array([[0.5, 0. ]])
+    """
+    if ddof != 0:
+        kwargs["ddof"] = ddof
+    return _reduce(da, "nanstd", dim, dims, keep_attrs=keep_attrs, **kwargs)
+
+
+def nanvar(
+    da: xr.DataArray,
+    dim: DimsArg = NAVIGATION,
+    *,
+    dims: DimsArg | Unset = UNSET,
+    ddof: int = 0,
+    keep_attrs: bool | None = None,
+    **kwargs: Any,
+) -> xr.DataArray:
+    """Variance of ``da`` over ``dim``, ignoring NaN.
+
+    :func:`numpy.nanvar` over dims given by kind or by name, lazily for lazy
+    ``da``.
+
+    An all-NaN lane gives NaN.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        In memory or lazy.
+    dim : "navigation", "signal", str, list of str or None, default "navigation"
+        The dims to reduce: every navigation or every signal dim, a dim
+        name, a list of names, or ``None`` for every dim.
+    dims : same as ``dim``, optional
+        The older name of ``dim``, still accepted; give one of the two.
+    ddof : int, default 0
+        Delta degrees of freedom: divide by ``N - ddof`` (``0`` as numpy,
+        ``1`` for the sample estimate).
+    keep_attrs : bool, optional
+        Keep the attrs of ``da``; ``None`` (default) follows
+        ``xarray.set_options(keep_attrs=...)``, which keeps them. The signal
+        marking of the remaining dims is written either way.
+    **kwargs
+        Passed on to :meth:`xarray.DataArray.var`.
+
+    Returns
+    -------
+    xarray.DataArray
+        Over the remaining dims, with their coords and signal marking; lazy
+        when ``da`` is lazy, with the chunks of the remaining dims unchanged.
+        Integers give ``float64``; floats keep their dtype.
+
+    Raises
+    ------
+    TypeError
+        If both ``dim`` and ``dims`` are given, or ``axis`` or ``skipna``
+        (this one always skips NaN).
+    ValueError
+        If a named dim is not a dim of ``da``.
+
+    See Also
+    --------
+    var, xarray.DataArray.var
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xsignal
+    >>> da = xr.DataArray(
+    ...     [[[1.0, 2.0], [np.nan, 4.0]]], dims=("y", "x", "energy"),
+    ...     attrs={"units": "counts"},
+    ... )
+    >>> xsignal.nanvar(da).values  # over the navigation dims y and x
+    array([0., 1.])
+    >>> da.signal.nanvar(dim="energy").values
+    array([[0.25, 0.  ]])
+    """
+    if ddof != 0:
+        kwargs["ddof"] = ddof
+    return _reduce(da, "nanvar", dim, dims, keep_attrs=keep_attrs, **kwargs)
+
+
+def mean(
+    da: xr.DataArray,
+    dim: DimsArg = NAVIGATION,
+    *,
+    dims: DimsArg | Unset = UNSET,
+    skipna: bool = False,
+    keep_attrs: bool | None = None,
+    **kwargs: Any,
+) -> xr.DataArray:
+    """Mean of ``da`` over ``dim``, propagating NaN.
+
+    :func:`numpy.mean` over dims given by kind or by name, lazily for lazy
+    ``da``.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        In memory or lazy.
+    dim : "navigation", "signal", str, list of str or None, default "navigation"
+        The dims to reduce: every navigation or every signal dim, a dim
+        name, a list of names, or ``None`` for every dim.
+    dims : same as ``dim``, optional
+        The older name of ``dim``, still accepted; give one of the two.
+    skipna : bool, default False
+        Skip NaN: ``True`` gives :func:`xsignal.nanmean`.
+    keep_attrs : bool, optional
+        Keep the attrs of ``da``; ``None`` (default) follows
+        ``xarray.set_options(keep_attrs=...)``, which keeps them. The signal
+        marking of the remaining dims is written either way.
+    **kwargs
+        Passed on to :meth:`xarray.DataArray.mean` (e.g. ``dtype``).
+
+    Returns
+    -------
+    xarray.DataArray
+        Over the remaining dims, with their coords and signal marking; lazy
+        when ``da`` is lazy, with the chunks of the remaining dims unchanged.
+        Integers give ``float64``; floats keep their dtype.
+
+    Raises
+    ------
+    TypeError
+        If both ``dim`` and ``dims`` are given, or ``axis``.
+    ValueError
+        If a named dim is not a dim of ``da``.
+
+    See Also
+    --------
+    nanmean, xarray.DataArray.mean
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xsignal
+    >>> da = xr.DataArray(
+    ...     [[[1.0, 2.0], [np.nan, 4.0]]], dims=("y", "x", "energy"),
+    ...     attrs={"units": "counts"},
+    ... )
+    >>> xsignal.mean(da).values  # over the navigation dims y and x
+    array([nan,  3.])
+    >>> da.signal.mean(dim="energy").values
+    array([[1.5, nan]])
+    """
+    return _reduce(
+        da, "nanmean" if skipna else "mean", dim, dims, keep_attrs=keep_attrs, **kwargs
+    )
+
+
+def std(
+    da: xr.DataArray,
+    dim: DimsArg = NAVIGATION,
+    *,
+    dims: DimsArg | Unset = UNSET,
+    skipna: bool = False,
+    ddof: int = 0,
+    keep_attrs: bool | None = None,
+    **kwargs: Any,
+) -> xr.DataArray:
+    """Standard deviation of ``da`` over ``dim``, propagating NaN.
+
+    :func:`numpy.std` over dims given by kind or by name, lazily for lazy
+    ``da``.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        In memory or lazy.
+    dim : "navigation", "signal", str, list of str or None, default "navigation"
+        The dims to reduce: every navigation or every signal dim, a dim
+        name, a list of names, or ``None`` for every dim.
+    dims : same as ``dim``, optional
+        The older name of ``dim``, still accepted; give one of the two.
+    skipna : bool, default False
+        Skip NaN: ``True`` gives :func:`xsignal.nanstd`.
+    ddof : int, default 0
+        Delta degrees of freedom: divide by ``N - ddof`` (``0`` as numpy,
+        ``1`` for the sample estimate).
+    keep_attrs : bool, optional
+        Keep the attrs of ``da``; ``None`` (default) follows
+        ``xarray.set_options(keep_attrs=...)``, which keeps them. The signal
+        marking of the remaining dims is written either way.
+    **kwargs
+        Passed on to :meth:`xarray.DataArray.std`.
+
+    Returns
+    -------
+    xarray.DataArray
+        Over the remaining dims, with their coords and signal marking; lazy
+        when ``da`` is lazy, with the chunks of the remaining dims unchanged.
+        Integers give ``float64``; floats keep their dtype.
+
+    Raises
+    ------
+    TypeError
+        If both ``dim`` and ``dims`` are given, or ``axis``.
+    ValueError
+        If a named dim is not a dim of ``da``.
+
+    See Also
+    --------
+    nanstd, xarray.DataArray.std
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xsignal
+    >>> da = xr.DataArray(
+    ...     [[[1.0, 2.0], [np.nan, 4.0]]], dims=("y", "x", "energy"),
+    ...     attrs={"units": "counts"},
+    ... )
+    >>> xsignal.std(da).values  # over the navigation dims y and x
+    array([nan,  1.])
+    >>> da.signal.std(dim="energy").values
+    array([[0.5, nan]])
+    >>> da.signal.std(dim="energy", ddof=1).values
+    array([[0.70710678,        nan]])
+    """
+    if ddof != 0:
+        kwargs["ddof"] = ddof
+    return _reduce(
+        da, "nanstd" if skipna else "std", dim, dims, keep_attrs=keep_attrs, **kwargs
+    )
+
+
+def var(
+    da: xr.DataArray,
+    dim: DimsArg = NAVIGATION,
+    *,
+    dims: DimsArg | Unset = UNSET,
+    skipna: bool = False,
+    ddof: int = 0,
+    keep_attrs: bool | None = None,
+    **kwargs: Any,
+) -> xr.DataArray:
+    """Variance of ``da`` over ``dim``, propagating NaN.
+
+    :func:`numpy.var` over dims given by kind or by name, lazily for lazy
+    ``da``.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        In memory or lazy.
+    dim : "navigation", "signal", str, list of str or None, default "navigation"
+        The dims to reduce: every navigation or every signal dim, a dim
+        name, a list of names, or ``None`` for every dim.
+    dims : same as ``dim``, optional
+        The older name of ``dim``, still accepted; give one of the two.
+    skipna : bool, default False
+        Skip NaN: ``True`` gives :func:`xsignal.nanvar`.
+    ddof : int, default 0
+        Delta degrees of freedom: divide by ``N - ddof`` (``0`` as numpy,
+        ``1`` for the sample estimate).
+    keep_attrs : bool, optional
+        Keep the attrs of ``da``; ``None`` (default) follows
+        ``xarray.set_options(keep_attrs=...)``, which keeps them. The signal
+        marking of the remaining dims is written either way.
+    **kwargs
+        Passed on to :meth:`xarray.DataArray.var`.
+
+    Returns
+    -------
+    xarray.DataArray
+        Over the remaining dims, with their coords and signal marking; lazy
+        when ``da`` is lazy, with the chunks of the remaining dims unchanged.
+        Integers give ``float64``; floats keep their dtype.
+
+    Raises
+    ------
+    TypeError
+        If both ``dim`` and ``dims`` are given, or ``axis``.
+    ValueError
+        If a named dim is not a dim of ``da``.
+
+    See Also
+    --------
+    nanvar, xarray.DataArray.var
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xsignal
+    >>> da = xr.DataArray(
+    ...     [[[1.0, 2.0], [np.nan, 4.0]]], dims=("y", "x", "energy"),
+    ...     attrs={"units": "counts"},
+    ... )
+    >>> xsignal.var(da).values  # over the navigation dims y and x
+    array([nan,  1.])
+    >>> da.signal.var(dim="energy").values
+    array([[0.25,  nan]])
+    """
+    if ddof != 0:
+        kwargs["ddof"] = ddof
+    return _reduce(
+        da, "nanvar" if skipna else "var", dim, dims, keep_attrs=keep_attrs, **kwargs
+    )
+
+
+def max(
+    da: xr.DataArray,
+    dim: DimsArg = NAVIGATION,
+    *,
+    dims: DimsArg | Unset = UNSET,
+    skipna: bool = False,
+    keep_attrs: bool | None = None,
+    **kwargs: Any,
+) -> xr.DataArray:
+    """Maximum of ``da`` over ``dim``, propagating NaN.
+
+    :func:`numpy.max` over dims given by kind or by name, lazily for lazy
+    ``da``.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        In memory or lazy.
+    dim : "navigation", "signal", str, list of str or None, default "navigation"
+        The dims to reduce: every navigation or every signal dim, a dim
+        name, a list of names, or ``None`` for every dim.
+    dims : same as ``dim``, optional
+        The older name of ``dim``, still accepted; give one of the two.
+    skipna : bool, default False
+        Skip NaN: ``True`` gives :func:`xsignal.nanmax`.
+    keep_attrs : bool, optional
+        Keep the attrs of ``da``; ``None`` (default) follows
+        ``xarray.set_options(keep_attrs=...)``, which keeps them. The signal
+        marking of the remaining dims is written either way.
+    **kwargs
+        Passed on to :meth:`xarray.DataArray.max`.
+
+    Returns
+    -------
+    xarray.DataArray
+        Over the remaining dims, with their coords and signal marking; lazy
+        when ``da`` is lazy, with the chunks of the remaining dims unchanged.
+        The dtype of ``da``.
+
+    Raises
+    ------
+    TypeError
+        If both ``dim`` and ``dims`` are given, or ``axis``.
+    ValueError
+        If a named dim is not a dim of ``da``.
+
+    See Also
+    --------
+    nanmax, xarray.DataArray.max
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xsignal
+    >>> da = xr.DataArray(
+    ...     [[[1.0, 2.0], [np.nan, 4.0]]], dims=("y", "x", "energy"),
+    ...     attrs={"units": "counts"},
+    ... )
+    >>> xsignal.max(da).values  # over the navigation dims y and x
+    array([nan,  4.])
+    >>> da.signal.max(dim="energy").values
+    array([[ 2., nan]])
+    """
+    return _reduce(
+        da, "nanmax" if skipna else "max", dim, dims, keep_attrs=keep_attrs, **kwargs
+    )
+
+
+def min(
+    da: xr.DataArray,
+    dim: DimsArg = NAVIGATION,
+    *,
+    dims: DimsArg | Unset = UNSET,
+    skipna: bool = False,
+    keep_attrs: bool | None = None,
+    **kwargs: Any,
+) -> xr.DataArray:
+    """Minimum of ``da`` over ``dim``, propagating NaN.
+
+    :func:`numpy.min` over dims given by kind or by name, lazily for lazy
+    ``da``.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        In memory or lazy.
+    dim : "navigation", "signal", str, list of str or None, default "navigation"
+        The dims to reduce: every navigation or every signal dim, a dim
+        name, a list of names, or ``None`` for every dim.
+    dims : same as ``dim``, optional
+        The older name of ``dim``, still accepted; give one of the two.
+    skipna : bool, default False
+        Skip NaN: ``True`` gives :func:`xsignal.nanmin`.
+    keep_attrs : bool, optional
+        Keep the attrs of ``da``; ``None`` (default) follows
+        ``xarray.set_options(keep_attrs=...)``, which keeps them. The signal
+        marking of the remaining dims is written either way.
+    **kwargs
+        Passed on to :meth:`xarray.DataArray.min`.
+
+    Returns
+    -------
+    xarray.DataArray
+        Over the remaining dims, with their coords and signal marking; lazy
+        when ``da`` is lazy, with the chunks of the remaining dims unchanged.
+        The dtype of ``da``.
+
+    Raises
+    ------
+    TypeError
+        If both ``dim`` and ``dims`` are given, or ``axis``.
+    ValueError
+        If a named dim is not a dim of ``da``.
+
+    See Also
+    --------
+    nanmin, xarray.DataArray.min
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xsignal
+    >>> da = xr.DataArray(
+    ...     [[[1.0, 2.0], [np.nan, 4.0]]], dims=("y", "x", "energy"),
+    ...     attrs={"units": "counts"},
+    ... )
+    >>> xsignal.min(da).values  # over the navigation dims y and x
+    array([nan,  2.])
+    >>> da.signal.min(dim="energy").values
+    array([[ 1., nan]])
+    """
+    return _reduce(
+        da, "nanmin" if skipna else "min", dim, dims, keep_attrs=keep_attrs, **kwargs
+    )
+
+
+def sum(
+    da: xr.DataArray,
+    dim: DimsArg = NAVIGATION,
+    *,
+    dims: DimsArg | Unset = UNSET,
+    skipna: bool = False,
+    min_count: int | None = None,
+    keep_attrs: bool | None = None,
+    **kwargs: Any,
+) -> xr.DataArray:
+    """Sum of ``da`` over ``dim``, propagating NaN.
+
+    :func:`numpy.sum` over dims given by kind or by name, lazily for lazy
+    ``da``.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        In memory or lazy.
+    dim : "navigation", "signal", str, list of str or None, default "navigation"
+        The dims to reduce: every navigation or every signal dim, a dim
+        name, a list of names, or ``None`` for every dim.
+    dims : same as ``dim``, optional
+        The older name of ``dim``, still accepted; give one of the two.
+    skipna : bool, default False
+        Skip NaN: ``True`` gives :func:`xsignal.nansum`.
+    min_count : int, optional
+        When NaN is skipped, the fewest valid values a result needs;
+        fewer give NaN (an all-NaN lane then gives NaN, not 0).
+    keep_attrs : bool, optional
+        Keep the attrs of ``da``; ``None`` (default) follows
+        ``xarray.set_options(keep_attrs=...)``, which keeps them. The signal
+        marking of the remaining dims is written either way.
+    **kwargs
+        Passed on to :meth:`xarray.DataArray.sum` (e.g. ``dtype``).
+
+    Returns
+    -------
+    xarray.DataArray
+        Over the remaining dims, with their coords and signal marking; lazy
+        when ``da`` is lazy, with the chunks of the remaining dims unchanged.
+        Integers and booleans accumulate in ``int64`` (``uint64`` when
+        unsigned), so they never wrap around; floats keep their dtype.
+
+    Raises
+    ------
+    TypeError
+        If both ``dim`` and ``dims`` are given, or ``axis``.
+    ValueError
+        If a named dim is not a dim of ``da``.
+
+    See Also
+    --------
+    nansum, xarray.DataArray.sum
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xsignal
+    >>> da = xr.DataArray(
+    ...     [[[1.0, 2.0], [np.nan, 4.0]]], dims=("y", "x", "energy"),
+    ...     attrs={"units": "counts"},
+    ... )
+    >>> xsignal.sum(da).values  # over the navigation dims y and x
+    array([nan,  6.])
+    >>> da.signal.sum(dim="energy").values
+    array([[ 3., nan]])
+    >>> da.signal.sum(dim=["y", "x"], keep_attrs=False).attrs
+    {'signal_dims': '["energy"]'}
+    """
+    if min_count is not None:
+        kwargs["min_count"] = min_count
+    return _reduce(
+        da, "nansum" if skipna else "sum", dim, dims, keep_attrs=keep_attrs, **kwargs
+    )

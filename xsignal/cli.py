@@ -18,6 +18,8 @@ import xsignal
 
 from .demo import DEMO_SIZES
 from .demo import run_demo as run_demo_steps
+from .dims import SIGNAL_DIMS_ATTR
+from .io.atomic import leftovers, remove
 from .io.common import is_url
 from .io.save import format_for
 
@@ -211,8 +213,6 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 def run_clean(args: argparse.Namespace) -> int:
-    from .io.atomic import leftovers, remove
-
     total = 0
     verb = "would remove" if args.dry_run else "removed"
     found = leftovers(args.folder, recursive=args.recursive)
@@ -265,8 +265,6 @@ def _dims_text(da: xr.DataArray, dims: tuple) -> str:
 
 def info_text(da: xr.DataArray, path: str | Path) -> str:
     """The lines ``xsignal info`` prints for an opened array."""
-    from .dims import SIGNAL_DIMS_ATTR
-
     s = da.signal
     marking = "marked" if SIGNAL_DIMS_ATTR in da.attrs else "unmarked: the last dim"
     lines = [

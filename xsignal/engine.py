@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
@@ -292,8 +293,6 @@ def on_workers(fn: Callable[..., Any], *args: Any) -> None:
 def wait_until_idle(timeout: float) -> None:
     """On a client, wait (up to ``timeout`` seconds) until no task runs:
     after a failure, tasks still running elsewhere may write for a while."""
-    import time
-
     on = client()
     if on is None:
         return
@@ -343,6 +342,9 @@ def unguarded_script() -> str | None:
     path = getattr(main, "__file__", None)
     if main is None or not path or not os.path.isfile(path):
         return None
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and (spec.name or "").endswith("__main__"):
+        return None  # python -m package: workers do not import it again
     frame = sys._current_frames().get(threading.main_thread().ident)
     while frame is not None:
         if frame.f_globals is vars(main) and frame.f_code.co_name == "<module>":

@@ -18,6 +18,8 @@ import numpy as np
 import xarray as xr
 
 from .dims import _check_dataarray, navigation_dims, signal_dims
+from .lazy import compute
+from .reductions import navigator as summed
 
 __all__ = ["plot", "plot_decomposition"]
 
@@ -310,9 +312,6 @@ def _navigator(da: xr.DataArray, navigator: Any, progress: bool | None) -> Any:
             raise ValueError(
                 f"navigator must be 'auto', None or an array, not {navigator!r}"
             )
-        from .lazy import compute
-        from .reductions import navigator as summed
-
         image = summed(da)
         return compute(image, progress=progress) if image.chunks is not None else image
     if isinstance(navigator, xr.DataArray):

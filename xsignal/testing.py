@@ -23,6 +23,7 @@ import numpy as np
 import xarray as xr
 
 from .dims import SIGNAL_DIMS_ATTR, encode_signal_dims, set_signal_dims
+from .lazy import as_lazy
 
 NOISES = (None, "poisson", "gaussian")
 
@@ -181,8 +182,6 @@ def spectrum_image(
         coords={d: coords[d] for d in model.nav_dims},
     )
     if chunks is not None:
-        from .lazy import as_lazy
-
         data = as_lazy(data, None if chunks is True else chunks)
     return SyntheticSignal(data, factors, loadings)
 

@@ -12,6 +12,7 @@ import numpy as np
 import xarray as xr
 
 from ..dims import SIGNAL_DIMS_ATTR, encode_signal_dims
+from ..plotting import plot_decomposition
 from .bss import unmix
 
 
@@ -251,8 +252,6 @@ class Decomposition:
 
     def plot(self, components: int | Sequence[int] | None = None, **kwargs: Any) -> Any:
         """Call :func:`xsignal.plot_decomposition` on this result."""
-        from ..plotting import plot_decomposition
-
         return plot_decomposition(self, components, **kwargs)
 
     def plot_explained_variance_ratio(

@@ -27,6 +27,7 @@ import xarray as xr
 from dask.delayed import Delayed
 
 from .. import engine
+from ..chunks import auto_chunks
 from ..lazy import is_lazy
 
 
@@ -96,8 +97,6 @@ class Problem:
         graph over these blocks, computed where each block is read."""
         data = self.data
         if not self.lazy:
-            from ..chunks import auto_chunks
-
             auto = auto_chunks(data)
             data = data.chunk({d: auto[d] for d in data.dims})
         if any(len(c) > 1 for c in data.chunks[len(self.nav_dims) :]):

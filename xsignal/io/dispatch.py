@@ -15,6 +15,7 @@ import xarray as xr
 
 from ..dims import SIGNAL_DIMS_ATTR
 from ..lazy import close_file
+from ..stacking import stack as _stack
 from .backend import backend_for
 from .common import ANONYMOUS, dask_chunks, is_url
 
@@ -231,7 +232,5 @@ def open(  # noqa: A001  (xsignal.open mirrors xarray's open_* family)
         for f in files
     ]
     if stack:
-        from ..stacking import stack as _stack
-
         return _stack(opened, dim=dim, names=files)
     return opened if several else opened[0]

@@ -29,8 +29,12 @@ from ..dims import (
     navigation_dims,
     signal_dims,
 )
-from . import atomic
+from . import atomic, zarr_
 from .common import is_url, per_dim
+from .hdf5_write import compression_encoding
+from .hspy import write_hspy
+from .layout import hyperspy_order
+from .netcdf import write_netcdf
 
 DEFAULT_CHUNK_BYTES = 4 * 2**20
 
@@ -246,8 +250,6 @@ def save(
         da.attrs[SIGNAL_DIMS_ATTR] = encode_signal_dims(signal_dims(da))
     stored = save_chunks(da, chunks)
     if fmt in ("hspy", "zspy"):  # HyperSpy wants the signal dims last
-        from .layout import hyperspy_order
-
         by_dim = dict(zip(da.dims, stored))
         da = hyperspy_order(da)
         stored = tuple(by_dim[d] for d in da.dims)
@@ -335,21 +337,14 @@ def _writer(fmt: str, compression: Any, shards: Any, stored: tuple, da: xr.DataA
     if shards is not None and fmt != "zarr":
         raise ValueError(f"shards= is for zarr format 3 stores (.zarr), not {fmt}")
     if fmt in HDF5_FORMATS:
-        from .hdf5_write import compression_encoding
-
         compression = "gzip" if compression == "auto" else compression
         compression_encoding(compression)  # raises on a bad name, before any work
-        if fmt == "netcdf":
-            from .netcdf import write_netcdf as write
-        else:
-            from .hspy import write_hspy as write
+        write = write_netcdf if fmt == "netcdf" else write_hspy
 
         def hdf5(da, path, chunks, *, overwrite):
             write(da, path, chunks=chunks, compression=compression)
 
         return hdf5
-    from . import zarr_
-
     zarr_format = 2 if fmt == "zspy" else 3
     codecs = zarr_.compressors(compression, zarr_format)
     shard_shape = zarr_.shard_shape(da, shards, stored) if shards is not None else None

@@ -1,3 +1,4 @@
 from benchmarks.run import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # worker processes (map_processes=True) may import this
+    raise SystemExit(main())

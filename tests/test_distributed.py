@@ -413,10 +413,21 @@ def test_ragged_map_model_and_eager_open(client, da, path):
     np.testing.assert_array_equal(eager.values, threaded(lambda: da.values))
 
 
-@pytest.mark.parametrize("name", ["big.zarr", "big.zspy"])
-def test_zarr_save_keeps_the_data_on_the_workers(client, folder, name):
-    """The workers write their own chunks: almost nothing reaches the client,
-    while an HDF5 save (one writer, here) receives every byte."""
+@pytest.mark.parametrize(
+    ("name", "compression"),
+    [
+        ("big.zarr", "auto"),
+        ("big.zspy", "auto"),
+        ("big.nc", None),
+        ("big.nc", "gzip"),
+        ("big.hspy", "gzip"),
+        ("big.hspy", "lzf"),
+    ],
+)
+def test_saves_keep_the_data_on_the_workers(client, folder, name, compression):
+    """The workers write their own chunks, HDF5 files included (each under
+    the file's lock): almost nothing reaches the client, which does receive
+    every byte of a compute."""
     from xsignal.testing import count_received_bytes
 
     source = folder / "big-source.nc"
@@ -425,19 +436,19 @@ def test_zarr_save_keeps_the_data_on_the_workers(client, folder, name):
             source, (128, 64, 512), rank=3, seed=5, chunks=(8, 64, 512)
         )
     lazy = xsignal.open(source) * 2
-    with count_received_bytes() as zarr_bytes:
-        on_cluster(client, lambda: xsignal.save(lazy, folder / name, overwrite=True))
-    with count_received_bytes() as hdf5_bytes:
+    target = folder / f"{compression}-{name}"
+    with count_received_bytes() as saved:
         on_cluster(
             client,
-            lambda: xsignal.save(
-                lazy, folder / "big.nc", compression=None, overwrite=True
-            ),
+            lambda: xsignal.save(lazy, target, compression=compression, overwrite=True),
         )
-    assert zarr_bytes.nbytes < 0.02 * lazy.nbytes
-    assert hdf5_bytes.nbytes > 0.9 * lazy.nbytes  # the counter does see data
-    back = xsignal.open(folder / name)
-    np.testing.assert_array_equal(back.values, threaded(lambda: lazy.values))
+    with count_received_bytes() as computed:
+        expected = on_cluster(client, lambda: lazy.values)
+    assert saved.nbytes < 0.02 * lazy.nbytes
+    assert computed.nbytes > 0.9 * lazy.nbytes  # the counter does see data
+    back = xsignal.open(target)
+    np.testing.assert_array_equal(back.values, expected)
+    assert back.chunks == ((8,) * 16, (64,), (512,))
 
 
 @pytest.mark.parametrize("algorithm", ["SVD", "PCA", "ORPCA", "ORNMF"])

@@ -302,6 +302,17 @@ def wait_until_idle(timeout: float) -> None:
             time.sleep(0.05)
 
 
+def write_lock(name: str) -> Any:
+    """The lock the tasks writing one file take around each write: on a
+    client, a ``distributed.Lock`` of that name (workers are processes,
+    each opening the file); else a lock of this process's threads."""
+    if client() is not None:
+        from distributed import Lock
+
+        return Lock(name)
+    return threading.Lock()
+
+
 @contextlib.contextmanager
 def joined_threads() -> Iterator[None]:
     """For writes: on dask's threads, compute in a pool of our own that is

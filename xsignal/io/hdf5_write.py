@@ -1,16 +1,22 @@
-"""Writing HDF5 datasets from DataArrays: compression filters, whole raw
-chunks, and on a ``dask.distributed`` client blocks computed and encoded on
-the workers, written by this process.
+"""Writing HDF5 datasets from DataArrays: compression filters, and the
+data written block by block by the tasks that compute the blocks.
 
-Shared by the netCDF and ``.hspy`` writers: each creates its dataset, then
-:func:`fill` writes the data into it, block by block for lazy data.
+Shared by the netCDF and ``.hspy`` writers: each creates its file and
+dataset, closes it, then :func:`fill` writes the data into it. Each task
+encodes its block's chunks itself (gzip and shuffle as HDF5 stores them,
+in parallel) and writes them whole, under one lock per file: on dask's
+threads through the file opened once here, on a ``dask.distributed``
+cluster (where the file cannot travel) by opening it on the worker, so no
+data passes through this process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import threading
+import itertools
+import os
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -81,86 +87,13 @@ def compression_encoding(compression: str | None) -> dict[str, Any]:
     return {"compression": flt.filter_id, "compression_opts": flt.filter_options}
 
 
-class _ChunkWriter:
-    """``dask.array.store`` target: whole raw chunks written as they are."""
-
-    def __init__(self, dset, raw: bool) -> None:
-        self.dset = dset
-        self.chunks = dset.chunks
-        self.raw = raw and dset.chunks is not None
-
-    def __setitem__(self, key: tuple, block: np.ndarray) -> None:
-        if self.raw and self._whole_chunk(key, block):
-            block = np.ascontiguousarray(block, dtype=self.dset.dtype)
-            offsets = tuple(sl.start or 0 for sl in key)
-            self.dset.id.write_direct_chunk(offsets, block)
-        else:
-            self.dset[key] = block
-
-    def _whole_chunk(self, key: tuple, block: np.ndarray) -> bool:
-        if len(key) != len(self.chunks) or block.shape != self.chunks:
-            return False
-        return all(
-            isinstance(sl, slice) and (sl.start or 0) % c == 0
-            for sl, c in zip(key, self.chunks)
-        )
-
-
-def fill(dset, da: xr.DataArray) -> None:
-    """Write ``da``'s values into the h5py dataset ``dset`` (same shape).
-
-    In-memory data in one write; lazy data block by block (rechunked to
-    whole on-disk chunks when its blocks are not aligned with them), whole
-    raw chunks without HDF5's selection code, and on a ``dask.distributed``
-    client computed (and encoded) on the workers.
-    """
-    if da.chunks is None:
-        dset[...] = da.values
-    else:
-        _fill_blocks(dset, da)
-    # cached chunks are written now, while the dataset is open: a failure
-    # (a full disk) raises here, where h5py would ignore it at close
-    dset.flush()
-
-
-def _fill_blocks(dset, da: xr.DataArray) -> None:
-    raw = dset.id.get_create_plist().get_nfilters() == 0
-    data = da.data
-    if dset.chunks is not None and not _aligned(data.chunks, dset.chunks):
-        # whole on-disk chunks per block: no chunk is written twice
-        data = data.rechunk(dset.chunks)
-    client = engine.client()
-    if client is not None:
-        _store_from_client(client, data, dset)
-    else:
-        stored = dsa.store(
-            data, _ChunkWriter(dset, raw), lock=threading.Lock(), compute=False
-        )
-        engine.compute(stored, desc="save")
-
-
-def _aligned(chunks: tuple[tuple[int, ...], ...], disk: tuple[int, ...]) -> bool:
-    """True when every dask block boundary falls on an on-disk chunk boundary."""
-    for dim_chunks, size in zip(chunks, disk):
-        edges = np.cumsum(dim_chunks[:-1])
-        if np.any(edges % size):
-            return False
-    return True
-
-
-# --- writing on a dask.distributed client -------------------------------------
-# HDF5 files cannot be written from several processes, and the open output
-# file cannot travel to the workers. So the workers compute the blocks (and,
-# for gzip/shuffle or no filters, encode them into the bytes of the stored
-# chunk, which is where the time goes), and this process alone writes them,
-# in order, a bounded window of blocks ahead so memory stays a few chunks.
-
 _SHUFFLE, _DEFLATE = 2, 1  # HDF5 filter ids
 
 
 def _filters(dset) -> list[tuple[int, tuple]] | None:
-    """The dataset's filter pipeline, if the workers can apply it: none,
-    shuffle, deflate, or shuffle then deflate. None for anything else."""
+    """The dataset's filter pipeline, if this module can apply it: none,
+    shuffle, deflate, or shuffle then deflate. None for anything else
+    (then HDF5 applies it, in the write)."""
     plist = dset.id.get_create_plist()
     out = []
     for i in range(plist.get_nfilters()):
@@ -171,13 +104,10 @@ def _filters(dset) -> list[tuple[int, tuple]] | None:
 
 
 def _encode_chunk(
-    block: np.ndarray, chunk: tuple[int, ...], dtype: str, filters: list, fill: Any
-) -> bytes:
+    block: np.ndarray, chunk: tuple[int, ...], dtype: np.dtype, filters: list, fill: Any
+) -> np.ndarray:
     """The bytes HDF5 stores for one chunk holding ``block`` (padded with the
     fill value to the full chunk shape at the edges, as HDF5 does)."""
-    import zlib
-
-    dtype = np.dtype(dtype)
     if block.shape != chunk:
         full = np.full(chunk, fill, dtype)
         full[tuple(slice(0, n) for n in block.shape)] = block
@@ -189,47 +119,99 @@ def _encode_chunk(
             raw = np.ascontiguousarray(raw.view(np.uint8).reshape(-1, dtype.itemsize).T)
         elif code == _DEFLATE:
             level = values[0] if values else 4
-            raw = np.frombuffer(zlib.compress(raw.tobytes(), level), np.uint8)
-    return raw.tobytes()
+            raw = np.frombuffer(zlib.compress(raw, level), np.uint8)
+    return raw
 
 
-def _store_from_client(
-    client, data: dsa.Array, dset, window: int | None = None
-) -> None:
-    """Write ``data`` (blocks aligned with ``dset``'s chunks) into ``dset``
-    from this process, the blocks computed on ``client``'s workers."""
-    filters = _filters(dset) if dset.chunks is not None else None
-    if filters is not None and not _one_chunk_blocks(data, dset.chunks):
-        data = data.rechunk(dset.chunks)  # aligned already: only splits blocks
-    edges = [np.cumsum((0, *c)) for c in data.chunks]
-    where = [
-        tuple(slice(int(e[i]), int(e[i + 1])) for e, i in zip(edges, index))
-        for index in np.ndindex(data.numblocks)
-    ]
-    where = [key for key in where if all(sl.stop > sl.start for sl in key)]
-    encode_args = (tuple(dset.chunks or ()), dset.dtype.str, filters, dset.fillvalue)
+class _ChunkWriter:
+    """``dask.array.store`` target for one HDF5 dataset.
 
-    def submit(key: tuple[slice, ...]):
-        # one small graph per block (slicing culls it), never the whole graph
-        block = client.compute(data[key])
-        if not filters:  # nothing to encode: no extra task and round trip
-            return block
-        return client.submit(_encode_chunk, block, *encode_args)
+    A block (aligned with the stored chunks) is encoded chunk by chunk in
+    the task, outside the lock, then written whole with
+    ``write_direct_chunk`` under the file's lock; a dataset whose filters
+    this module cannot apply is written through HDF5 (which encodes it,
+    under the lock). ``handle``: the file open in this process (dask's
+    threads); without it (on a cluster) each write opens the file.
+    """
 
-    window = window or engine.client_window(client, data.blocks[(0,) * data.ndim])
-    for key, value in zip(where, engine.in_order(submit, where, window)):
-        if filters is None:
-            dset[key] = value
-            continue
-        if not filters:
-            value = _encode_chunk(value, *encode_args)
-        dset.id.write_direct_chunk(tuple(sl.start for sl in key), value)
+    def __init__(self, path: str, name: str, dset, lock: Any, handle: Any = None):
+        self.path = path
+        self.name = name
+        self.chunks = dset.chunks
+        self.dtype = dset.dtype
+        self.fillvalue = dset.fillvalue
+        self.filters = _filters(dset) if dset.chunks is not None else None
+        self.lock = lock
+        self.handle = handle
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "handle": None}  # a file does not travel
+
+    def __setitem__(self, key: tuple[slice, ...], block: np.ndarray) -> None:
+        pieces = None if self.filters is None else list(self._encoded(key, block))
+        with self.lock, self._dataset() as dset:
+            if pieces is None:
+                dset[key] = block
+                return
+            for offset, data in pieces:
+                dset.id.write_direct_chunk(offset, data)
+
+    def _encoded(self, key: tuple[slice, ...], block: np.ndarray) -> Iterator[tuple]:
+        starts = [sl.start or 0 for sl in key]
+        grid = [range(0, n, c) for n, c in zip(block.shape, self.chunks)]
+        for corner in itertools.product(*grid):
+            part = block[tuple(slice(a, a + c) for a, c in zip(corner, self.chunks))]
+            offset = tuple(s + a for s, a in zip(starts, corner))
+            data = _encode_chunk(
+                part, self.chunks, self.dtype, self.filters, self.fillvalue
+            )
+            yield offset, data
+
+    @contextlib.contextmanager
+    def _dataset(self) -> Iterator[Any]:
+        if self.handle is not None:
+            yield self.handle[self.name]
+            return
+        with new_hdf5(self.path, "r+") as handle:
+            yield handle[self.name]
 
 
-def _one_chunk_blocks(data: dsa.Array, chunk: tuple[int, ...]) -> bool:
-    """True when every block of ``data`` is one on-disk chunk (the last
-    block of a dim may be shorter)."""
-    return all(
-        all(c == n for c in dim[:-1]) and dim[-1] <= n
-        for dim, n in zip(data.chunks, chunk)
-    )
+def fill(path: Path | str, name: str, da: xr.DataArray) -> None:
+    """Write ``da``'s values into the dataset ``name`` (same shape) of the
+    HDF5 file ``path``, closed, which the writer has just created.
+
+    In-memory data in one write; lazy data by the tasks that compute its
+    blocks (rechunked to whole on-disk chunks when its blocks are not
+    aligned with them), on the user's scheduler: see the module doc.
+    """
+    with new_hdf5(path, "r+") as handle:
+        dset = handle[name]
+        if da.chunks is None:
+            dset[...] = da.values
+            return
+        data = da.data
+        if dset.chunks is not None and not _aligned(data.chunks, dset.chunks):
+            # whole on-disk chunks per block: no chunk is written twice
+            data = data.rechunk(dset.chunks)
+        here = engine.client() is None
+        lock = engine.write_lock(f"xsignal-save-{os.fspath(path)}")
+        writer = _ChunkWriter(
+            os.fspath(path), name, dset, lock, handle=handle if here else None
+        )
+        if here:
+            _store(data, writer)
+    if not here:  # the workers open the file: closed here first
+        _store(data, writer)
+
+
+def _store(data: dsa.Array, writer: _ChunkWriter) -> None:
+    engine.compute(dsa.store(data, writer, lock=False, compute=False), desc="save")
+
+
+def _aligned(chunks: tuple[tuple[int, ...], ...], disk: tuple[int, ...]) -> bool:
+    """True when every dask block boundary falls on an on-disk chunk boundary."""
+    for dim_chunks, size in zip(chunks, disk):
+        edges = np.cumsum(dim_chunks[:-1])
+        if np.any(edges % size):
+            return False
+    return True

@@ -52,5 +52,6 @@ def write_hspy(
             chunks=chunks if da.ndim and da.size else None,
             **({} if not da.size else options),
         )
-        if da.size:
-            fill(dset, da)
+        name = dset.name
+    if da.size:
+        fill(path, name, da)

@@ -23,7 +23,7 @@ from .common import (
     source_for,
     source_variable,
 )
-from .hdf5_write import compression_encoding, fill, new_hdf5
+from .hdf5_write import compression_encoding, fill
 
 # attributes of the netCDF4/HDF5 machinery, never shown to users
 _RESERVED = {
@@ -252,5 +252,4 @@ def _write_streaming(da: xr.DataArray, tmp: Path, encoding: dict) -> None:
             var.attrs["coordinates"] = " ".join(non_dim)
             if "coordinates" in f.attrs:
                 del f.attrs["coordinates"]
-    with new_hdf5(tmp, "a") as h:
-        fill(h[name], da)
+    fill(tmp, name, da)

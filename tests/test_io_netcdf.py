@@ -13,7 +13,7 @@ import xarray as xr
 
 import xsignal
 from xsignal.io.h5source import H5Source
-from xsignal.sources import sources
+from xsignal.sources import file_identity
 from xsignal.testing import raise_if_dask_computes, write_spectrum_image
 
 
@@ -199,10 +199,12 @@ def test_file_replaced_under_a_worker_is_a_clear_error(tmp_path, opened):
     xsignal.save(make(False), path)
     lazy = xsignal.open(path)
     opened.append(lazy)
-    (src,) = sources(lazy)
     # a source with a token this process has not opened: like one that a
     # dask worker process unpickles
-    clone = H5Source(src.path, src.name, src.shape, src.dtype, src.identity)
+    name = lazy.name or "__xarray_dataarray_variable__"
+    with h5py.File(path) as f:
+        dset = f[name]
+        clone = H5Source(path, name, dset.shape, dset.dtype, file_identity(path))
     xsignal.save(make(False) + 1, path, overwrite=True)
     with pytest.raises(ValueError, match="replaced or rewritten"):
         clone[0:1]

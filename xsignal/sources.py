@@ -14,9 +14,10 @@ xsignal's.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -87,14 +88,27 @@ class Source:
     shape: tuple[int, ...]
     dtype: np.dtype
     token: str
-    closed: bool = False
 
     def _start(self, path: str, shape: Any, dtype: Any, token: str | None) -> None:
         self.path = str(path)
         self.shape = tuple(int(n) for n in shape)
         self.dtype = np.dtype(dtype)
         self.token = token or uuid.uuid4().hex
-        self.closed = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether :func:`xsignal.close_file` closed this source's file (in
+        this process, or in the one that sent the source here)."""
+        return self.token in _CLOSED
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a source sent to another process after close_file stays closed there
+        return {**self.__dict__, "_sent_closed": self.closed}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if state.pop("_sent_closed", False):
+            mark_closed(state["token"])
+        self.__dict__.update(state)
 
     @property
     def ndim(self) -> int:
@@ -104,7 +118,7 @@ class Source:
         return (type(self).__name__, self.path, self.token)
 
     def _check_open(self) -> None:
-        if self.closed or self.token in _CLOSED:
+        if self.closed:
             raise ClosedFileError(
                 f"the file {self.path} was closed with close_file(); open it "
                 "again with xsignal.open"
@@ -116,9 +130,6 @@ class Source:
 
     def _get(self, key: Any) -> np.ndarray:
         raise NotImplementedError
-
-    def release(self) -> None:
-        """Drop what this process holds open for the source (if anything)."""
 
 
 class ArraySource(Source):
@@ -156,40 +167,29 @@ class ArraySource(Source):
         return np.asarray(self.array[key])
 
 
-def sources(da: Any) -> Iterator[Source]:
-    """The :class:`Source` objects in ``da``'s dask graph (none if in memory)."""
+def layer_prefix(token: str) -> str:
+    """The name prefix of the dask layers that read the files of ``token``:
+    the graph of any array computed from them names its tokens, so they
+    are found by name (:func:`tokens_of`), not by looking into tasks."""
+    return f"xsignal-{token}-"
+
+
+_LAYER = re.compile(r"^(?:original-)?xsignal-([0-9a-f]{32})-")
+
+
+def tokens_of(da: Any) -> list[str]:
+    """The tokens of the files a lazy ``da`` reads (none if in memory)."""
     data = getattr(da, "data", da)
-    graph = getattr(data, "__dask_graph__", None)
-    if graph is None:
-        return
-    seen: set[int] = set()
-    for value in dict(graph()).values():
-        for src in _find_sources(value, 0):
-            if id(src) not in seen:
-                seen.add(id(src))
-                yield src
+    graph = data.__dask_graph__() if hasattr(data, "__dask_graph__") else None
+    layers = getattr(graph, "layers", None) or {}
+    found = {m.group(1) for name in layers if (m := _LAYER.match(str(name)))}
+    return sorted(found)
 
 
-def _find_sources(value: Any, depth: int) -> Iterator[Source]:
-    if isinstance(value, Source):
-        yield value
-        return
-    if depth > 16 or isinstance(value, np.ndarray | str | bytes | int | float):
-        return
-    if isinstance(value, (tuple, list)):
-        for item in value:
-            yield from _find_sources(item, depth + 1)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _find_sources(item, depth + 1)
-    else:
-        # dask's task objects keep their function's arguments in .args/.kwargs
-        # (and a DataNode its value in .value); xarray's lazy indexing
-        # wrappers the wrapped array in .array, a SourceArray its .src
-        for attr in ("args", "kwargs", "value", "array", "src"):
-            inner = getattr(value, attr, None)
-            if inner is not None and not callable(inner):
-                yield from _find_sources(inner, depth + 1)
+def mark_closed(token: str) -> None:
+    """Mark ``token`` closed in this process (its sources never read again)."""
+    with _LOCK:
+        _CLOSED.add(token)
 
 
 def close_tokens(tokens: list[str]) -> None:
@@ -204,11 +204,7 @@ def close_tokens(tokens: list[str]) -> None:
 
 
 def close_sources(da: Any) -> list[str]:
-    """Close the sources of a lazy ``da`` in this process; their tokens."""
-    tokens = set()
-    for src in list(sources(da)):
-        src.closed = True
-        src.release()
-        tokens.add(src.token)
-    close_tokens(sorted(tokens))
-    return sorted(tokens)
+    """Close the files a lazy ``da`` reads, in this process; their tokens."""
+    tokens = tokens_of(da)
+    close_tokens(tokens)
+    return tokens

@@ -83,6 +83,8 @@ class FileBackend(BackendEntrypoint):
         drop = [drop_variables] if isinstance(drop_variables, str) else drop_variables
         if drop:
             ds = ds.drop_vars([d for d in drop if d in ds.variables])
+        for var in ds.data_vars.values():
+            var.encoding["xsignal_token"] = token  # names its dask layers
         ds.set_close(lambda: close_tokens([token]))
         return ds
 

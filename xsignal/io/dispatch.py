@@ -15,6 +15,7 @@ import xarray as xr
 
 from ..dims import SIGNAL_DIMS_ATTR
 from ..lazy import close_file
+from ..sources import layer_prefix
 from ..stacking import stack as _stack
 from .backend import backend_for
 from .common import ANONYMOUS, dask_chunks, is_url
@@ -80,7 +81,9 @@ def open_one(
     except ValueError:
         ds.close()
         raise
-    da = opened.chunk(dict(zip(opened.dims, spec)))
+    # layers named by the token: close_file finds the files by name
+    token = opened.encoding["xsignal_token"]
+    da = opened.chunk(dict(zip(opened.dims, spec)), name_prefix=layer_prefix(token))
     if name == ANONYMOUS:
         da = da.rename(None)
     if not lazy:

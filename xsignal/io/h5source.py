@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..sources import Source, check_identity, register_closer
+from ..sources import Source, check_identity, mark_closed, register_closer
 
 # token -> open h5py.File, in this process, least recently used first. One
 # token per xsignal.open call, so closing one opened array does not close
@@ -182,6 +182,7 @@ class H5Source(Source):
         return f"H5Source({self.path!r}, {self.name!r})"
 
     def __reduce__(self):
+        # closed: a source sent to another process after close_file stays so
         args = (self.path, self.name, self.shape, self.dtype.str, self.identity)
         return (_rebuild, (*args, self.token, self.closed, self.direct_chunks))
 
@@ -372,9 +373,9 @@ def _forget_after_fork() -> None:
 def _rebuild(
     path, name, shape, dtype, identity, token, closed, direct_chunks=None
 ) -> H5Source:
-    src = H5Source(path, name, shape, dtype, identity, token, direct_chunks)
-    src.closed = closed
-    return src
+    if closed:
+        mark_closed(token)
+    return H5Source(path, name, shape, dtype, identity, token, direct_chunks)
 
 
 def _open_checked(path: str, identity: tuple[int, ...] | None):

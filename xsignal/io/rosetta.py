@@ -24,7 +24,13 @@ import xarray as xr
 
 from .. import engine
 from ..dims import SIGNAL_DIMS_ATTR, encode_signal_dims
-from ..sources import Source, check_identity, file_identity
+from ..sources import (
+    Source,
+    check_identity,
+    file_identity,
+    mark_closed,
+    register_closer,
+)
 from . import layout
 from .common import ANONYMOUS, source_variable
 
@@ -160,17 +166,23 @@ class RosettaSource(Source):
             return engine.read_here(data)
         return np.asarray(data)
 
-    def release(self) -> None:
-        with _SIGNALS_LOCK:
-            _SIGNALS.pop(self._key(), None)
-
 
 def _rebuild(
     path, plugin, index, shape, dtype, token, closed, identity=None
 ) -> RosettaSource:
-    src = RosettaSource(path, plugin, index, shape, dtype, token, identity)
-    src.closed = closed
-    return src
+    if closed:
+        mark_closed(token)
+    return RosettaSource(path, plugin, index, shape, dtype, token, identity)
+
+
+def _forget(token: str) -> None:
+    """Drop the signals read for ``token`` in this process (its closer)."""
+    with _SIGNALS_LOCK:
+        for key in [k for k in _SIGNALS if k[2] == token]:
+            del _SIGNALS[key]
+
+
+register_closer(_forget)
 
 
 def read_rosetta(path: str, variable: str | None, *, token: str) -> xr.Dataset:

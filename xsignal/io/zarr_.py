@@ -83,17 +83,24 @@ def read_zarr(path: str, variable: str | None, *, token: str) -> xr.Dataset:
         )
         version = f"HyperSpy .zspy ({version})"
     else:
-        ds = _read_xarray(store, path, variable, token, identity)
+        ds = _read_xarray(store, root, path, variable, token, identity)
     for var in ds.data_vars.values():
         var.encoding["format"] = version
     return ds
 
 
 def _read_xarray(
-    store, path: str, variable: str | None, token: str, identity: tuple | None
+    store,
+    root,
+    path: str,
+    variable: str | None,
+    token: str,
+    identity: tuple | None,
 ) -> xr.Dataset:
-    """Through xarray's zarr backend (decoding, consolidated metadata), the
-    chosen variable's data behind a :class:`~xsignal.sources.Source`."""
+    """Through xarray's zarr backend (coords, attrs, consolidated metadata),
+    the chosen variable's data behind a :class:`~xsignal.sources.Source`:
+    the zarr array itself, or xarray's decoding of it where CF attributes
+    change the stored values."""
     try:
         with warnings.catch_warnings():
             # stores without consolidated metadata are fine, only slower to open
@@ -107,8 +114,9 @@ def _read_xarray(
     disk = tuple(stored.get(d, n) for d, n in var.sizes.items()) if var.ndim else None
     sig = marked_signal(var.dims, var.attrs)
     encoding = {k: v for k, v in var.encoding.items() if k != "preferred_chunks"}
+    array = var._data if _cf_decoded(var) else root[key]
     new = source_variable(
-        ArraySource(var._data, path, token, identity),
+        ArraySource(array, path, token, identity),
         var.dims,
         var.attrs,
         disk_chunks=disk,
@@ -117,6 +125,20 @@ def _read_xarray(
     )
     coords = {k: v.variable for k, v in ds[key].coords.items()}
     return xr.Dataset({key: new}, coords=coords)
+
+
+def _cf_decoded(var: xr.Variable) -> bool:
+    """Whether xarray's CF decoding changes the stored values of ``var``
+    (scaling, masking a fill value, another dtype, times or strings)."""
+    enc = var.encoding
+    if any(enc.get(k) is not None for k in _CF_VALUE_KEYS):
+        return True
+    if "dtype" in enc and np.dtype(enc["dtype"]) != var.dtype:
+        return True
+    return var.dtype.kind not in "biufc"
+
+
+_CF_VALUE_KEYS = ("scale_factor", "add_offset", "_FillValue", "missing_value")
 
 
 # --- writing -----------------------------------------------------------------------

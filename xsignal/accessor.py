@@ -20,8 +20,8 @@ from . import io as _io
 from . import lazy as _lazy
 from . import mapping as _mapping
 from . import plotting as _plotting
-from . import rebin as _rebin
 from . import reductions as _reductions
+from .rebin import rebin as _apply_rebin
 from .reductions import NAVIGATION, UNSET, DimsArg, Unset
 from .rois import roi as _apply_roi
 
@@ -503,7 +503,7 @@ class SignalAccessor:
 
     def rebin(self, factors: Any, *, trim: bool = False) -> xr.DataArray:
         """Call :func:`xsignal.rebin` on this DataArray."""
-        return _rebin.rebin(self._da, factors, trim=trim)
+        return _apply_rebin(self._da, factors, trim=trim)
 
     def histogram(
         self,

@@ -7,7 +7,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,22 @@ def _check_output(out: Path, overwrite: bool) -> None:
         raise FileNotFoundError(f"no folder {out.parent} to write {out.name} in")
 
 
+def _open_one(
+    path: str,
+    *,
+    lazy: bool = True,
+    variable: str | None = None,
+    allow_external: bool = False,
+) -> xr.DataArray:
+    """:func:`xsignal.open` of one file; a glob matching several is bad input."""
+    opened = xsignal.open(
+        path, lazy=lazy, variable=variable, allow_external=allow_external
+    )
+    if isinstance(opened, list):
+        raise ValueError(f"{path!r} matches {len(opened)} files; give one file")
+    return opened
+
+
 def run_decompose(args: argparse.Namespace) -> int:
     """``xsignal decompose FILE -a ALGO -k N -o OUT``: decompose a file lazily
     and write the result (``Decomposition.to_dataset``) as netCDF."""
@@ -45,7 +61,7 @@ def run_decompose(args: argparse.Namespace) -> int:
     _check_output(out, args.overwrite)
     if args.plot:
         _check_output(Path(args.plot), True)
-    da = xsignal.open(path, variable=args.variable, allow_external=args.allow_external)
+    da = _open_one(path, variable=args.variable, allow_external=args.allow_external)
     if args.dtype:
         da = xsignal.change_dtype(da, args.dtype)
     elif da.dtype.kind in "iub":
@@ -60,7 +76,7 @@ def run_decompose(args: argparse.Namespace) -> int:
         )
     mask = None
     if args.mask:
-        mask = xsignal.open(args.mask, lazy=False).astype(bool)
+        mask = _open_one(args.mask, lazy=False).astype(bool)
     progress = False if args.no_progress else None
     start = time.perf_counter()
     result = xsignal.decomposition(
@@ -155,12 +171,12 @@ def run_info(args: argparse.Namespace) -> int:
     path = args.file
     if not is_url(path) and not Path(path).exists():
         raise FileNotFoundError(f"no such file: {path}")
-    da = xsignal.open(path, variable=args.variable, allow_external=args.allow_external)
+    da = _open_one(path, variable=args.variable, allow_external=args.allow_external)
     print(info_text(da, path))
     return 0
 
 
-def parse_chunks(text: str | None) -> dict[str, int] | None:
+def parse_chunks(text: str | None) -> dict[Hashable, int] | None:
     """``"y=4,x=256"`` -> ``{"y": 4, "x": 256}`` (``-1`` = whole dim).
 
     Examples
@@ -172,7 +188,7 @@ def parse_chunks(text: str | None) -> dict[str, int] | None:
     """
     if not text:
         return None
-    chunks = {}
+    chunks: dict[Hashable, int] = {}
     for item in text.split(","):
         name, sep, value = item.partition("=")
         try:
@@ -190,7 +206,7 @@ def parse_chunks(text: str | None) -> dict[str, int] | None:
 def run_convert(args: argparse.Namespace) -> int:
     fmt, _ = format_for(args.output, args.format)  # a bad extension: before any work
     chunks = parse_chunks(args.chunks)
-    da = xsignal.open(
+    da = _open_one(
         args.input, variable=args.variable, allow_external=args.allow_external
     )
     if args.dtype:
@@ -207,7 +223,7 @@ def run_convert(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
         )
     seconds = time.perf_counter() - start
-    out = xsignal.open(args.output)
+    out = _open_one(args.output)
     print(f"wrote {args.output} in {seconds:.2f} s: {out.signal!r}")
     return 0
 
@@ -255,7 +271,7 @@ def human_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
-def _dims_text(da: xr.DataArray, dims: tuple) -> str:
+def _dims_text(da: xr.DataArray, dims: tuple[Hashable, ...]) -> str:
     parts = []
     for dim in dims:
         units = da.coords[dim].attrs.get("units") if dim in da.coords else None
@@ -438,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with scheduler(args.scheduler, args.workers) as name:
             args.scheduler_name = name
-            return args.func(args)
+            code: int = args.func(args)
+            return code
     except (OSError, ValueError, TypeError, NotImplementedError) as err:
         # bad input: one line naming the problem, no traceback
         print(f"xsignal {args.command}: {err}", file=sys.stderr)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Hashable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -26,7 +27,7 @@ def _check_dataarray(da: object) -> None:
         raise TypeError(f"expected an xarray.DataArray, got {type(da).__name__}")
 
 
-def _marked(da: xr.DataArray) -> list | None:
+def _marked(da: xr.DataArray) -> list[Any] | None:
     """The stored marking, or None when the array is unmarked."""
     raw = da.attrs.get(SIGNAL_DIMS_ATTR)
     if raw is None:
@@ -209,7 +210,7 @@ def describe(da: xr.DataArray) -> str:
     text = f"<{signal_class(da)} "
     lazy = da.chunks is not None
     text += ("lazy " if lazy else "") + f"{da.dtype}, ({sizes(nav)} | {sizes(sig)})"
-    if lazy:
+    if da.chunks is not None:  # lazy
         chunks = dict(zip(da.dims, da.chunks))
 
         def first(names: Dims) -> str:

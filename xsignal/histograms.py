@@ -237,7 +237,8 @@ def statistics(
     if isinstance(data, dask.array.Array):
         blocks = data.to_delayed().ravel()
         parts = [dask.delayed(_partial)(b, lo, hi, quantiles) for b in blocks]
-        return dask.delayed(_merge)(parts, quantiles).compute()
+        merged: Stats = dask.delayed(_merge)(parts, quantiles).compute()
+        return merged
     return _exact_stats(np.asarray(data), lo, hi, quantiles)
 
 
@@ -248,16 +249,20 @@ def _rule_width(rule: str, s: Stats, span: float) -> float:
     """Bin width of numpy's rule ``rule`` from the statistics ``s``."""
     n = s.n
     std = math.sqrt(s.m2 / n)
+    width: float  # int and float powers are typed Any (the result may be complex)
     if rule == "sqrt":
         return span / math.sqrt(n)
     if rule == "sturges":
         return span / (math.log2(n) + 1.0)
     if rule == "rice":
-        return span / (2.0 * n ** (1.0 / 3))
+        width = span / (2.0 * n ** (1.0 / 3))
+        return width
     if rule == "scott":
-        return (24.0 * math.pi**0.5 / n) ** (1.0 / 3.0) * std
+        width = (24.0 * math.pi**0.5 / n) ** (1.0 / 3.0) * std
+        return width
     if rule == "fd":
-        return 2.0 * (s.q75 - s.q25) * n ** (-1.0 / 3.0)
+        width = 2.0 * (s.q75 - s.q25) * n ** (-1.0 / 3.0)
+        return width
     if rule == "doane":
         if n > 2 and std > 0.0:
             sg1 = math.sqrt(6.0 * (n - 2) / ((n + 1.0) * (n + 3)))
@@ -340,13 +345,14 @@ def knuth_bin_count(values: np.ndarray, lo: float, hi: float, max_bins: int) -> 
         edges = np.linspace(lo, hi, m + 1)
         cum = np.searchsorted(v, edges[1:-1], side="left")
         counts = np.diff(np.concatenate([[0], cum, [n]]))
-        return (
+        posterior: float = (
             n * math.log(m)
             + gammaln(m / 2)
             - m * gammaln(0.5)
             - gammaln(n + m / 2)
             + gammaln(counts + 0.5).sum()
         )
+        return posterior
 
     top = max(1, min(max_bins, n))
     grid = np.unique(np.geomspace(1, top, num=min(top, 200)).round().astype(int))
@@ -396,7 +402,8 @@ def bayesian_blocks_edges(values: np.ndarray, p0: float = 0.05) -> np.ndarray:
     while r > 0:
         starts.append(last[r - 1])
         r = last[r - 1]
-    return cells[np.array(starts[::-1] + [m])]
+    edges: np.ndarray = cells[np.array(starts[::-1] + [m])]
+    return edges
 
 
 # --- counting ----------------------------------------------------------------
@@ -438,7 +445,7 @@ def _bin_index(x: np.ndarray, edges: np.ndarray, uniform: bool) -> np.ndarray:
         index[np.isnan(x)] = 0
         return np.minimum(index, n_bins + 1, out=index)
     first, last = float(edges[0]), float(edges[-1])
-    t = np.subtract(x, first, dtype="f8")
+    t: np.ndarray = np.subtract(x, first, dtype="f8")
     t *= n_bins / (last - first)
     t += 1
     np.fmax(t, 0, out=t)  # NaN and values below: 0
@@ -494,8 +501,9 @@ def _counts(data: Any, edges: np.ndarray, n_keep: int, lo: float, hi: float) -> 
             *(((1,) * len(c)) for c in data.chunks[n_keep:]),
             (edges.size - 1,),
         )
-        per_block = data.map_blocks(
-            _count_block,
+        # dask types Array.map_blocks as its module function (functools.wraps)
+        per_block = data.map_blocks(  # type: ignore[call-arg]
+            _count_block,  # type: ignore[arg-type]
             edges=edges,
             n_keep=n_keep,
             lo=lo,
@@ -520,6 +528,7 @@ def _edges(
     max_bins: int,
 ) -> np.ndarray:
     """Bin edges (float64, increasing) for any form of ``bins``."""
+    s: Stats | None
     if isinstance(bins, str):
         rule = bins.lower()
         if rule in WHOLE_SAMPLE_RULES:

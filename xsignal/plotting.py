@@ -12,6 +12,7 @@ panel. matplotlib is an optional dependency (``xsignal[plot]``).
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from .reductions import navigator as summed
 __all__ = ["plot", "plot_decomposition"]
 
 
-def _pyplot():
+def _pyplot() -> ModuleType:
     try:
         import matplotlib.pyplot as plt
     except ImportError as err:
@@ -103,7 +104,11 @@ class SignalPlot:
     """
 
     def __init__(
-        self, da: xr.DataArray, navigator: Any, pixel: dict, figure: Any
+        self,
+        da: xr.DataArray,
+        navigator: xr.DataArray | None,
+        pixel: dict[Hashable, int],
+        figure: Any,
     ) -> None:
         self.da = da
         self.nav = navigation_dims(da)
@@ -111,10 +116,11 @@ class SignalPlot:
         self.pixel = pixel
         self.figure = figure
         self.navigator = navigator
-        self.navigator_axes = None
-        self.signal_axes = None
-        self._marker = None
-        self._artist = None
+        # matplotlib objects (Axes; a Line2D, AxesImage or Text artist)
+        self.navigator_axes: Any = None
+        self.signal_axes: Any = None
+        self._marker: Any = None
+        self._artist: Any = None
         self._dragging = False
 
     # --- drawing -------------------------------------------------------------
@@ -157,6 +163,7 @@ class SignalPlot:
         """The navigator over the shown dims (others at the current pixel)."""
         other = {d: self.pixel[d] for d in self.nav[:-2]}
         nav = self.navigator
+        assert nav is not None  # drawn only with a navigator
         return nav.isel({d: i for d, i in other.items() if d in nav.dims})
 
     def _move_marker(self) -> None:
@@ -289,7 +296,9 @@ class SignalPlot:
             self.set_pixel(**{str(dim): self.pixel[dim] + step})
 
 
-def _start_pixel(da: xr.DataArray, pixel: Mapping[Hashable, int] | None) -> dict:
+def _start_pixel(
+    da: xr.DataArray, pixel: Mapping[Hashable, int] | None
+) -> dict[Hashable, int]:
     nav = navigation_dims(da)
     out = {d: 0 for d in nav}
     for dim, index in (pixel or {}).items():
@@ -302,7 +311,9 @@ def _start_pixel(da: xr.DataArray, pixel: Mapping[Hashable, int] | None) -> dict
     return out
 
 
-def _navigator(da: xr.DataArray, navigator: Any, progress: bool | None) -> Any:
+def _navigator(
+    da: xr.DataArray, navigator: Any, progress: bool | None
+) -> xr.DataArray | None:
     """The navigator to draw: computed, given, or None."""
     nav = navigation_dims(da)
     if navigator is None or not nav:
@@ -462,7 +473,8 @@ def _draw_component(figure: Any, ax: Any, part: xr.DataArray, title: str) -> Non
     dims = [d for d in part.dims if d != "component"]
     if len(dims) >= 2:
         image = part.isel({d: 0 for d in dims[:-2]})
-        _draw_image(figure, ax, image, *dims[-2:])
+        ydim, xdim = dims[-2:]
+        _draw_image(figure, ax, image, ydim, xdim)
     elif len(dims) == 1:
         (xdim,) = dims
         ax.plot(_values(part, xdim), np.asarray(part.values, dtype=float))

@@ -106,7 +106,8 @@ Unset = Literal[_Unset.UNSET]
 def _accumulator(dtype: np.dtype) -> np.dtype | None:
     """numpy's sum dtype for integers/booleans (int64/uint64), None for floats."""
     if dtype.kind in "biu":
-        return np.zeros(1, dtype).sum().dtype
+        accumulator: np.dtype = np.zeros(1, dtype).sum().dtype
+        return accumulator
     return None
 
 
@@ -118,7 +119,7 @@ def _nansum_block(
     A plain sum is a single fast pass; only when its result has NaN is the
     block summed again with ``np.nansum`` (NaN in, NaN out for a plain sum).
     """
-    out = np.sum(x, axis=axis, keepdims=keepdims)
+    out: np.ndarray = np.sum(x, axis=axis, keepdims=keepdims)
     if np.isnan(out).any():
         out = np.nansum(x, axis=axis, keepdims=keepdims)
     return out
@@ -392,7 +393,7 @@ def _arg_extremum(
     if da.dtype.kind in "fc":
         fill = -np.inf if which == "max" else np.inf
         filled = da.fillna(fill)
-        allnan = da.isnull().all(dim)
+        allnan = da.isnull().all([dim])  # a list: dim may be any hashable
     out = getattr(filled, "arg" + which)(dim, skipna=False, keep_attrs=True)
     if allnan is not None:
         out = out.where(~allnan, -1)

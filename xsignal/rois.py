@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import xarray as xr
@@ -57,7 +57,8 @@ class _ROI:
 
     def __call__(self, da: xr.DataArray, dims: Any = None) -> xr.DataArray:
         """Apply this ROI to ``da``: see :func:`xsignal.roi`."""
-        return roi(da, self, dims=dims)
+        # the two shapes below are the only ROIs (_ROI is their private base)
+        return roi(da, cast("RectangularROI | CircleROI", self), dims=dims)
 
 
 @dataclass(frozen=True)

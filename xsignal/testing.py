@@ -16,7 +16,7 @@ import math
 import os
 from collections.abc import Hashable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import dask
 import numpy as np
@@ -69,7 +69,7 @@ class _Model:
         self.factors = np.exp(-0.5 * ((e - centres[:, None]) / width) ** 2)
 
     def coords(self) -> dict[Hashable, xr.Variable]:
-        coords = {
+        coords: dict[Hashable, xr.Variable] = {
             d: xr.Variable(d, np.arange(n) * 2.0, {"units": "nm"})
             for d, n in zip(self.nav_dims, self.shape)
         }
@@ -119,7 +119,7 @@ def spectrum_image(
     rank: int = 4,
     seed: int = 0,
     noise: str | None = "poisson",
-    chunks: Mapping[Hashable, Any] | str | None = None,
+    chunks: Mapping[Hashable, Any] | str | Literal[True] | None = None,
     *,
     scale: float = 100.0,
     dtype: Any = "float32",
@@ -201,7 +201,7 @@ def default_file_chunks(
 
 
 def write_spectrum_image(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     shape: tuple[int, ...] = (32, 32, 256),
     rank: int = 4,
     seed: int = 0,

@@ -20,7 +20,9 @@ import numpy as np
 _ALGORITHMS = ("FastICA",)
 
 
-def _estimator(algorithm: Any, n: int, random_state: Any, kwargs: dict) -> Any:
+def _estimator(
+    algorithm: Any, n: int, random_state: Any, kwargs: dict[str, Any]
+) -> Any:
     """A scikit-learn estimator with ``fit``, ``components_`` and ``mixing_``."""
     if not isinstance(algorithm, str):
         return algorithm  # an estimator object, configured by the caller

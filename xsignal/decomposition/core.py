@@ -169,7 +169,9 @@ def _algorithm_name(algorithm: Any) -> str:
     )
 
 
-def _check_options(name: str, fit_fn: Callable, options: dict[str, Any]) -> None:
+def _check_options(
+    name: str, fit_fn: Callable[..., Fit], options: dict[str, Any]
+) -> None:
     params = inspect.signature(fit_fn).parameters
     known = [p for p in params if params[p].kind == inspect.Parameter.KEYWORD_ONLY]
     known = [p for p in known if p not in ("poisson", "centre")]
@@ -291,6 +293,7 @@ def _assemble(
     root_a = columns.isel(_column=k, drop=True)
     mean = mean_weights = None
     if centre == "navigation":
+        assert scaling.mu is not None  # set when centring the navigation mean
         mu = scaling.mu if root_b is None else scaling.mu * root_b
         mean = xr.DataArray(
             _signal_array(problem, mu), dims=sig, coords=_coords(data, sig)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 import dask.array as dsa
 import numpy as np
@@ -70,6 +70,30 @@ def projection_fn(
         return np.column_stack([coef * root_a[:, None], root_a, rows])
 
     return fn
+
+
+@overload
+def project(
+    problem: Problem,
+    scaling: Scaling,
+    solve: Callable[[np.ndarray], np.ndarray],
+    k: int,
+    desc: str,
+    *,
+    lazy: Literal[False],
+) -> np.ndarray: ...
+
+
+@overload
+def project(
+    problem: Problem,
+    scaling: Scaling,
+    solve: Callable[[np.ndarray], np.ndarray],
+    k: int,
+    desc: str,
+    *,
+    lazy: bool | None = None,
+) -> np.ndarray | dsa.Array: ...
 
 
 def project(

@@ -107,8 +107,10 @@ def fit_online(
     centring needs one, the learning pass (a chain of tasks), the
     projection pass (a task per block), then the learner's own finish."""
     options = learner.options
-    if options.training_samples is None:
-        options = options.replace(training_samples=max(10 * k, default_training))
+    training_samples = options.training_samples
+    if training_samples is None:
+        training_samples = max(10 * k, default_training)
+        options = options.replace(training_samples=training_samples)
         learner.options = options
     check = learner.nonnegative or ("normalize_poissonian_noise" if poisson else None)
     scaling = scaling_pass(
@@ -119,7 +121,7 @@ def fit_online(
         state, sumsq = learning_pass(
             problem,
             scaling,
-            training_samples=options.training_samples,
+            training_samples=training_samples,
             batch_size=options.batch_size,
             init=learner.start,
             update=learner.update,
@@ -144,7 +146,7 @@ def momentum_step(
     """The basis after one momentum SGD step along ``grad`` (the batch's
     mean gradient), its size relative to the curvature ``||A / t||``."""
     curvature = np.linalg.eigvalsh(state.a / state.seen)[-1]
-    step = learning_rate / max(curvature, 1e-12)
+    step: float = learning_rate / max(curvature, 1e-12)
     if momentum == 0:
         return state.basis - step * grad
     if state.velocity is None:
@@ -163,12 +165,12 @@ def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
 
 def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
     try:
-        value = float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number, not {value!r}") from None
-    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a positive number, not {value!r}")
-    return value
+    if not np.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a positive number, not {number!r}")
+    return number
 
 
 @dataclass
@@ -176,7 +178,8 @@ class _Carry:
     """What the learning pass hands from one block's task to the next."""
 
     state: Any = None  # the model (None until the training samples are in)
-    pending: list = field(default_factory=list)  # rows awaiting initialisation
+    # rows awaiting initialisation
+    pending: list[np.ndarray] = field(default_factory=list)
     count: int = 0
     sumsq: float = 0.0
 
@@ -244,7 +247,8 @@ def learning_pass(
 
     last = block_chain(problem, step, _Carry())
     finished = dask.delayed(_finish, pure=False)(last, batch_size, init, update)
-    return compute_pass(finished, problem, desc)
+    out: tuple[Any, float] = compute_pass(finished, problem, desc)
+    return out
 
 
 def projection_pass(
@@ -275,20 +279,21 @@ def noise_scale(y: np.ndarray, basis: np.ndarray) -> np.ndarray:
     (features x k). Per feature, because counting noise grows with the
     signal; floored at 1% of the typical level so no threshold is zero."""
     resid = np.abs(y - (y @ basis) @ basis.T)
-    sigma = 1.4826 * np.median(resid, axis=0)
+    sigma: np.ndarray = 1.4826 * np.median(resid, axis=0)
     typical = float(np.median(sigma[sigma > 0])) if (sigma > 0).any() else 0.0
     if typical <= 0:
         typical = (
             float(np.sqrt(np.mean(resid**2))) or float(np.sqrt(np.mean(y**2))) or 1.0
         )
-    return np.maximum(sigma, 0.01 * typical)
+    floored: np.ndarray = np.maximum(sigma, 0.01 * typical)
+    return floored
 
 
 def top_subspace(y: np.ndarray, k: int, seed: int = 0, n_iter: int = 4) -> np.ndarray:
     """Orthonormal basis (features x k) of the leading right singular space
     of ``y``: QR-based subspace iteration from a random start."""
     rng = np.random.default_rng(seed)
-    q = np.linalg.qr(y.T @ (y @ rng.standard_normal((y.shape[1], k))))[0]
+    q: np.ndarray = np.linalg.qr(y.T @ (y @ rng.standard_normal((y.shape[1], k))))[0]
     for _ in range(n_iter):
         q = np.linalg.qr(y.T @ (y @ q))[0]
     return q
@@ -300,7 +305,8 @@ def clip_outliers(y: np.ndarray, threshold: float) -> np.ndarray:
     standard deviation for Gaussian noise), for outlier-proof starts."""
     median = np.median(y, axis=0)
     spread = 1.4826 * np.median(np.abs(y - median), axis=0)
-    return y - soft_threshold(y - median, threshold * spread)
+    clipped: np.ndarray = y - soft_threshold(y - median, threshold * spread)
+    return clipped
 
 
 def sparse_errors(

@@ -50,7 +50,8 @@ def project_basis(w: np.ndarray) -> np.ndarray:
     """Euclidean projection on {W >= 0, ||W_j|| <= 1} (orthant, then ball)."""
     w = np.maximum(w, 0)
     norms = np.sqrt((w**2).sum(axis=0))
-    return w / np.maximum(norms, 1.0)
+    projected: np.ndarray = w / np.maximum(norms, 1.0)
+    return projected
 
 
 def solve_coefficients(
@@ -70,7 +71,7 @@ def solve_coefficients(
 def solve_batch(
     v: np.ndarray,
     basis: np.ndarray,
-    threshold: float | None,
+    threshold: float | np.ndarray | None,
     n_iter: int,
     sweeps: int,
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -141,6 +142,7 @@ class ORNMF(OnlineLearner):
     """Online (robust) NMF as an :class:`OnlineLearner`."""
 
     name = "ORNMF"
+    options: ORNMFOptions
     nonnegative = "ORNMF"
 
     def __init__(self, options: ORNMFOptions, k: int, m: int) -> None:

@@ -46,7 +46,11 @@ METHODS = ("CF", "BCD", "SGD", "MomentumSGD")
 
 
 def solve_batch(
-    z: np.ndarray, basis: np.ndarray, lambda1: float, threshold: float, n_iter: int
+    z: np.ndarray,
+    basis: np.ndarray,
+    lambda1: float,
+    threshold: float | np.ndarray,
+    n_iter: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Coefficients ``R`` (batch x k) and sparse errors ``E`` of a batch:
     the ridge solve ``R = (Z - E) W = Z W - E W`` alternated with the
@@ -107,6 +111,7 @@ class ORPCA(OnlineLearner):
     """Online robust PCA as an :class:`OnlineLearner`."""
 
     name = "ORPCA"
+    options: ORPCAOptions
 
     def __init__(self, options: ORPCAOptions, k: int, m: int, given: Any) -> None:
         self.options, self.k, self.m, self.given = options, k, m, given

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import dask
 import numpy as np
@@ -152,7 +152,8 @@ def _block_scatter(x: np.ndarray, scaling: Scaling) -> Scatter:
 def merge_scatter(*parts: Scatter) -> Scatter:
     """The exact scatter of the union of disjoint sets of rows."""
     n = sum(p.n for p in parts)
-    mean = sum(p.n * p.mean for p in parts) / n
+    # parts is never empty, so sum() never returns its start, 0
+    mean = cast(np.ndarray, sum(p.n * p.mean for p in parts)) / n
     scatter = parts[0].scatter.copy()
     for p in parts[1:]:
         scatter += p.scatter
@@ -228,6 +229,8 @@ class IncrementalPCA:
             # the batch's mean moved from the running one: one row restores
             # the variance between the two means (Ross et al. 2008)
             n = self.n
+            assert self.mean_ is not None  # set by the first batch
+            assert self.singular_values_ is not None and self.components_ is not None
             shift = np.sqrt(n * b / (n + b)) * (self.mean_ - batch_mean)
             self.sum_squares += float(shift @ shift)
             stacked = np.vstack(
@@ -245,10 +248,12 @@ class IncrementalPCA:
 
     @property
     def explained_variance_(self) -> np.ndarray:
+        assert self.singular_values_ is not None  # fitted
         return self.singular_values_**2 / max(self.n - 1, 1)
 
     @property
     def explained_variance_ratio_(self) -> np.ndarray:
+        assert self.singular_values_ is not None  # fitted
         if self.sum_squares <= 0:  # constant data: no variance to explain
             return np.zeros_like(self.singular_values_)
         return self.singular_values_**2 / self.sum_squares
@@ -261,7 +266,7 @@ class _Batches:
 
     ipca: Any
     size: int
-    pending: list = field(default_factory=list)
+    pending: list[np.ndarray] = field(default_factory=list)
     count: int = 0
 
 

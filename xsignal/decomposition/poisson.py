@@ -34,7 +34,11 @@ def scaling_from_statistics(
     )
     if centre == "navigation":
         mu = stats.weighted_sums / stats.n
-        scaling.mu = mu * scaling.wb if poisson else mu
+        if poisson:
+            wb = scaling.wb
+            assert wb is not None  # root_b is set when poisson
+            mu = mu * wb
+        scaling.mu = mu
     return scaling
 
 
@@ -73,8 +77,13 @@ def covariance(stats: Statistics, scaling: Scaling) -> np.ndarray:
     into terms of the same Gram matrix.
     """
     g = stats.gram
-    wb = scaling.wb if scaling.poisson else np.ones(len(g))
-    zz = g * np.outer(wb, wb)
+    assert g is not None  # statistics with their Gram matrix
+    if scaling.poisson:
+        wb = scaling.wb
+        assert wb is not None  # root_b is set when poisson
+    else:
+        wb = np.ones(len(g))
+    zz: np.ndarray = g * np.outer(wb, wb)
     if scaling.mu is not None:
         zz -= stats.n * np.outer(scaling.mu, scaling.mu)
     if scaling.centre_signal:

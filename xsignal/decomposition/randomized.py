@@ -53,6 +53,9 @@ class Products:
     def __add__(self, other: Products) -> Products:
         if self.stats is None:
             return Products(self.product + other.product)
+        # first-pass products, all of which carry their statistics
+        assert other.stats is not None
+        assert self.col_sumsq is not None and other.col_sumsq is not None
         return Products(
             self.product + other.product,
             merge_statistics(self.stats, other.stats),
@@ -87,7 +90,8 @@ def _block_products(
 
 
 def _product(xw: np.ndarray, right: np.ndarray) -> np.ndarray:
-    return (xw.T @ (xw @ right.astype(xw.dtype, copy=False))).astype("f8")
+    out: np.ndarray = (xw.T @ (xw @ right.astype(xw.dtype, copy=False))).astype("f8")
+    return out
 
 
 def _pass(
@@ -107,7 +111,8 @@ def _pass(
         first,
         nonnegative,
     )
-    return compute_pass(tree_reduce(partials, _merge), problem, desc)
+    out: Products = compute_pass(tree_reduce(partials, _merge), problem, desc)
+    return out
 
 
 def randomized_eigenpairs(
@@ -149,7 +154,8 @@ def randomized_eigenpairs(
     width = min(m, k + OVERSAMPLING)
     start = np.random.default_rng(seed).standard_normal((m, width))
     first = _pass(problem, poisson, start, True, nonnegative, f"{desc}: pass 1")
-    stats = first.stats
+    stats, col_sumsq = first.stats, first.col_sumsq
+    assert stats is not None and col_sumsq is not None  # the first pass has them
     scaling = scaling_from_statistics(stats, poisson=poisson, centre=centre)
     operator = _Operator(scaling, stats.n, m)
     q = _orth(operator.finish(first.product, None))
@@ -167,7 +173,7 @@ def randomized_eigenpairs(
             break
         q = _orth(z)
     evals, evecs = _nystrom(q, z)
-    total = operator.trace(first.col_sumsq, products.product)
+    total = operator.trace(col_sumsq, products.product)
     return scaling, evals[:k], evecs[:, :k], total, stats.n, i + 2
 
 
@@ -182,7 +188,11 @@ class _Operator:
 
     @property
     def d(self) -> np.ndarray:
-        return self.scaling.wb if self.scaling.poisson else np.ones(self.m)
+        if self.scaling.poisson:
+            wb = self.scaling.wb
+            assert wb is not None  # root_b is set when poisson
+            return wb
+        return np.ones(self.m)
 
     def _centre(self, q: np.ndarray) -> np.ndarray:
         return q - q.mean(axis=0) if self.scaling.centre_signal else q
@@ -190,7 +200,7 @@ class _Operator:
     def right(self, q: np.ndarray) -> np.ndarray:
         """``G = diag(d) C Q``, and the column ``d`` (whose product gives
         ``||Z 1||^2`` for the trace) when centring each signal."""
-        g = self.d[:, None] * self._centre(q)
+        g: np.ndarray = self.d[:, None] * self._centre(q)
         if self.scaling.centre_signal:
             g = np.column_stack([g, self.d])
         return g
@@ -221,7 +231,8 @@ class _Operator:
 
 
 def _orth(z: np.ndarray) -> np.ndarray:
-    return scipy.linalg.qr(z, mode="economic")[0]
+    q: np.ndarray = scipy.linalg.qr(z, mode="economic")[0]
+    return q
 
 
 def _nystrom(q: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

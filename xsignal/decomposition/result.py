@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import dask.array as dsa
 import numpy as np
@@ -106,7 +106,8 @@ class Decomposition:
                     "components of this decomposition"
                 )
             return list(range(int(components)))
-        chosen = [int(c) for c in components]
+        # a bool, refused as a count above, fails here: it is not iterable
+        chosen = [int(c) for c in cast(Sequence[int], components)]
         bad = [c for c in chosen if not 0 <= c < k]
         if bad:
             raise ValueError(f"component index {bad[0]} is out of range 0..{k - 1}")

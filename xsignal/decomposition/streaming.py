@@ -18,7 +18,7 @@ import functools
 import math
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import dask
 import dask.array as dsa
@@ -99,9 +99,11 @@ class Problem:
         if not self.lazy:
             auto = auto_chunks(data)
             data = data.chunk({d: auto[d] for d in data.dims})
+        assert data.chunks is not None  # lazy, or chunked just above
         if any(len(c) > 1 for c in data.chunks[len(self.nav_dims) :]):
             data = data.chunk(dict.fromkeys(self.sig_dims, -1))
-        return data.data
+        out: dsa.Array = data.data
+        return out
 
 
 def check_block(
@@ -156,7 +158,7 @@ class Scaling:
             root_a = np.sqrt(np.maximum(y.mean(axis=1), 0))
             y = y * _inverse(root_a)[:, None]
             if self.root_b is not None:
-                y *= self.wb.astype(self.dtype)[None, :]
+                y *= _inverse(self.root_b).astype(self.dtype)[None, :]  # = self.wb
         else:
             root_a = np.ones(len(y))
         if self.mu is not None:
@@ -186,7 +188,7 @@ def lazy_projection(
     nav_mask, keep_signal = problem.nav_mask, problem.keep_signal
     all_signal = bool(keep_signal.all())
 
-    def block_fn(x: np.ndarray, block_info=None) -> np.ndarray:
+    def block_fn(x: np.ndarray, block_info: Any = None) -> np.ndarray:
         nav_shape = x.shape[:n_nav_dims]
         flat = x.reshape(-1, n_sig)
         if not all_signal:
@@ -202,7 +204,7 @@ def lazy_projection(
         return out.reshape((*nav_shape, ncols))
 
     sig_axes = list(range(n_nav_dims, arr.ndim))
-    return dsa.map_blocks(
+    out: dsa.Array = dsa.map_blocks(
         block_fn,
         arr,
         drop_axis=sig_axes[1:],
@@ -210,6 +212,7 @@ def lazy_projection(
         dtype="f8",
         meta=np.empty((0,) * (n_nav_dims + 1), "f8"),
     )
+    return out
 
 
 def eager_projection(
@@ -271,7 +274,7 @@ def block_chain(
     """
     arr = problem.dask_data
     keep_signal = None if problem.sig_mask is None else problem.keep_signal
-    out = dask.delayed(carry)
+    out: Delayed = dask.delayed(carry)
     for index, rows in _block_rows(problem):
         out = dask.delayed(_chain_step, pure=False)(
             out,
@@ -400,10 +403,11 @@ def merge_statistics(*parts: Statistics) -> Statistics:
         gram = parts[0].gram.copy()
         for p in parts[1:]:
             gram += p.gram  # in place: one copy per merge, not one per part
+    # parts is never empty, so sum() never returns its start, 0
     return Statistics(
         sum(p.n for p in parts),
-        sum(p.col_sums for p in parts),
-        sum(p.weighted_sums for p in parts),
+        cast(np.ndarray, sum(p.col_sums for p in parts)),
+        cast(np.ndarray, sum(p.weighted_sums for p in parts)),
         sum(p.weighted_sumsq for p in parts),
         gram,
     )
@@ -449,4 +453,5 @@ def statistics_pass(
         gram_dtype=gram_dtype,
         nonnegative=nonnegative,
     )
-    return compute_pass(graph, problem, desc)
+    stats: Statistics = compute_pass(graph, problem, desc)
+    return stats

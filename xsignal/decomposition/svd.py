@@ -11,6 +11,8 @@ accuracy, and always above :data:`GRAM_LIMIT` signal elements.
 
 from __future__ import annotations
 
+from typing import Any
+
 import dask
 import numpy as np
 import scipy.linalg
@@ -118,7 +120,7 @@ def fit(
             nonnegative=check,
             desc="SVD",
         )
-    parameters = {"svd_solver": solver}
+    parameters: dict[str, Any] = {"svd_solver": solver}
     if solver == "randomized":
         parameters.update(n_power_iter=n_power_iter, tol=tol, seed=seed, passes=passes)
     return eigen_fit(problem, scaling, evals, evecs, total, n, "SVD", parameters)

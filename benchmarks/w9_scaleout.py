@@ -53,8 +53,9 @@ def operations(path: Path, out: Path) -> dict:
         "ORNMF (+ loadings)": decompose("ORNMF"),
         "save .zarr": save("m.zarr"),
         "save .zspy": save("m.zspy"),
-        "save .nc (one writer)": save("m.nc", compression=None),
-        "save .hspy (one writer)": save("m.hspy", compression=None),
+        "save .nc": save("m.nc", compression=None),
+        "save .nc gzip": save("m-gzip.nc"),
+        "save .hspy": save("m.hspy", compression=None),
     }
 
 

@@ -342,6 +342,24 @@ def test_xsignal_engine_reads_every_format(tmp_path, name):
     back.close()
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_xarray_open_gives_the_chunks_of_xsignal_open(tmp_path, name):
+    """As xarray: chunks={} gives the stored chunks (what xsignal.open
+    gives), chunks=None numpy."""
+    xsignal.save(make("float32", False), tmp_path / name, chunks={"y": 4, "x": 2})
+    ours = xsignal.open(tmp_path / name)
+    theirs = xr.open_dataarray(tmp_path / name, engine="xsignal", chunks={})
+    assert theirs.chunks == ours.chunks == ((4, 2), (2, 2, 1), (16,))
+    ds = xr.open_dataset(tmp_path / name, engine="xsignal", chunks={})
+    assert ds[ours.name].chunks == ours.chunks
+    plain = xr.open_dataarray(tmp_path / name, engine="xsignal")
+    assert plain.chunks is None and isinstance(plain.data, np.ndarray)
+    xr.testing.assert_identical(plain, ours.compute())
+    for opened in (theirs, ds, plain):
+        opened.close()
+    xsignal.close_file(ours)
+
+
 def test_hyperspy_format_1_file(tmp_path, opened):
     """HyperSpy < 1.0: no file_format, title in mapped_parameters, no navigate
     flags, record_by says the signal is an image."""

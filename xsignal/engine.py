@@ -159,7 +159,8 @@ def compute(
         return _compute_on_client(_client(), objs)
     scheduler = dask.threaded.get if found == "threads" else None
     with _progress.dask_bar(progress, desc), _unfused():
-        return dask.compute(*objs, scheduler=scheduler)
+        out: tuple[Any, ...] = dask.compute(*objs, scheduler=scheduler)
+        return out
 
 
 def _compute_on_client(client: Any, objs: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -245,10 +246,10 @@ def client_window(client: Any, piece: Any, budget: int = 64 * 2**20) -> int:
     """How many pieces like ``piece`` to keep computing ahead on ``client``:
     twice its threads, more while the pieces in flight fit ``budget`` bytes
     (each result is a network round trip: more in flight hide the latency)."""
-    threads = 2 * max(1, sum(client.nthreads().values()))
+    threads: int = 2 * max(1, sum(client.nthreads().values()))
     if piece is None:
         return threads
-    nbytes = max(1, math.prod(piece.shape) * piece.dtype.itemsize)
+    nbytes: int = max(1, math.prod(piece.shape) * piece.dtype.itemsize)
     return max(threads, min(32, budget // nbytes))
 
 
@@ -350,13 +351,14 @@ def unguarded_script() -> str | None:
     run again in each of them.
     """
     main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
+    path: str | None = getattr(main, "__file__", None)
     if main is None or not path or not os.path.isfile(path):
         return None
     spec = getattr(main, "__spec__", None)
     if spec is not None and (spec.name or "").endswith("__main__"):
         return None  # python -m package: workers do not import it again
-    frame = sys._current_frames().get(threading.main_thread().ident)
+    ident = threading.main_thread().ident  # (None only before it starts)
+    frame = sys._current_frames().get(ident) if ident is not None else None
     while frame is not None:
         if frame.f_globals is vars(main) and frame.f_code.co_name == "<module>":
             break

@@ -12,8 +12,8 @@ import xarray as xr
 from dask.array.core import normalize_chunks
 
 from . import engine
-from .chunks import auto_chunks, check_dims, rechunk, warn_if_many_chunks
-from .dims import navigation_dims, signal_dims
+from .chunks import auto_chunks, rechunk, warn_if_many_chunks
+from .dims import check_dims, navigation_dims, signal_dims
 from .sources import close_sources, close_tokens
 
 
@@ -31,7 +31,7 @@ def is_lazy(da: xr.DataArray) -> bool:
 
 
 def as_lazy(
-    da: xr.DataArray, chunks: Mapping[Hashable, Any] | str | None = None
+    da: xr.DataArray, chunks: Mapping[Any, Any] | str | None = None
 ) -> xr.DataArray:
     """Return a dask-backed version of ``da``.
 
@@ -89,6 +89,7 @@ def compute(
     >>> lazy.signal.compute(progress=False).values
     array([0., 1., 2., 3., 4., 5.])
     """
+    out: xr.DataArray
     (out,) = engine.compute(da, progress=progress, desc="compute")
     if close_file:
         _close_file(da)
@@ -177,6 +178,7 @@ def _as_mask(
     if mask is None:
         return None
     shape = tuple(da.sizes[d] for d in dims)
+    values: np.ndarray
     if isinstance(mask, xr.DataArray):
         if set(mask.dims) != set(dims):
             kind = name.split("_")[0]
@@ -191,17 +193,17 @@ def _as_mask(
                 f"{name} has {mask.sizes[d]} elements along {d!r} but the array "
                 f"has {da.sizes[d]}"
             )
-        mask = mask.values
+        values = mask.values
     else:
-        mask = np.asarray(mask)
-        if mask.shape != shape:
+        values = np.asarray(mask)
+        if values.shape != shape:
             raise ValueError(
-                f"{name} has shape {mask.shape} but the array's dims {dims} have "
+                f"{name} has shape {values.shape} but the array's dims {dims} have "
                 f"shape {shape}"
             )
-    if mask.dtype != bool:
-        raise TypeError(f"{name} must be boolean (True = masked), not {mask.dtype}")
-    return mask
+    if values.dtype != bool:
+        raise TypeError(f"{name} must be boolean (True = masked), not {values.dtype}")
+    return values
 
 
 def validate_masks(
@@ -280,10 +282,11 @@ def blocks(
     nav_mask, sig_mask = validate_masks(da, navigation_mask, signal_mask)
     order = (*nav, *sig)
     arr = da.transpose(*order)
-    if is_lazy(arr):
-        if any(len(c) > 1 for d, c in zip(arr.dims, arr.chunks) if d in sig):
+    chunks: tuple[tuple[int, ...], ...]
+    if is_lazy(arr):  # (the dask array's chunks: DataArray.chunks is Optional)
+        if any(len(c) > 1 for d, c in zip(arr.dims, arr.data.chunks) if d in sig):
             arr = rechunk(arr, navigation={}, signal=-1)
-        chunks = arr.chunks
+        chunks = arr.data.chunks
     else:
         auto = auto_chunks(arr)
         chunks = normalize_chunks(tuple(auto[d] for d in arr.dims), arr.shape)
@@ -300,7 +303,9 @@ def blocks(
                 continue
             yield index, pixels
 
-    def finish(index: tuple[slice, ...], pixels: np.ndarray | None, block):
+    def finish(
+        index: tuple[slice, ...], pixels: np.ndarray | None, block: np.ndarray
+    ) -> np.ndarray:
         if flat:
             block = block.reshape(-1, math.prod(block.shape[len(nav) :]))
             if pixels is not None:

@@ -47,11 +47,11 @@ __all__ = ["map", "map_blocks", "map_overlap"]
 # --- the per-block worker ----------------------------------------------------
 
 
-def _func_name(func: Callable) -> str:
+def _func_name(func: Callable[..., Any]) -> str:
     return getattr(func, "__qualname__", None) or repr(func)
 
 
-def _task_label(func: Callable) -> str:
+def _task_label(func: Callable[..., Any]) -> str:
     """A short name for dask's task keys and dashboard (``<lambda>`` -> ``lambda``)."""
     label = re.sub(r"\W", "", _func_name(func).split(".")[-1])
     return label or "func"
@@ -85,7 +85,7 @@ class _PixelLoop:
 
     def __init__(
         self,
-        func: Callable,
+        func: Callable[..., Any],
         *,
         nav: tuple[Hashable, ...],
         names: tuple[str, ...],
@@ -110,7 +110,7 @@ class _PixelLoop:
     def __dask_tokenize__(self) -> str:
         return self.token
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[[bytes], _PixelLoop], tuple[bytes]]:
         # processes and distributed schedulers pickle the graph: say clearly
         # what cannot be pickled instead of a bare PicklingError deep in dask
         payload = self.__dict__.get("_pickled")
@@ -151,7 +151,9 @@ class _PixelLoop:
         out = self._assemble(results, n, nav_shape, offsets)
         return out.reshape((*nav_shape, *self.out_shape))
 
-    def _loop(self, flat: np.ndarray, its: list[np.ndarray], results: list) -> None:
+    def _loop(
+        self, flat: np.ndarray, its: list[np.ndarray], results: list[Any]
+    ) -> None:
         # The hot loop: one call and one append per pixel, nothing else.
         # On an exception, len(results) is the failing pixel's position.
         func, constant, append = self.func, self.constant, results.append
@@ -172,8 +174,9 @@ class _PixelLoop:
                 append(func(x, **dict(zip(names, vals)), **constant))
 
     def _assemble(
-        self, results: list, n: int, nav_shape: tuple[int, ...], offsets: list[int]
+        self, results: list[Any], n: int, nav_shape: tuple[int, ...], offsets: list[int]
     ) -> np.ndarray:
+        out: np.ndarray | None
         if self.ragged:
             out = np.empty(n, dtype=object)
             for i, r in enumerate(results):
@@ -256,7 +259,8 @@ def _unwrap(block: Any) -> np.ndarray:
     # chunk each, and unwrapping avoids the copy that concatenate=True makes
     while isinstance(block, list):
         (block,) = block
-    return block
+    array: np.ndarray = block
+    return array
 
 
 def _unpickle_loop(payload: bytes) -> _PixelLoop:
@@ -265,7 +269,9 @@ def _unpickle_loop(payload: bytes) -> _PixelLoop:
     return loop
 
 
-def _pickle_message(func: Callable, constant: Mapping[str, Any], err: Exception) -> str:
+def _pickle_message(
+    func: Callable[..., Any], constant: Mapping[str, Any], err: Exception
+) -> str:
     culprit = f"the function {_func_name(func)}"
     try:
         cloudpickle.dumps(func)
@@ -336,7 +342,7 @@ def _split_kwargs(
 
 
 def _infer(
-    func: Callable,
+    func: Callable[..., Any],
     data: Any,
     iterated: dict[str, Any],
     constant: dict[str, Any],
@@ -393,12 +399,13 @@ def _output_dims(
         return names
     if out_shape == tuple(da.sizes[d] for d in sig):
         return sig  # e.g. a filtered spectrum: keep its dims and coords
-    names, i = [], 0
-    while len(names) < len(out_shape):
+    made: list[str] = []
+    i = 0
+    while len(made) < len(out_shape):
         if f"sig_{i}" not in nav:
-            names.append(f"sig_{i}")
+            made.append(f"sig_{i}")
         i += 1
-    return tuple(names)
+    return tuple(made)
 
 
 def _check_output_signal_sizes(
@@ -433,7 +440,7 @@ def map(  # noqa: A001  (the public name, like xarray's Dataset.map)
     vectorized: bool = False,
     ragged: bool = False,
     output_dtype: Any = None,
-    output_signal_sizes: Mapping[Hashable, int] | None = None,
+    output_signal_sizes: Mapping[Any, int] | None = None,
     lazy_output: bool | None = None,
     progress: bool | None = None,
     **kwargs: Any,
@@ -570,6 +577,7 @@ def map(  # noqa: A001  (the public name, like xarray's Dataset.map)
 
     # output shape and dtype
     returned, seconds = None, None  # pixel 0's result and time, when inferred
+    out_shape: tuple[int, ...]
     if ragged:
         out_shape, dtype = (), np.dtype(object)
     elif output_dtype is not None and sizes is not None:
@@ -620,7 +628,7 @@ def map(  # noqa: A001  (the public name, like xarray's Dataset.map)
     return out
 
 
-def _memory_chunks(arr: xr.DataArray, nav: tuple[Hashable, ...]) -> tuple:
+def _memory_chunks(arr: xr.DataArray, nav: tuple[Hashable, ...]) -> tuple[int, ...]:
     """Blocks of an in-memory array for map: the automatic chunking, the
     first navigation dim cut further so every core and a progress bar have
     a few blocks each (blocks of at least 1 MiB)."""
@@ -639,7 +647,7 @@ HINT_SECONDS = 10.0  # a per-pixel map estimated longer than this says how to
 _HINTED: set[str] = set()  # use every core, once per function
 
 
-def _say_how_to_use_every_core(func: Callable, seconds: float) -> None:
+def _say_how_to_use_every_core(func: Callable[..., Any], seconds: float) -> None:
     """Once per function, before a long per-pixel run on dask's threads:
     Python code holding the GIL keeps one core busy however many threads
     run it; say in one line how to use every core."""
@@ -733,11 +741,13 @@ class _CheckedBlocks:
     would give an array whose metadata lie, so say so at once instead.
     """
 
-    def __init__(self, func: Callable, dims: tuple[Hashable, ...]) -> None:
+    def __init__(self, func: Callable[..., Any], dims: tuple[Hashable, ...]) -> None:
         self.func = func
         self.dims = dims
 
-    def __call__(self, block: np.ndarray, block_info: Any = None, **kwargs: Any):
+    def __call__(
+        self, block: np.ndarray, block_info: Any = None, **kwargs: Any
+    ) -> np.ndarray:
         out = np.asarray(self.func(block, **kwargs))
         expected = tuple(block_info[None]["chunk-shape"]) if block_info else None
         if expected is not None and out.shape != expected:
@@ -755,9 +765,9 @@ def map_blocks(
     da: xr.DataArray,
     func: Callable[..., Any],
     *,
-    chunks: Mapping[Hashable, Any] | None = None,
+    chunks: Mapping[Any, Any] | None = None,
     drop_dims: Sequence[Hashable] = (),
-    new_dims: Mapping[Hashable, int] | None = None,
+    new_dims: Mapping[Any, int] | None = None,
     dtype: Any = None,
     **kwargs: Any,
 ) -> xr.DataArray:
@@ -858,18 +868,18 @@ def map_blocks(
 def _expand(spec: Any, size: int, n_blocks: int) -> tuple[int, ...]:
     if isinstance(spec, (int, np.integer)):
         return (int(spec),) * n_blocks
-    spec = tuple(int(c) for c in spec)
-    if len(spec) != n_blocks:
+    sizes = tuple(int(c) for c in spec)
+    if len(sizes) != n_blocks:
         raise ValueError(
-            f"chunks {spec} give {len(spec)} blocks where the array has {n_blocks}"
+            f"chunks {sizes} give {len(sizes)} blocks where the array has {n_blocks}"
         )
-    return spec
+    return sizes
 
 
 def map_overlap(
     da: xr.DataArray,
     func: Callable[..., Any],
-    depth: int | Mapping[Hashable, int],
+    depth: int | Mapping[Any, int],
     boundary: Any = "reflect",
     *,
     trim: bool = True,

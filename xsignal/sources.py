@@ -53,7 +53,7 @@ def file_identity(path: str) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def check_identity(path: str, identity: tuple | None) -> None:
+def check_identity(path: str, identity: tuple[int, ...] | None) -> None:
     """Raise unless ``path`` is still the file whose identity was taken.
 
     One ``stat`` (a few microseconds): cheap enough before every read, so
@@ -114,7 +114,7 @@ class Source:
     def ndim(self) -> int:
         return len(self.shape)
 
-    def __dask_tokenize__(self) -> tuple:
+    def __dask_tokenize__(self) -> tuple[str, ...]:
         return (type(self).__name__, self.path, self.token)
 
     def _check_open(self) -> None:
@@ -149,7 +149,7 @@ class ArraySource(Source):
         array: Any,
         path: str,
         token: str | None = None,
-        identity: tuple | None = None,
+        identity: tuple[int, ...] | None = None,
     ) -> None:
         self._start(path, array.shape, array.dtype, token)
         self.array = array
@@ -163,7 +163,9 @@ class ArraySource(Source):
     def _get(self, key: Any) -> np.ndarray:
         check_identity(self.path, self.identity)
         if isinstance(self.array, ExplicitlyIndexed):  # xarray's lazy arrays
-            return np.asarray(self.array[BasicIndexer(key)])
+            # the ExplicitlyIndexed base declares no __getitem__; every one of
+            # xarray's subclasses defines it
+            return np.asarray(self.array[BasicIndexer(key)])  # type: ignore[index]
         return np.asarray(self.array[key])
 
 

@@ -46,7 +46,9 @@ def temporary(target: Path, kind: str = "") -> Path:
     return target.with_name(f".{target.name}.{tag}{TMP_SUFFIX}")
 
 
-def check_target(path: str | os.PathLike, overwrite: bool, *, folder: bool) -> Path:
+def check_target(
+    path: str | os.PathLike[str], overwrite: bool, *, folder: bool
+) -> Path:
     """The target of a local save, refused early when it cannot be written:
     an existing path (also a dangling symbolic link) without ``overwrite``,
     a missing parent folder, a file name ending in a path separator."""
@@ -159,7 +161,7 @@ def _running(pid: int) -> bool:
     return True
 
 
-def leftovers(folder: str | os.PathLike, *, recursive: bool = False) -> list[Path]:
+def leftovers(folder: str | os.PathLike[str], *, recursive: bool = False) -> list[Path]:
     """Temporaries of saves that will not finish: in ``folder`` (and its
     subfolders with ``recursive``), those of processes no longer running on
     this machine, and those without a process id older than an hour.
@@ -192,7 +194,7 @@ def leftovers(folder: str | os.PathLike, *, recursive: bool = False) -> list[Pat
 
 
 def clean(
-    folder: str | os.PathLike, *, dry_run: bool = False, recursive: bool = False
+    folder: str | os.PathLike[str], *, dry_run: bool = False, recursive: bool = False
 ) -> list[Path]:
     """Remove (``dry_run``: only list) what killed saves left in ``folder``:
     see :func:`leftovers`. Returns the paths."""

@@ -145,7 +145,8 @@ class HspyBackend(Hdf5Backend):
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         try:
-            return os.fspath(filename_or_obj).lower().endswith(".hspy")
+            name: str = os.fspath(filename_or_obj).lower()
+            return name.endswith(".hspy")
         except TypeError:
             return False
 
@@ -202,13 +203,13 @@ class XsignalBackend(FileBackend):
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         try:
-            name = os.fspath(filename_or_obj).lower().rstrip("/")
+            name: str = os.fspath(filename_or_obj).lower().rstrip("/")
         except TypeError:
             return False
         return name.endswith((".hspy", ".zspy", ".zspy.zip"))
 
 
-def file_kind(handle) -> str:
+def file_kind(handle: Any) -> str:
     """``"hspy"``, ``"netcdf"`` or ``"hdf5"``, from an HDF5 file's own attributes."""
     from . import hspy, netcdf
 

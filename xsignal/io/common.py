@@ -15,7 +15,7 @@ from xarray.backends import BackendArray
 from xarray.core import indexing
 
 from ..chunks import navigation_chunks, target_chunk_bytes
-from ..dims import SIGNAL_DIMS_ATTR, check_dims, signal_dims
+from ..dims import SIGNAL_DIMS_ATTR, Dims, check_dims, signal_dims
 from ..sources import Source, file_identity
 from .h5source import H5Source, open_source_handle
 
@@ -39,7 +39,7 @@ def is_hdf5(path: str) -> bool:
             offset = 512 if offset == 0 else offset * 2
 
 
-def open_h5(path: str, *, allow_external: bool):
+def open_h5(path: str, *, allow_external: bool) -> Any:
     """``h5py.File(path, "r")`` with errors that name the path and the
     problem; without ``allow_external``, files whose reads reach other
     files are refused (:func:`check_no_external`)."""
@@ -75,7 +75,7 @@ ALLOW_EXTERNAL_HINT = (
 )
 
 
-def check_no_external(handle, path: str) -> None:
+def check_no_external(handle: Any, path: str) -> None:
     """Refuse an HDF5 file that makes reads reach other files: external
     links, datasets stored in external raw files, virtual datasets mapping
     other files. Such files are valid HDF5, but a file from elsewhere could
@@ -181,11 +181,12 @@ class SourceArray(BackendArray):
         self.dtype = dtype.newbyteorder("=") if dtype.kind in "iufc" else dtype
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        return indexing.explicit_indexing_adapter(
+        out: np.ndarray = indexing.explicit_indexing_adapter(
             key, self.shape, indexing.IndexingSupport.BASIC, self._read
         )
+        return out
 
-    def _read(self, key: tuple) -> np.ndarray:
+    def _read(self, key: tuple[Any, ...]) -> np.ndarray:
         out = self.src[key]
         return out if out.dtype == self.dtype else out.astype(self.dtype)
 
@@ -196,7 +197,10 @@ def is_url(path: Any) -> bool:
 
 
 def per_dim(
-    da: xr.DataArray, spec: Mapping[Hashable, Any] | Sequence[Any], what: str, default
+    da: xr.DataArray,
+    spec: Mapping[Hashable, Any] | Sequence[Any],
+    what: str,
+    default: Sequence[Any],
 ) -> list[Any]:
     """``spec`` (a dict by dim name, dims left out ``default``, or a sequence
     in dim order) as a list in dim order; unknown dims or a wrong length
@@ -213,7 +217,7 @@ def per_dim(
     return out
 
 
-def source_for(handle, name: str, token: str) -> H5Source:
+def source_for(handle: Any, name: str, token: str) -> H5Source:
     """A :class:`H5Source` for dataset ``name`` of the open ``handle``.
 
     The handle is registered under ``token`` so this process reuses it.
@@ -305,10 +309,13 @@ def dask_chunks(
         spec = tuple(_dim_chunk(c, n, d) for c, n, d in zip(chunks, shape, disk_chunks))
     else:
         raise ValueError(_BAD_CHUNKS.format(chunks))
-    return normalize_chunks(spec, shape, dtype=dtype, previous_chunks=disk_chunks)
+    out: tuple[tuple[int, ...], ...] = normalize_chunks(
+        spec, shape, dtype=dtype, previous_chunks=disk_chunks
+    )
+    return out
 
 
-def marked_signal(dims: Sequence[Hashable], attrs: dict[str, Any]) -> tuple:
+def marked_signal(dims: Sequence[Hashable], attrs: dict[str, Any]) -> Dims:
     """The signal dims a stored ``signal_dims`` attribute names, or ``()``
     when there is none (then the chunk rules need no signal)."""
     if SIGNAL_DIMS_ATTR not in attrs:

@@ -8,7 +8,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import xarray as xr
@@ -20,7 +20,7 @@ from ..stacking import stack as _stack
 from .backend import backend_for
 from .common import ANONYMOUS, dask_chunks, is_url
 
-PathLike = str | os.PathLike
+PathLike = str | os.PathLike[str]
 
 
 def expand_paths(paths: PathLike | Sequence[PathLike]) -> tuple[list[str], bool]:
@@ -56,7 +56,7 @@ def open_one(
     path: PathLike,
     *,
     lazy: bool = True,
-    chunks: Mapping[Hashable, Any] | Sequence[int] | str | None = None,
+    chunks: Mapping[Any, Any] | Sequence[int] | str | None = None,
     variable: str | None = None,
     allow_external: bool = False,
 ) -> xr.DataArray:
@@ -140,7 +140,7 @@ def open(  # noqa: A001  (xsignal.open mirrors xarray's open_* family)
     paths: PathLike | Sequence[PathLike],
     *,
     lazy: bool = True,
-    chunks: Mapping[Hashable, Any] | Sequence[int] | str | None = None,
+    chunks: Mapping[Any, Any] | Sequence[int] | str | None = None,
     stack: bool = False,
     dim: str = "stack",
     variable: str | None = None,

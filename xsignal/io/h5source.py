@@ -16,9 +16,11 @@ import math
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..sources import Source, check_identity, mark_closed, register_closer
 
@@ -29,12 +31,12 @@ _HANDLES: collections.OrderedDict[str, Any] = collections.OrderedDict()
 # at most this many files stay open per process (like xarray's file cache);
 # the least recently used idle one is closed and reopened when next read
 MAX_OPEN_FILES = 128
-_IN_USE: collections.Counter = collections.Counter()
+_IN_USE: collections.Counter[str] = collections.Counter()
 _PID = os.getpid()
 _CLOSED: set[str] = set()
 # live H5Source objects per token in this process: when the last one is
 # garbage collected nothing can read the handle any more, so it is closed
-_LIVE: collections.Counter = collections.Counter()
+_LIVE: collections.Counter[str] = collections.Counter()
 _REGISTRY_LOCK = threading.RLock()  # re-entrant: finalizers may run anywhere
 
 
@@ -51,7 +53,7 @@ class _BufferPool:
 
     def __init__(self, max_bytes: int = 256 * 2**20) -> None:
         self.max_bytes = max_bytes
-        self.free: dict[int, collections.deque] = {}
+        self.free: dict[int, collections.deque[memoryview]] = {}
         self.held = 0
         self.lock = threading.RLock()
 
@@ -59,7 +61,7 @@ class _BufferPool:
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         if nbytes < 2**18:  # small blocks: malloc reuses them anyway
             return np.empty(shape, dtype)
-        buf = None
+        buf: memoryview | None = None
         with self.lock:
             stack = self.free.get(nbytes)
             if stack:
@@ -69,7 +71,8 @@ class _BufferPool:
             # numpy's allocator asks for huge pages (one fault per 2 MiB, no
             # zeroing pass): six times faster to fill than a bytearray;
             # the memoryview keeps numpy from collapsing views' bases
-            buf = memoryview(np.empty(nbytes, np.uint8))
+            # (.data is memoryview(array), typed as such on every Python)
+            buf = np.empty(nbytes, np.uint8).data
         # the finalizer goes on the array made over the buffer: every view
         # (the reshaped result included) has it as its base and keeps it
         # alive, whichever of them lives longest
@@ -77,7 +80,7 @@ class _BufferPool:
         weakref.finalize(flat, self._give_back, buf)
         return flat.reshape(shape)
 
-    def _give_back(self, buf: bytearray) -> None:
+    def _give_back(self, buf: memoryview) -> None:
         with self.lock:
             if self.held + len(buf) <= self.max_bytes:
                 self.free.setdefault(len(buf), collections.deque()).append(buf)
@@ -181,15 +184,15 @@ class H5Source(Source):
     def __repr__(self) -> str:
         return f"H5Source({self.path!r}, {self.name!r})"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[..., H5Source], tuple[Any, ...]]:
         # closed: a source sent to another process after close_file stays so
         args = (self.path, self.name, self.shape, self.dtype.str, self.identity)
         return (_rebuild, (*args, self.token, self.closed, self.direct_chunks))
 
-    def __dask_tokenize__(self) -> tuple:
+    def __dask_tokenize__(self) -> tuple[str, ...]:
         return ("xsignal.H5Source", self.path, self.name, self.token)
 
-    def _acquire(self):
+    def _acquire(self) -> Any:
         """This source's open h5py file, marked in use until :meth:`_done`
         (``__getitem__`` has checked that the source is not closed)."""
         _forget_after_fork()
@@ -220,17 +223,20 @@ class H5Source(Source):
         finally:
             self._done()
 
-    def _read(self, dset, key: Any) -> np.ndarray:
+    def _read(self, dset: Any, key: Any) -> np.ndarray:
         if self.direct_chunks is not None:
-            out = self._read_direct(dset, key)
-            if out is not None:
-                return out
+            direct = self._read_direct(dset, key, self.direct_chunks)
+            if direct is not None:
+                return direct
         try:
+            read: NDArray[Any]  # h5py is untyped
             if self.dtype.kind == "O":  # variable-length strings: give str
-                return dset.asstr()[key]
+                read = dset.asstr()[key]
+                return read
             shape = _slices_shape(key, self.shape)
             if shape is None or not all(shape):
-                return dset[key]
+                read = dset[key]
+                return read
             out = _POOL.empty(shape, self.dtype)
             dset.read_direct(out, source_sel=key)
             return out
@@ -238,7 +244,9 @@ class H5Source(Source):
             # h5py's message names neither the file nor the problem
             raise damaged(self.path, err, self.name) from err
 
-    def _read_direct(self, dset, key: Any) -> np.ndarray | None:
+    def _read_direct(
+        self, dset: Any, key: Any, chunks: tuple[int, ...]
+    ) -> NDArray[Any] | None:
         """Read ``key`` from its raw chunks, or None (then HDF5 reads it).
 
         A region of whole chunks (ending at a chunk edge or the dataset's)
@@ -247,7 +255,7 @@ class H5Source(Source):
         then cut, when they hold at most four times the part: HDF5's
         selection code costs more than that.
         """
-        found = _covering(key, self.direct_chunks, self.shape)
+        found = _covering(key, chunks, self.shape)
         if found is None:
             return None
         covering, inner = found
@@ -256,10 +264,12 @@ class H5Source(Source):
         )
         if not whole and _size(covering) > 4 * _size(inner):
             return None
-        region = self._read_region(dset, covering)
+        region = self._read_region(dset, covering, chunks)
         return region if region is None or whole else region[inner].copy()
 
-    def _read_region(self, dset, region: tuple[slice, ...]) -> np.ndarray | None:
+    def _read_region(
+        self, dset: Any, region: tuple[slice, ...], chunks: tuple[int, ...]
+    ) -> NDArray[Any] | None:
         """The whole chunks of ``region`` with ``read_direct_chunk``, or None
         (a chunk never written, holding the fill value, or an odd layout).
 
@@ -267,9 +277,8 @@ class H5Source(Source):
         others (edge chunks stored whole, regions split in a trailing
         dim) through one chunk-sized buffer.
         """
-        chunks = self.direct_chunks
         out = _POOL.empty(_shape(region), self.dtype)
-        buffer = None
+        buffer: NDArray[Any] | None = None
         grid = [range(r.start, r.stop, c) for r, c in zip(region, chunks)]
         try:
             for offset in itertools.product(*grid):
@@ -371,14 +380,21 @@ def _forget_after_fork() -> None:
 
 
 def _rebuild(
-    path, name, shape, dtype, identity, token, closed, direct_chunks=None
+    path: str,
+    name: str,
+    shape: tuple[int, ...],
+    dtype: str,
+    identity: tuple[int, ...] | None,
+    token: str,
+    closed: bool,
+    direct_chunks: tuple[int, ...] | None = None,
 ) -> H5Source:
     if closed:
         mark_closed(token)
     return H5Source(path, name, shape, dtype, identity, token, direct_chunks)
 
 
-def _open_checked(path: str, identity: tuple[int, ...] | None):
+def _open_checked(path: str, identity: tuple[int, ...] | None) -> Any:
     import h5py
 
     try:  # (H5Source._get has just checked the identity)

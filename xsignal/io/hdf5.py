@@ -9,7 +9,7 @@ import xarray as xr
 from .common import clean_attr, source_for, source_variable
 
 
-def datasets(handle) -> list[str]:
+def datasets(handle: Any) -> list[str]:
     """Paths of every array dataset in the file (scalars left out)."""
     import h5py
 
@@ -23,7 +23,7 @@ def datasets(handle) -> list[str]:
     return found
 
 
-def read_hdf5(handle, variable: str | None, *, token: str) -> xr.Dataset:
+def read_hdf5(handle: Any, variable: str | None, *, token: str) -> xr.Dataset:
     """One dataset of an open HDF5 file as a lazily indexed Dataset.
 
     Dims are named after attached dimension scales when there are any,
@@ -62,7 +62,6 @@ def read_hdf5(handle, variable: str | None, *, token: str) -> xr.Dataset:
         dims.append(name)
         if len(scales) and scales[0].shape == (obj.shape[i],):
             coords[name] = scales[0][()]  # an attached dimension scale
-    dims = tuple(dims)
     attrs = {
         k: clean_attr(v)
         for k, v in obj.attrs.items()
@@ -77,7 +76,7 @@ def read_hdf5(handle, variable: str | None, *, token: str) -> xr.Dataset:
     }
     var = source_variable(
         source_for(handle, key, token),
-        dims,
+        tuple(dims),
         attrs,
         disk_chunks=obj.chunks,
         encoding=encoding,

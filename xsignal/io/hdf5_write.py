@@ -17,15 +17,18 @@ import errno
 import itertools
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import dask.array as dsa
 import numpy as np
 import xarray as xr
 
 from .. import engine
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 
 @contextlib.contextmanager
@@ -88,14 +91,16 @@ def compression_encoding(compression: str | None) -> dict[str, Any]:
 
 
 _SHUFFLE, _DEFLATE = 2, 1  # HDF5 filter ids
+# (filter id, its parameters)
+_Filter = tuple[int, tuple[int, ...]]
 
 
-def _filters(dset) -> list[tuple[int, tuple]] | None:
+def _filters(dset: Any) -> list[_Filter] | None:
     """The dataset's filter pipeline, if this module can apply it: none,
     shuffle, deflate, or shuffle then deflate. None for anything else
     (then HDF5 applies it, in the write)."""
     plist = dset.id.get_create_plist()
-    out = []
+    out: list[_Filter] = []
     for i in range(plist.get_nfilters()):
         code, _, values, _ = plist.get_filter(i)
         out.append((int(code), tuple(values)))
@@ -104,7 +109,11 @@ def _filters(dset) -> list[tuple[int, tuple]] | None:
 
 
 def _encode_chunk(
-    block: np.ndarray, chunk: tuple[int, ...], dtype: np.dtype, filters: list, fill: Any
+    block: np.ndarray,
+    chunk: tuple[int, ...],
+    dtype: np.dtype,
+    filters: Sequence[_Filter],
+    fill: Any,
 ) -> np.ndarray:
     """The bytes HDF5 stores for one chunk holding ``block`` (padded with the
     fill value to the full chunk shape at the edges, as HDF5 does)."""
@@ -119,7 +128,9 @@ def _encode_chunk(
             raw = np.ascontiguousarray(raw.view(np.uint8).reshape(-1, dtype.itemsize).T)
         elif code == _DEFLATE:
             level = values[0] if values else 4
-            raw = np.frombuffer(zlib.compress(raw, level), np.uint8)
+            # numpy types arrays as buffers only on Python >= 3.12
+            data = cast("Buffer", raw)
+            raw = np.frombuffer(zlib.compress(data, level), np.uint8)
     return raw
 
 
@@ -134,7 +145,9 @@ class _ChunkWriter:
     threads); without it (on a cluster) each write opens the file.
     """
 
-    def __init__(self, path: str, name: str, dset, lock: Any, handle: Any = None):
+    def __init__(
+        self, path: str, name: str, dset: Any, lock: Any, handle: Any = None
+    ) -> None:
         self.path = path
         self.name = name
         self.chunks = dset.chunks
@@ -148,7 +161,8 @@ class _ChunkWriter:
         return {**self.__dict__, "handle": None}  # a file does not travel
 
     def __setitem__(self, key: tuple[slice, ...], block: np.ndarray) -> None:
-        pieces = None if self.filters is None else list(self._encoded(key, block))
+        filters = self.filters
+        pieces = None if filters is None else list(self._encoded(key, block, filters))
         with self.lock, self._dataset() as dset:
             if pieces is None:
                 dset[key] = block
@@ -156,15 +170,15 @@ class _ChunkWriter:
             for offset, data in pieces:
                 dset.id.write_direct_chunk(offset, data)
 
-    def _encoded(self, key: tuple[slice, ...], block: np.ndarray) -> Iterator[tuple]:
+    def _encoded(
+        self, key: tuple[slice, ...], block: np.ndarray, filters: Sequence[_Filter]
+    ) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
         starts = [sl.start or 0 for sl in key]
         grid = [range(0, n, c) for n, c in zip(block.shape, self.chunks)]
         for corner in itertools.product(*grid):
             part = block[tuple(slice(a, a + c) for a, c in zip(corner, self.chunks))]
             offset = tuple(s + a for s, a in zip(starts, corner))
-            data = _encode_chunk(
-                part, self.chunks, self.dtype, self.filters, self.fillvalue
-            )
+            data = _encode_chunk(part, self.chunks, self.dtype, filters, self.fillvalue)
             yield offset, data
 
     @contextlib.contextmanager
@@ -205,7 +219,9 @@ def fill(path: Path | str, name: str, da: xr.DataArray) -> None:
 
 
 def _store(data: dsa.Array, writer: _ChunkWriter) -> None:
-    engine.compute(dsa.store(data, writer, lock=False, compute=False), desc="save")
+    # dask types store's targets as arrays; it needs only __setitem__ (documented)
+    stored = dsa.store(data, writer, lock=False, compute=False)  # type: ignore[arg-type]
+    engine.compute(stored, desc="save")
 
 
 def _aligned(chunks: tuple[tuple[int, ...], ...], disk: tuple[int, ...]) -> bool:

@@ -15,12 +15,12 @@ from .common import source_for
 from .hdf5_write import compression_encoding, fill, new_hdf5
 
 
-def is_hspy(handle) -> bool:
+def is_hspy(handle: Any) -> bool:
     """True for a HyperSpy file (any format version)."""
     return layout.is_hyperspy(handle)
 
 
-def read_hspy(handle, variable: str | None, *, token: str) -> xr.Dataset:
+def read_hspy(handle: Any, variable: str | None, *, token: str) -> xr.Dataset:
     """One signal of an open ``.hspy`` file as a lazily indexed Dataset."""
     ds = layout.read_signal(
         handle,
@@ -34,11 +34,11 @@ def read_hspy(handle, variable: str | None, *, token: str) -> xr.Dataset:
 
 
 def write_hspy(
-    da: xr.DataArray, path: Path, *, chunks: tuple[int, ...], compression: Any
+    da: xr.DataArray, path: str | Path, *, chunks: tuple[int, ...], compression: Any
 ) -> None:
     """Write ``da`` (signal dims last) to a new ``.hspy`` file ``path``."""
 
-    def put(group, name: str, values: np.ndarray) -> None:
+    def put(group: Any, name: str, values: np.ndarray) -> None:
         group.create_dataset(name, data=values)
 
     options = compression_encoding(compression) if da.ndim else {}

@@ -34,7 +34,7 @@ import json
 import math
 import operator
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -63,7 +63,7 @@ _PREFIXES = (
 _LAYOUT_ATTRS = {"title", "signal_type", "metadata", "original_metadata"}
 
 
-def members(group) -> Iterator[tuple[str, Any]]:
+def members(group: Any) -> Iterator[tuple[str, Any]]:
     """(name, child) pairs of an h5py or zarr group."""
     if hasattr(group, "members"):  # zarr
         return iter(group.members())
@@ -74,7 +74,7 @@ def is_group(obj: Any) -> bool:
     return hasattr(obj, "create_group")
 
 
-def is_hyperspy(root) -> bool:
+def is_hyperspy(root: Any) -> bool:
     """True for a HyperSpy file: ``file_format`` "HyperSpy" (or "ZSpy"), or the format
     1.x layout (no such attribute, signals under ``Experiments``)."""
     fmt = clean_attr(root.attrs.get("file_format", ""))
@@ -83,7 +83,7 @@ def is_hyperspy(root) -> bool:
     return "file_format" not in root.attrs and bool(experiments(root))
 
 
-def experiments(root) -> dict[str, Any]:
+def experiments(root: Any) -> dict[str, Any]:
     """The signal groups by name (those holding ``data``)."""
     group = root.get("Experiments")
     if group is None or not is_group(group):
@@ -91,7 +91,7 @@ def experiments(root) -> dict[str, Any]:
     return {k: g for k, g in members(group) if is_group(g) and "data" in g}
 
 
-def choose_signal(root, variable: str | None, where: str) -> tuple[str, Any]:
+def choose_signal(root: Any, variable: str | None, where: str) -> tuple[str, Any]:
     """(name, group) of the signal asked for; errors name ``where``."""
     found = experiments(root)
     if not found:
@@ -111,7 +111,7 @@ def value(raw: Any) -> Any:
     return None if isinstance(out, str) and out == NONE else out
 
 
-_OPS = {
+_OPS: dict[type[ast.AST], Callable[..., Any]] = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,
     ast.Mult: operator.mul,
@@ -210,7 +210,7 @@ def axis_values(axis: dict[str, Any], size: int, where: str = "") -> np.ndarray 
     return numbers["offset"] + numbers["scale"] * np.arange(size, dtype=float)
 
 
-def _axis_dict(group, size: int) -> dict[str, Any]:
+def _axis_dict(group: Any, size: int) -> dict[str, Any]:
     """An ``axis-<i>`` group as an axis dict (its attrs, arrays read)."""
     axis = dict(group.attrs.items())
     if "axis" in group:
@@ -225,7 +225,7 @@ def _axis_dict(group, size: int) -> dict[str, Any]:
 
 
 def axes_coords(
-    axes: list[dict[str, Any]], shape: tuple[int, ...], where: str = ""
+    axes: Sequence[dict[str, Any] | None], shape: tuple[int, ...], where: str = ""
 ) -> tuple[tuple[str, ...], dict[str, xr.Variable], list[str] | None]:
     """Dims, coordinates and signal dims of axis dicts in array order.
 
@@ -236,7 +236,8 @@ def axes_coords(
     coords: dict[str, xr.Variable] = {}
     flags: list[bool | None] = []
     for i, size in enumerate(shape):
-        axis = axes[i] if i < len(axes) and axes[i] is not None else {}
+        given = axes[i] if i < len(axes) else None
+        axis = given if given is not None else {}
         name = value(axis.get("name"))
         if not isinstance(name, str) or not name or name in dims:
             name = f"dim_{i}"
@@ -281,7 +282,7 @@ def jsonable(raw: Any) -> Any:
     return out
 
 
-def read_tree(group) -> dict[str, Any]:
+def read_tree(group: Any) -> dict[str, Any]:
     """A metadata group as a JSON-able dict."""
     out: dict[str, Any] = {}
     for k, v in group.attrs.items():
@@ -317,7 +318,7 @@ def metadata_attrs(
     return attrs
 
 
-def _tree_attrs(group) -> dict[str, Any]:
+def _tree_attrs(group: Any) -> dict[str, Any]:
     metadata = read_tree(group["metadata"]) if "metadata" in group else {}
     if "mapped_parameters" in group:  # format 1.x: the title lives here
         old = read_tree(group["mapped_parameters"])
@@ -345,7 +346,11 @@ def apply_coord_hints(coords: dict[str, xr.Variable], attrs: dict[str, Any]) -> 
             coords[dim] = xr.Variable(dim, np.asarray(values), old.attrs)
 
 
-def read_layout(root, variable: str | None, where: str):
+def read_layout(
+    root: Any, variable: str | None, where: str
+) -> tuple[
+    str, Any, tuple[str, ...], dict[str, xr.Variable], dict[str, Any], list[str]
+]:
     """(name, data array, dims, coords, attrs, signal dims) of one signal."""
     name, group = choose_signal(root, variable, where)
     if "attributes" in group and bool(group["attributes"].attrs.get("ragged", False)):
@@ -370,7 +375,7 @@ def read_layout(root, variable: str | None, where: str):
 
 
 def read_signal(
-    root, variable: str | None, where: str, *, to_source: Callable[[Any], Any]
+    root: Any, variable: str | None, where: str, *, to_source: Callable[[Any], Any]
 ) -> xr.Dataset:
     """One signal as a lazily indexed Dataset (the signal its one data
     variable, ``"__xarray_dataarray_variable__"`` when unnamed);
@@ -459,7 +464,7 @@ def _plain(raw: Any) -> Any:
     return raw
 
 
-def write_tree(group, tree: dict[str, Any], *, json_attrs: bool) -> None:
+def write_tree(group: Any, tree: dict[str, Any], *, json_attrs: bool) -> None:
     """Write a dict as groups of attributes, HyperSpy's way.
 
     ``json_attrs`` (zarr) stores plain JSON values; otherwise (HDF5) lists
@@ -490,7 +495,7 @@ def write_tree(group, tree: dict[str, Any], *, json_attrs: bool) -> None:
             group.attrs[key] = str(item)
 
 
-def _homogeneous(items: list | tuple) -> bool:
+def _homogeneous(items: list[Any] | tuple[Any, ...]) -> bool:
     kinds = {type(v) for v in items}
     return kinds <= {int, float} or kinds == {str} or kinds == {bool}
 
@@ -533,7 +538,7 @@ def _metadata_tree(
 
 
 def write_signal(
-    root,
+    root: Any,
     da: xr.DataArray,
     *,
     put: Callable[[Any, str, np.ndarray], Any],

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import xarray as xr
@@ -41,7 +41,7 @@ _NOT_A_VARIABLE = "This is a netCDF dimension but not a netCDF variable"
 _ANONYMOUS = "__xarray_dataarray_variable__"
 
 
-def is_netcdf(handle) -> bool:
+def is_netcdf(handle: Any) -> bool:
     """True for a netCDF4 file: the netCDF-4 markers netCDF-C and h5netcdf write.
 
     HDF5 files that merely use dimension scales are read as plain HDF5.
@@ -51,19 +51,21 @@ def is_netcdf(handle) -> bool:
     return any("_Netcdf4Dimid" in obj.attrs for obj in handle.values())
 
 
-def _is_scale(dset) -> bool:
-    return clean_attr(dset.attrs.get("CLASS", b"")) == "DIMENSION_SCALE"
+def _is_scale(dset: Any) -> bool:
+    kind: object = clean_attr(dset.attrs.get("CLASS", b""))
+    return kind == "DIMENSION_SCALE"
 
 
-def _is_dimension_only(dset) -> bool:
-    return clean_attr(dset.attrs.get("NAME", "")).startswith(_NOT_A_VARIABLE)
+def _is_dimension_only(dset: Any) -> bool:
+    name: str = clean_attr(dset.attrs.get("NAME", ""))
+    return name.startswith(_NOT_A_VARIABLE)
 
 
 def _basename(name: str) -> str:
     return name.rsplit("/", 1)[-1]
 
 
-def _dims(dset) -> tuple[str, ...]:
+def _dims(dset: Any) -> tuple[str, ...]:
     """Dim names of a netCDF variable, from its dimension scales."""
     if _is_scale(dset):
         return (_basename(dset.name),)
@@ -73,11 +75,11 @@ def _dims(dset) -> tuple[str, ...]:
     return tuple(dims)
 
 
-def _attrs(obj) -> dict[str, Any]:
+def _attrs(obj: Any) -> dict[str, Any]:
     return {k: clean_attr(v) for k, v in obj.attrs.items() if k not in _RESERVED}
 
 
-def candidates(handle) -> list[str]:
+def candidates(handle: Any) -> list[str]:
     """Data variables at the file's root: not dimension scales, not coordinates."""
     import h5py
 
@@ -88,14 +90,16 @@ def candidates(handle) -> list[str]:
     return [k for k, v in datasets.items() if not _is_scale(v) and k not in coords]
 
 
-def read_netcdf(handle, variable: str | None, *, token: str) -> xr.Dataset:
+def read_netcdf(handle: Any, variable: str | None, *, token: str) -> xr.Dataset:
     """One data variable of an open netCDF4 file, with its coordinates, as a
     lazily indexed Dataset (CF decoding applied lazily by xarray)."""
     path = handle.filename
     names = candidates(handle)
     # any array of the file may be asked for by name, not only data variables
-    asked = variable is not None and hasattr(handle.get(variable.strip("/")), "shape")
-    key = variable.strip("/") if asked else choose(names, variable, path)
+    if variable is not None and hasattr(handle.get(variable.strip("/")), "shape"):
+        key = variable.strip("/")
+    else:
+        key = choose(names, variable, path)
     dset = handle[key]
     dims = _dims(dset)
     attrs = _attrs(dset)
@@ -118,7 +122,7 @@ def read_netcdf(handle, variable: str | None, *, token: str) -> xr.Dataset:
     return xr.decode_cf(ds)
 
 
-def _coords(handle, dset, dims: tuple[str, ...]) -> dict[str, xr.Variable]:
+def _coords(handle: Any, dset: Any, dims: tuple[str, ...]) -> dict[str, xr.Variable]:
     """Dimension coordinates and the variable's listed coordinates, in memory."""
     coords: dict[str, xr.Variable] = {}
     parent = dset.parent
@@ -140,7 +144,7 @@ def _coords(handle, dset, dims: tuple[str, ...]) -> dict[str, xr.Variable]:
     return coords
 
 
-def _encoding(dset) -> dict[str, Any]:
+def _encoding(dset: Any) -> dict[str, Any]:
     return {
         "dtype": dset.dtype,
         "chunksizes": dset.chunks,
@@ -154,7 +158,11 @@ def _encoding(dset) -> dict[str, Any]:
 
 
 def write_netcdf(
-    da: xr.DataArray, path: Path, *, chunks: tuple[int, ...], compression: str | None
+    da: xr.DataArray,
+    path: str | Path,
+    *,
+    chunks: tuple[int, ...],
+    compression: str | None,
 ) -> None:
     """Write ``da`` to a new netCDF4 file ``path`` (see :func:`xsignal.save`).
 
@@ -199,7 +207,7 @@ def _plain_coords(da: xr.DataArray) -> bool:
     return True
 
 
-def _write_plain_coords(f, da: xr.DataArray) -> None:
+def _write_plain_coords(f: Any, da: xr.DataArray) -> None:
     """Numeric coords straight through h5netcdf (what xarray would write)."""
     f.dimensions = {str(d): n for d, n in da.sizes.items()}
     for name, coord in da.coords.items():
@@ -209,7 +217,9 @@ def _write_plain_coords(f, da: xr.DataArray) -> None:
         var.attrs.update(coord.attrs)
 
 
-def _write_streaming(da: xr.DataArray, tmp: Path, encoding: dict) -> None:
+def _write_streaming(
+    da: xr.DataArray, tmp: str | Path, encoding: dict[str, Any]
+) -> None:
     """Coords and metadata through h5netcdf, then the data straight into HDF5.
 
     Numeric coordinates are written with h5netcdf, others by xarray (which
@@ -220,7 +230,8 @@ def _write_streaming(da: xr.DataArray, tmp: Path, encoding: dict) -> None:
     """
     import h5netcdf
 
-    name = da.name
+    # h5netcdf names variables with str only (other names raise there)
+    name = cast(str, da.name)
     non_dim = [str(c) for c in da.coords if c not in da.dims]
     plain = _plain_coords(da)
     if not plain:  # coords needing CF encoding (times, strings...): xarray

@@ -16,6 +16,7 @@ import inspect
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import dask.array as dsa
@@ -68,9 +69,12 @@ def candidates(path: str) -> list[dict[str, Any]]:
 
 def _read(plugin: dict[str, Any], path: str) -> list[dict[str, Any]]:
     reader = importlib.import_module(plugin["api"]).file_reader
+    signals: list[dict[str, Any]]  # rosettasciio is untyped
     if "lazy" in inspect.signature(reader).parameters:
-        return reader(path, lazy=True)
-    return reader(path)
+        signals = reader(path, lazy=True)
+    else:
+        signals = reader(path)
+    return signals
 
 
 def read_signals(path: str) -> tuple[str, list[dict[str, Any]]]:
@@ -124,7 +128,7 @@ class RosettaSource(Source):
         shape: Any,
         dtype: Any,
         token: str,
-        identity: tuple | None = None,
+        identity: tuple[int, ...] | None = None,
     ) -> None:
         self._start(path, shape, dtype, token)
         self.plugin = plugin
@@ -134,7 +138,7 @@ class RosettaSource(Source):
     def __repr__(self) -> str:
         return f"RosettaSource({self.path!r}, {self.plugin!r}, {self.index})"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[..., RosettaSource], tuple[Any, ...]]:
         return (
             _rebuild,
             (
@@ -168,7 +172,14 @@ class RosettaSource(Source):
 
 
 def _rebuild(
-    path, plugin, index, shape, dtype, token, closed, identity=None
+    path: str,
+    plugin: str,
+    index: int,
+    shape: tuple[int, ...],
+    dtype: str,
+    token: str,
+    closed: bool,
+    identity: tuple[int, ...] | None = None,
 ) -> RosettaSource:
     if closed:
         mark_closed(token)

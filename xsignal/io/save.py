@@ -14,9 +14,9 @@ import shutil
 import time
 import warnings
 import zipfile
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import xarray as xr
@@ -49,7 +49,22 @@ EXTENSIONS = {
 HDF5_FORMATS = ("netcdf", "hspy")
 
 
-def format_for(path: str | os.PathLike, format: str | None = None) -> tuple[str, bool]:
+class _Writer(Protocol):
+    """A format's writer: a new file or store at ``path`` (a URL: a str)."""
+
+    def __call__(
+        self,
+        da: xr.DataArray,
+        path: str | Path,
+        chunks: tuple[int, ...],
+        *,
+        overwrite: bool,
+    ) -> None: ...
+
+
+def format_for(
+    path: str | os.PathLike[str], format: str | None = None
+) -> tuple[str, bool]:
     """(format, zipped) for saving to ``path``.
 
     ``format`` wins over the extension; a name ending in ``.zip`` is a
@@ -99,7 +114,7 @@ def format_for(path: str | os.PathLike, format: str | None = None) -> tuple[str,
 
 
 def save_chunks(
-    da: xr.DataArray, chunks: Mapping[Hashable, int] | Sequence[int] | None = None
+    da: xr.DataArray, chunks: Mapping[Any, int] | Sequence[int] | None = None
 ) -> tuple[int, ...]:
     """The on-disk chunk shape :func:`save` writes ``da`` with.
 
@@ -121,7 +136,7 @@ def save_chunks(
     shape = dict(da.sizes)
     if chunks is not None:
         spec = per_dim(da, chunks, "chunks", [-1] * da.ndim)
-        out = []
+        out: list[int] = []
         for d, c in zip(da.dims, spec):
             if c is None or c == -1:
                 c = shape[d]
@@ -133,7 +148,7 @@ def save_chunks(
             out.append(int(min(c, shape[d])) or 1)
         return tuple(out)
     if da.chunks is not None:
-        out = tuple(max(max(c), 1) if c else 1 for c in da.chunks)
+        largest = tuple(max(max(c), 1) if c else 1 for c in da.chunks)
         irregular = [
             d
             for d, c in zip(da.dims, da.chunks)
@@ -142,13 +157,13 @@ def save_chunks(
         if irregular:
             warnings.warn(
                 f"the dask chunks along {irregular} are irregular; saving with "
-                f"on-disk chunks {dict(zip(da.dims, out))} (the largest of each "
+                f"on-disk chunks {dict(zip(da.dims, largest))} (the largest of each "
                 "dim), which is what the file gives back when opened. Pass "
                 "chunks= to choose.",
                 UserWarning,
                 stacklevel=3,
             )
-        return out
+        return largest
     sig = signal_dims(da)
     pixel = int(np.prod([shape[d] for d in sig])) * da.dtype.itemsize
     by_dim = navigation_chunks(  # (size-0 dims count as 1: HDF5 chunks are >= 1)
@@ -160,13 +175,13 @@ def save_chunks(
 
 def save(
     da: xr.DataArray,
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     *,
     format: str | None = None,  # noqa: A002  (the API's name)
-    chunks: Mapping[Hashable, int] | Sequence[int] | None = None,
+    chunks: Mapping[Any, int] | Sequence[int] | None = None,
     compression: Any = "auto",
     overwrite: bool = False,
-    shards: Mapping[Hashable, int] | Sequence[int] | None = None,
+    shards: Mapping[Any, int] | Sequence[int] | None = None,
 ) -> None:
     """Save ``da`` to a chunked file or store, atomically.
 
@@ -329,7 +344,9 @@ def _remove_when_settled(*paths: Path, timeout: float = 30.0) -> None:
             return
 
 
-def _writer(fmt: str, compression: Any, shards: Any, stored: tuple, da: xr.DataArray):
+def _writer(
+    fmt: str, compression: Any, shards: Any, stored: tuple[int, ...], da: xr.DataArray
+) -> _Writer:
     """The format's writer, after checking ``compression`` and ``shards``.
 
     Returns ``write(da, path, chunks, overwrite=...)``.
@@ -341,7 +358,13 @@ def _writer(fmt: str, compression: Any, shards: Any, stored: tuple, da: xr.DataA
         compression_encoding(compression)  # raises on a bad name, before any work
         write = write_netcdf if fmt == "netcdf" else write_hspy
 
-        def hdf5(da, path, chunks, *, overwrite):
+        def hdf5(
+            da: xr.DataArray,
+            path: str | Path,
+            chunks: tuple[int, ...],
+            *,
+            overwrite: bool,
+        ) -> None:
             write(da, path, chunks=chunks, compression=compression)
 
         return hdf5
@@ -350,14 +373,26 @@ def _writer(fmt: str, compression: Any, shards: Any, stored: tuple, da: xr.DataA
     shard_shape = zarr_.shard_shape(da, shards, stored) if shards is not None else None
     if fmt == "zspy":
 
-        def zspy(da, path, chunks, *, overwrite):
+        def zspy(
+            da: xr.DataArray,
+            path: str | Path,
+            chunks: tuple[int, ...],
+            *,
+            overwrite: bool,
+        ) -> None:
             zarr_.write_zspy(
                 da, path, chunks=chunks, compressors=codecs, overwrite=overwrite
             )
 
         return zspy
 
-    def zarr3(da, path, chunks, *, overwrite):
+    def zarr3(
+        da: xr.DataArray,
+        path: str | Path,
+        chunks: tuple[int, ...],
+        *,
+        overwrite: bool,
+    ) -> None:
         zarr_.write_zarr(
             da,
             path,

@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 import warnings
 import zipfile
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.array as dsa
 import numpy as np
@@ -28,6 +28,10 @@ from .. import engine
 from ..sources import ArraySource, file_identity
 from . import layout
 from .common import choose, is_url, marked_signal, per_dim, source_variable
+
+if TYPE_CHECKING:
+    import zarr
+    from zarr.abc.store import Store
 
 ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
 
@@ -47,7 +51,7 @@ def is_zarr_zip(path: str) -> bool:
         return any(n in ZARR_MARKERS for n in zf.namelist())
 
 
-def open_store(path: str, *, mode: str = "r"):
+def open_store(path: str, *, mode: str = "r") -> Store:
     """The zarr store for a folder, a zip file or a URL (read-only)."""
     import zarr.storage
 
@@ -58,7 +62,7 @@ def open_store(path: str, *, mode: str = "r"):
     return zarr.storage.LocalStore(path, read_only=True)
 
 
-def _root(store, path: str):
+def _root(store: Store, path: str) -> zarr.Group:
     import zarr
 
     try:
@@ -90,12 +94,12 @@ def read_zarr(path: str, variable: str | None, *, token: str) -> xr.Dataset:
 
 
 def _read_xarray(
-    store,
-    root,
+    store: Store,
+    root: zarr.Group,
     path: str,
     variable: str | None,
     token: str,
-    identity: tuple | None,
+    identity: tuple[int, ...] | None,
 ) -> xr.Dataset:
     """Through xarray's zarr backend (coords, attrs, consolidated metadata),
     the chosen variable's data behind a :class:`~xsignal.sources.Source`:
@@ -144,7 +148,7 @@ _CF_VALUE_KEYS = ("scale_factor", "add_offset", "_FillValue", "missing_value")
 # --- writing -----------------------------------------------------------------------
 
 
-def compressors(compression: Any, zarr_format: int) -> tuple:
+def compressors(compression: Any, zarr_format: int) -> tuple[Any, ...]:
     """zarr compressors for ``compression`` ("auto" = zstd), checked up front.
 
     Examples
@@ -159,6 +163,7 @@ def compressors(compression: Any, zarr_format: int) -> tuple:
     if not isinstance(compression, str):
         return (compression,)  # a numcodecs or zarr codec object
     name = compression.lower()
+    table: dict[str, Callable[[], Any]]  # codec factories (numcodecs is untyped)
     if zarr_format == 3:
         from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
@@ -191,7 +196,7 @@ def compressors(compression: Any, zarr_format: int) -> tuple:
 
 def shard_shape(
     da: xr.DataArray,
-    shards: Mapping[Hashable, int] | Sequence[int],
+    shards: Mapping[Any, int] | Sequence[int],
     chunks: tuple[int, ...],
 ) -> tuple[int, ...]:
     """The shard shape from ``shards`` (by dim name or in dim order; dims
@@ -224,7 +229,7 @@ def write_zarr(
     path: str | Path,
     *,
     chunks: tuple[int, ...],
-    compressors: tuple,
+    compressors: tuple[Any, ...],
     shards: tuple[int, ...] | None = None,
     overwrite: bool = False,
 ) -> None:
@@ -263,7 +268,7 @@ def write_zspy(
     path: str | Path,
     *,
     chunks: tuple[int, ...],
-    compressors: tuple,
+    compressors: tuple[Any, ...],
     overwrite: bool = False,
 ) -> None:
     """Write ``da`` (signal dims last) as a HyperSpy ``.zspy`` store (zarr
@@ -275,7 +280,7 @@ def write_zspy(
         os.fspath(path), mode="w" if overwrite else "w-", zarr_format=2
     )
 
-    def put(group, name: str, values: np.ndarray) -> None:
+    def put(group: Any, name: str, values: np.ndarray) -> None:
         group.create_array(name, data=np.asarray(values), compressors=None)
 
     group = layout.write_signal(root, da, put=put, json_attrs=True, file_format="ZSpy")

@@ -133,6 +133,7 @@ def test_a_long_per_pixel_map_says_once_how_to_use_every_core(monkeypatch):
         xsignal.map(da, slow)  # lazy: nothing more is computed
     (hint,) = [w for w in record if "cores" in str(w.message)]
     assert "\n" not in str(hint.message)
+    assert hint.filename == __file__  # the user's line, not xsignal's
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         xsignal.map(da, slow)  # once

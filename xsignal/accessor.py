@@ -162,7 +162,7 @@ class SignalAccessor:
         vectorized: bool = False,
         ragged: bool = False,
         output_dtype: Any = None,
-        output_signal_sizes: Mapping[Hashable, int] | None = None,
+        output_signal_sizes: Mapping[Any, int] | None = None,
         lazy_output: bool | None = None,
         progress: bool | None = None,
         **kwargs: Any,
@@ -184,9 +184,9 @@ class SignalAccessor:
         self,
         func: Callable[..., Any],
         *,
-        chunks: Mapping[Hashable, Any] | None = None,
+        chunks: Mapping[Any, Any] | None = None,
         drop_dims: Sequence[Hashable] = (),
-        new_dims: Mapping[Hashable, int] | None = None,
+        new_dims: Mapping[Any, int] | None = None,
         dtype: Any = None,
         **kwargs: Any,
     ) -> xr.DataArray:
@@ -204,7 +204,7 @@ class SignalAccessor:
     def map_overlap(
         self,
         func: Callable[..., Any],
-        depth: int | Mapping[Hashable, int],
+        depth: int | Mapping[Any, int],
         boundary: Any = "reflect",
         *,
         trim: bool = True,
@@ -526,7 +526,7 @@ class SignalAccessor:
     # --- quick look (issue 11) ------------------------------------------------
     def plot(
         self,
-        pixel: Mapping[Hashable, int] | None = None,
+        pixel: Mapping[Any, int] | None = None,
         navigator: Any = "auto",
         *,
         figure: Any = None,

@@ -22,7 +22,7 @@ from dask.utils import parse_bytes
 from .dims import check_dims, navigation_dims, signal_dims
 from .options import OPTIONS
 
-ChunkSpec = int | str | Mapping[Hashable, Any]
+ChunkSpec = int | str | Mapping[Any, Any]
 
 
 def target_chunk_bytes() -> int:

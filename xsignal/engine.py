@@ -24,6 +24,7 @@ import itertools
 import math
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
@@ -418,10 +419,19 @@ def _pool() -> concurrent.futures.ProcessPoolExecutor:
             methods = multiprocessing.get_all_start_methods()
             method = "forkserver" if "forkserver" in methods else "spawn"
             _POOL = concurrent.futures.ProcessPoolExecutor(
-                max_workers=cores(), mp_context=multiprocessing.get_context(method)
+                max_workers=cores(),
+                mp_context=multiprocessing.get_context(method),
+                initializer=_ignore_interrupts,
             )
             _POOL_PID = os.getpid()
         return _POOL
+
+
+def _ignore_interrupts() -> None:
+    """In a worker: Ctrl-C (or a notebook's interrupt, sent to the whole
+    process group) is the caller's to handle; the workers stop when it
+    shuts the pool down, without a traceback each."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class ProcessRoute:

@@ -16,9 +16,12 @@ names with dims given by name and a DataArray result.
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import re
+import sys
 import time
+import types
 import uuid
 import warnings
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -664,8 +667,19 @@ def _say_how_to_use_every_core(func: Callable[..., Any], seconds: float) -> None
         "xsignal.set_options(map_processes=True) in a script with an "
         "'if __name__ == \"__main__\":' guard, or use a dask.distributed Client",
         UserWarning,
-        stacklevel=3,
+        stacklevel=_outside_xsignal(),
     )
+
+
+def _outside_xsignal() -> int:
+    """The ``stacklevel`` of the first caller outside the xsignal package,
+    for warnings that should point at the user's line."""
+    package = os.path.dirname(__file__)
+    frame: types.FrameType | None = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _aligned(value: xr.DataArray, nav_chunks: tuple[tuple[int, ...], ...]) -> Any:

@@ -297,7 +297,7 @@ class SignalPlot:
 
 
 def _start_pixel(
-    da: xr.DataArray, pixel: Mapping[Hashable, int] | None
+    da: xr.DataArray, pixel: Mapping[Any, int] | None
 ) -> dict[Hashable, int]:
     nav = navigation_dims(da)
     out = {d: 0 for d in nav}
@@ -348,7 +348,7 @@ def _navigator(
 
 def plot(
     da: xr.DataArray,
-    pixel: Mapping[Hashable, int] | None = None,
+    pixel: Mapping[Any, int] | None = None,
     navigator: Any = "auto",
     *,
     figure: Any = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -13,7 +14,7 @@ __all__ = ["rebin"]
 
 
 def _check_factors(
-    da: xr.DataArray, factors: Mapping[Hashable, int], trim: bool
+    da: xr.DataArray, factors: Mapping[Any, int], trim: bool
 ) -> dict[Hashable, int]:
     if not isinstance(factors, Mapping):
         raise TypeError(
@@ -60,7 +61,7 @@ def _align_chunks(da: xr.DataArray, factors: dict[Hashable, int]) -> xr.DataArra
 
 
 def rebin(
-    da: xr.DataArray, factors: Mapping[Hashable, int], *, trim: bool = False
+    da: xr.DataArray, factors: Mapping[Any, int], *, trim: bool = False
 ) -> xr.DataArray:
     """Bin ``da`` by integer factors, summing the values of each bin.
 

@@ -119,7 +119,7 @@ def spectrum_image(
     rank: int = 4,
     seed: int = 0,
     noise: str | None = "poisson",
-    chunks: Mapping[Hashable, Any] | str | Literal[True] | None = None,
+    chunks: Mapping[Any, Any] | str | Literal[True] | None = None,
     *,
     scale: float = 100.0,
     dtype: Any = "float32",

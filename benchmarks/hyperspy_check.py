@@ -22,7 +22,7 @@ import xarray as xr
 
 import xsignal
 from benchmarks.common import Context, run_hyperspy
-from xsignal.io.layout import hyperspy_axes, hyperspy_order
+from xsignal.io.hyperspy import hyperspy_axes, hyperspy_order
 
 HS_LOAD = """
 import zarr

@@ -1,5 +1,5 @@
 """HyperSpy ``.hspy`` files (HDF5): reading and writing. The layout itself,
-shared with ``.zspy`` stores, is in :mod:`xsignal.io.layout`; the
+shared with ``.zspy`` stores, is in :mod:`xsignal.io.hyperspy`; the
 ``engine="hspy"`` xarray backend in :mod:`xsignal.io.backend`."""
 
 from __future__ import annotations
@@ -10,19 +10,19 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from . import layout
+from . import hyperspy
 from .common import source_for
 from .hdf5_write import compression_encoding, fill, new_hdf5
 
 
 def is_hspy(handle: Any) -> bool:
     """True for a HyperSpy file (any format version)."""
-    return layout.is_hyperspy(handle)
+    return hyperspy.is_hyperspy(handle)
 
 
 def read_hspy(handle: Any, variable: str | None, *, token: str) -> xr.Dataset:
     """One signal of an open ``.hspy`` file as a lazily indexed Dataset."""
-    ds = layout.read_signal(
+    ds = hyperspy.read_signal(
         handle,
         variable,
         handle.filename,
@@ -42,9 +42,9 @@ def write_hspy(
         group.create_dataset(name, data=values)
 
     options = compression_encoding(compression) if da.ndim else {}
-    layout.check_writable(da, ".hspy")
+    hyperspy.check_writable(da, ".hspy")
     with new_hdf5(path) as f:
-        group = layout.write_signal(f, da, put=put, json_attrs=False)
+        group = hyperspy.write_signal(f, da, put=put, json_attrs=False)
         dset = group.create_dataset(
             "data",
             shape=da.shape,

@@ -5,7 +5,7 @@
 rosettasciio's readers give, per signal, a dict of ``data`` (a dask array
 with ``lazy=True`` where the reader can), ``axes`` (HyperSpy's axis dicts),
 ``metadata`` and ``original_metadata``. The axes become coordinates and
-the signal marking as for ``.hspy`` files (:mod:`xsignal.io.layout`), the
+the signal marking as for ``.hspy`` files (:mod:`xsignal.io.hyperspy`), the
 metadata trees attrs.
 """
 
@@ -32,7 +32,7 @@ from ..sources import (
     mark_closed,
     register_closer,
 )
-from . import layout
+from . import hyperspy
 from .common import ANONYMOUS, source_variable
 
 EXTRA = 'pip install "xsignal[formats]"'
@@ -225,11 +225,11 @@ def read_rosetta(path: str, variable: str | None, *, token: str) -> xr.Dataset:
         where = axis.get("index_in_array", i)
         if where is not None and where < len(shape):
             axes[where] = axis
-    dims, coords, sig = layout.axes_coords(axes, shape, path)
+    dims, coords, sig = hyperspy.axes_coords(axes, shape, path)
     if sig is None:
         sig = list(dims[-1:])
-    attrs = layout.metadata_attrs(
-        layout.jsonable(signal.get("metadata", {}) or {}),
+    attrs = hyperspy.metadata_attrs(
+        hyperspy.jsonable(signal.get("metadata", {}) or {}),
         _safe_tree(signal.get("original_metadata", {}) or {}),
     )
     attrs[SIGNAL_DIMS_ATTR] = encode_signal_dims(sig)
@@ -260,4 +260,4 @@ def _safe_tree(tree: Any) -> Any:
         return f"<{tree.dtype} array of shape {tree.shape}>"
     if isinstance(tree, list | tuple) and len(tree) > 10_000:
         return f"<list of {len(tree)} items>"
-    return layout.jsonable(tree)
+    return hyperspy.jsonable(tree)

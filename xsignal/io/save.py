@@ -33,7 +33,7 @@ from . import atomic, zarr_
 from .common import is_url, per_dim
 from .hdf5_write import compression_encoding
 from .hspy import write_hspy
-from .layout import hyperspy_order
+from .hyperspy import hyperspy_order
 from .netcdf import write_netcdf
 
 DEFAULT_CHUNK_BYTES = 4 * 2**20

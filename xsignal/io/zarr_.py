@@ -5,7 +5,7 @@ A store is a local folder, a zip file, or an fsspec URL (``http://``,
 ``s3://``, ``memory://``...). Reading is lazy, one dask task per stored
 chunk. Plain stores go through xarray's zarr backend (coords, attrs, CF
 decoding, consolidated metadata); HyperSpy stores through
-:mod:`xsignal.io.layout`, as ``.hspy`` files. Writing goes through zarr
+:mod:`xsignal.io.hyperspy`, as ``.hspy`` files. Writing goes through zarr
 itself: every chunk is written by the dask task that computes it, so on a
 ``dask.distributed`` cluster the workers write their own chunks and no
 data passes through the calling process.
@@ -26,7 +26,7 @@ import xarray as xr
 
 from .. import engine
 from ..sources import ArraySource, file_identity
-from . import layout
+from . import hyperspy
 from .common import choose, is_url, marked_signal, per_dim, source_variable
 
 if TYPE_CHECKING:
@@ -78,8 +78,8 @@ def read_zarr(path: str, variable: str | None, *, token: str) -> xr.Dataset:
     store = open_store(path)
     root = _root(store, path)
     version = f"zarr format {root.metadata.zarr_format}"
-    if layout.is_hyperspy(root):
-        ds = layout.read_signal(
+    if hyperspy.is_hyperspy(root):
+        ds = hyperspy.read_signal(
             root,
             variable,
             path,
@@ -275,7 +275,7 @@ def write_zspy(
     format 2)."""
     import zarr
 
-    layout.check_writable(da, ".zspy")
+    hyperspy.check_writable(da, ".zspy")
     root = zarr.open_group(
         os.fspath(path), mode="w" if overwrite else "w-", zarr_format=2
     )
@@ -283,7 +283,9 @@ def write_zspy(
     def put(group: Any, name: str, values: np.ndarray) -> None:
         group.create_array(name, data=np.asarray(values), compressors=None)
 
-    group = layout.write_signal(root, da, put=put, json_attrs=True, file_format="ZSpy")
+    group = hyperspy.write_signal(
+        root, da, put=put, json_attrs=True, file_format="ZSpy"
+    )
     array = group.create_array(
         "data",
         shape=da.shape,

@@ -130,3 +130,33 @@ def test_empty_navigation_dims_are_chunked_without_error():
     da = make((0, 3, 16))
     assert da.signal.as_lazy().chunks == ((0,), (3,), (16,))
     assert list(da.signal.blocks()) == []
+
+
+@pytest.mark.parametrize(
+    ("chunks", "match"),
+    [
+        ({"z": 2}, "chunks names 'z', which is not a dim"),
+        ((2, 2), "has 2 entries but the array has 3 dims"),
+        ({"y": 0}, "chunks for 'y' must be a positive int, -1, None"),
+        ({"y": True}, "chunks for 'y' must be"),
+        (1.5, "chunks must be None"),
+    ],
+)
+def test_open_and_save_read_chunks_the_same_way(tmp_path, chunks, match):
+    """One parser: the same spec means the same, and fails the same, in
+    xsignal.open and xsignal.save."""
+    da = make()
+    xsignal.save(da, tmp_path / "a.nc")
+    with pytest.raises(ValueError, match=match):
+        xsignal.open(tmp_path / "a.nc", chunks=chunks)
+    with pytest.raises(ValueError, match=match):
+        xsignal.save(da, tmp_path / "b.nc", chunks=chunks)
+    assert not (tmp_path / "b.nc").exists()
+
+
+def test_open_and_save_take_whole_dims_and_names_alike(tmp_path):
+    da = make()
+    xsignal.save(da, tmp_path / "a.nc", chunks={"y": 4, "x": None})
+    opened = xsignal.open(tmp_path / "a.nc")
+    assert opened.chunks == xsignal.open(tmp_path / "a.nc", chunks=(4, -1, -1)).chunks
+    assert opened.chunks[1] == (da.sizes["x"],)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import dask
@@ -23,6 +23,89 @@ from .dims import check_dims, navigation_dims, signal_dims
 from .options import OPTIONS
 
 ChunkSpec = int | str | Mapping[Any, Any]
+
+WHOLE = -1  # a chunk length meaning the whole dim
+
+
+def per_dim(
+    dims: Sequence[Hashable],
+    spec: Any,
+    *,
+    default: Sequence[Any],
+    what: str = "chunks",
+    auto: bool = False,
+) -> list[Any]:
+    """The one reading of a chunk spec (open, save, shards): a list in dim
+    order.
+
+    ``None`` or ``{}``: ``default``. One int, or ``"auto"`` where
+    ``auto``: for every dim. A dict by dim name (dims not named:
+    ``default``) or a sequence in dim order. Each given entry is a positive
+    int, ``-1`` or ``None`` (the whole dim, returned as ``-1``), or
+    ``"auto"`` where ``auto``.
+
+    Raises
+    ------
+    ValueError
+        Naming ``what``: a dim the array does not have, a sequence of
+        another length, or an entry of another kind.
+
+    Examples
+    --------
+    >>> per_dim(("y", "x", "e"), {"y": 4}, default=[8, 8, 64])
+    [4, 8, 64]
+    >>> per_dim(("y", "x"), (2, None), default=[1, 1])
+    [2, -1]
+    >>> per_dim(("y", "x"), {"z": 2}, default=[1, 1])
+    Traceback (most recent call last):
+    ...
+    ValueError: chunks names 'z', which is not a dim of this array; its dims ...
+    """
+    dims = tuple(dims)
+    if spec is None or (isinstance(spec, Mapping) and not spec):
+        return list(default)
+    if isinstance(spec, str) or _is_int(spec):
+        given = dict.fromkeys(dims, spec)
+    elif isinstance(spec, Mapping):
+        unknown = [d for d in spec if d not in dims]
+        if unknown:
+            raise ValueError(
+                f"{what} names {unknown[0]!r}, which is not a dim of this array; "
+                f"its dims are {dims}"
+            )
+        given = dict(spec)
+    elif isinstance(spec, Sequence):
+        if len(spec) != len(dims):
+            raise ValueError(
+                f"{what} {tuple(spec)} has {len(spec)} entries but the array has "
+                f"{len(dims)} dims {dims}"
+            )
+        given = dict(zip(dims, spec))
+    else:
+        kinds = "None, 'auto', " if auto else "None, "
+        raise ValueError(
+            f"{what} must be {kinds}an int, a dict by dim name or a tuple in dim "
+            f"order, not {spec!r}"
+        )
+    return [
+        _entry(given[d], d, what, auto) if d in given else dflt
+        for d, dflt in zip(dims, default)
+    ]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _entry(value: Any, dim: Hashable, what: str, auto: bool) -> Any:
+    if value is None or (_is_int(value) and value == WHOLE):
+        return WHOLE
+    if _is_int(value) and value > 0:
+        return int(value)
+    if auto and value == "auto":
+        return value
+    kinds = "a positive int, -1, None" + (" or 'auto'" if auto else "")
+    raise ValueError(f"{what} for {dim!r} must be {kinds}, not {value!r}")
 
 
 def target_chunk_bytes() -> int:

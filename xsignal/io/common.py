@@ -5,7 +5,7 @@ dask chunks to read it with (one task per stored chunk)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,15 +14,14 @@ from dask.array.core import normalize_chunks
 from xarray.backends import BackendArray
 from xarray.core import indexing
 
-from ..chunks import navigation_chunks, target_chunk_bytes
-from ..dims import SIGNAL_DIMS_ATTR, Dims, check_dims, signal_dims
+from ..chunks import WHOLE, navigation_chunks, per_dim, target_chunk_bytes
+from ..dims import SIGNAL_DIMS_ATTR, Dims, signal_dims
 from ..sources import Source, file_identity
 from .h5source import H5Source, open_source_handle
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # the name xarray gives an unnamed DataArray's variable in a file
 ANONYMOUS = "__xarray_dataarray_variable__"
-_BAD_CHUNKS = "chunks must be None, 'auto', a dict or a tuple, not {!r}"
 
 
 def is_hdf5(path: str) -> bool:
@@ -196,27 +195,6 @@ def is_url(path: Any) -> bool:
     return isinstance(path, str) and "://" in path
 
 
-def per_dim(
-    da: xr.DataArray,
-    spec: Mapping[Hashable, Any] | Sequence[Any],
-    what: str,
-    default: Sequence[Any],
-) -> list[Any]:
-    """``spec`` (a dict by dim name, dims left out ``default``, or a sequence
-    in dim order) as a list in dim order; unknown dims or a wrong length
-    raise ``ValueError`` naming ``what``."""
-    if isinstance(spec, Mapping):
-        check_dims(da, spec, f"{what} dim")
-        return [spec.get(d, dflt) for d, dflt in zip(da.dims, default)]
-    out = list(spec)
-    if len(out) != da.ndim:
-        raise ValueError(
-            f"{what} {tuple(out)} has {len(out)} entries but the array has "
-            f"{da.ndim} dims {da.dims}"
-        )
-    return out
-
-
 def source_for(handle: Any, name: str, token: str) -> H5Source:
     """A :class:`H5Source` for dataset ``name`` of the open ``handle``.
 
@@ -242,16 +220,6 @@ def source_for(handle: Any, name: str, token: str) -> H5Source:
     )
     open_source_handle(src, handle)
     return src
-
-
-def _dim_chunk(spec: Any, size: int, disk: int) -> Any:
-    if spec is None or spec == -1:
-        return size
-    if isinstance(spec, str) and spec != "auto":
-        raise ValueError(f"a chunk must be an int, -1, None or 'auto', not {spec!r}")
-    if isinstance(spec, bool) or (isinstance(spec, int | np.integer) and not spec > 0):
-        raise ValueError(f"a chunk length must be a positive int, not {spec!r}")
-    return spec
 
 
 def dask_chunks(
@@ -281,36 +249,12 @@ def dask_chunks(
     disk_chunks = tuple(
         max(1, min(c, n)) if n else 1 for c, n in zip(disk_chunks, shape)
     )
-    if chunks is None or (isinstance(chunks, Mapping) and not chunks):
-        spec: Any = disk_chunks
-    elif isinstance(chunks, int | np.integer) and not isinstance(chunks, bool):
-        spec = tuple(_dim_chunk(chunks, n, c) for n, c in zip(shape, disk_chunks))
-    elif isinstance(chunks, str):
-        if chunks != "auto":
-            raise ValueError(_BAD_CHUNKS.format(chunks))
-        spec = "auto"
-    elif isinstance(chunks, Mapping):
-        unknown = [d for d in chunks if d not in dims]
-        if unknown:
-            raise ValueError(
-                f"chunks names {unknown[0]!r}, which is not a dim of this "
-                f"array; its dims are {tuple(dims)}"
-            )
-        spec = tuple(
-            _dim_chunk(chunks[d], n, c) if d in chunks else c
-            for d, n, c in zip(dims, shape, disk_chunks)
-        )
-    elif isinstance(chunks, Sequence):
-        if len(chunks) != len(shape):
-            raise ValueError(
-                f"chunks {tuple(chunks)} has {len(chunks)} entries but the array "
-                f"has {len(shape)} dims {tuple(dims)}"
-            )
-        spec = tuple(_dim_chunk(c, n, d) for c, n, d in zip(chunks, shape, disk_chunks))
-    else:
-        raise ValueError(_BAD_CHUNKS.format(chunks))
+    spec = [
+        n if c == WHOLE else c
+        for c, n in zip(per_dim(dims, chunks, default=disk_chunks, auto=True), shape)
+    ]
     out: tuple[tuple[int, ...], ...] = normalize_chunks(
-        spec, shape, dtype=dtype, previous_chunks=disk_chunks
+        tuple(spec), shape, dtype=dtype, previous_chunks=disk_chunks
     )
     return out
 

@@ -22,7 +22,7 @@ import numpy as np
 import xarray as xr
 
 from .. import engine
-from ..chunks import navigation_chunks
+from ..chunks import WHOLE, navigation_chunks, per_dim
 from ..dims import (
     SIGNAL_DIMS_ATTR,
     encode_signal_dims,
@@ -30,7 +30,7 @@ from ..dims import (
     signal_dims,
 )
 from . import atomic, zarr_
-from .common import is_url, per_dim
+from .common import is_url
 from .hdf5_write import compression_encoding
 from .hspy import write_hspy
 from .hyperspy import hyperspy_order
@@ -135,18 +135,11 @@ def save_chunks(
     """
     shape = dict(da.sizes)
     if chunks is not None:
-        spec = per_dim(da, chunks, "chunks", [-1] * da.ndim)
-        out: list[int] = []
-        for d, c in zip(da.dims, spec):
-            if c is None or c == -1:
-                c = shape[d]
-            if isinstance(c, bool) or not isinstance(c, int | np.integer) or c < 1:
-                raise ValueError(
-                    f"chunk length for {d!r} must be a positive int, -1 or None, "
-                    f"not {c!r}"
-                )
-            out.append(int(min(c, shape[d])) or 1)
-        return tuple(out)
+        spec = per_dim(da.dims, chunks, default=[WHOLE] * da.ndim)
+        return tuple(
+            max(1, shape[d] if c == WHOLE else min(c, shape[d]))
+            for d, c in zip(da.dims, spec)
+        )
     if da.chunks is not None:
         largest = tuple(max(max(c), 1) if c else 1 for c in da.chunks)
         irregular = [

@@ -25,9 +25,10 @@ import numpy as np
 import xarray as xr
 
 from .. import engine
+from ..chunks import WHOLE, per_dim
 from ..sources import ArraySource, file_identity
 from . import hyperspy
-from .common import choose, is_url, marked_signal, per_dim, source_variable
+from .common import choose, is_url, marked_signal, source_variable
 
 if TYPE_CHECKING:
     import zarr
@@ -202,17 +203,11 @@ def shard_shape(
     """The shard shape from ``shards`` (by dim name or in dim order; dims
     left out: one chunk), checked to be whole multiples of the chunks."""
 
-    spec = per_dim(da, shards, "shards", chunks)
-    out = []
-    for d, s, c, n in zip(da.dims, spec, chunks, da.shape):
-        s = n if s in (None, -1) else s
-        if isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 1:
-            raise ValueError(
-                f"shard length for {d!r} must be a positive int, not {s!r}"
-            )
-        s = -(-min(int(s), max(n, 1)) // c) * c  # whole chunks
-        out.append(s)
-    return tuple(out)
+    spec = per_dim(da.dims, shards, default=chunks, what="shards")
+    return tuple(
+        -(-min(n if s == WHOLE else s, max(n, 1)) // c) * c  # whole chunks
+        for s, c, n in zip(spec, chunks, da.shape)
+    )
 
 
 def _aligned_data(da: xr.DataArray, step: tuple[int, ...]) -> xr.DataArray:

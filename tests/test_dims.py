@@ -162,3 +162,16 @@ def test_accessor_keeps_no_state():
     first = da.signal
     da.attrs["signal_dims"] = '["x", "energy"]'
     assert first.signal_dims == ("x", "energy")
+
+
+def test_html_repr_shows_the_split_sizes_chunks_and_units():
+    da = xr.DataArray(
+        np.zeros((4, 5, 8), "f4"),
+        dims=("y", "x", "energy"),
+        coords={"energy": ("energy", np.arange(8.0), {"units": "eV"})},
+    ).chunk({"y": 2})
+    html = da.signal._repr_html_()
+    assert html.index(">navigation</th>") < html.index(">signal</th>")
+    assert "<td>y</td><td>4</td><td>2</td>" in html
+    assert "<td>energy</td><td>8</td><td>8</td><td>eV</td>" in html
+    assert "&lt;Signal1D lazy float32" in html

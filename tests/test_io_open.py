@@ -157,6 +157,12 @@ def test_stack_true_reads_nothing_and_stacks_along_a_leading_dim(tmp_path, opene
     for i, p in enumerate(paths):
         one = xsignal.open(p, lazy=False)
         np.testing.assert_array_equal(st[i].values, one.values)
+    # which file is which: the stack dim's coordinate, and the titles
+    assert list(st["scan"].values) == [str(p) for p in paths]
+    np.testing.assert_array_equal(
+        st.sel(scan=str(paths[1])).values, xsignal.open(paths[1], lazy=False).values
+    )
+    assert st["title"].dims == ("scan",)
 
 
 def test_stack_mismatch_names_the_first_offending_file(tmp_path):

@@ -49,6 +49,9 @@ class SignalAccessor:
     def __repr__(self) -> str:
         return _dims.describe(self._da)
 
+    def _repr_html_(self) -> str:
+        return _dims.describe_html(self._da)
+
     # --- dimensions ---------------------------------------------------------
     @property
     def signal_dims(self) -> tuple[Hashable, ...]:

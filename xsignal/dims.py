@@ -9,6 +9,7 @@ squeezing a signal dim simply drops it from the marking.
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from collections.abc import Hashable, Iterable, Sequence
@@ -218,3 +219,39 @@ def describe(da: xr.DataArray) -> str:
 
         text += f", chunks ({first(nav)} | {first(sig)})"
     return text + ">"
+
+
+def describe_html(da: xr.DataArray) -> str:
+    """:func:`describe` as an HTML table for notebooks: one row per dim, the
+    navigation dims, then the signal dims, with sizes, chunks and units.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xsignal
+    >>> da = xr.DataArray(np.zeros((4, 8), "f4"), dims=("x", "energy"))
+    >>> html = xsignal.dims.describe_html(da.chunk({"x": 2}))
+    >>> ">navigation</th>" in html and "<td>energy</td>" in html
+    True
+    """
+    _check_dataarray(da)
+    chunks = dict(zip(da.dims, da.chunks)) if da.chunks is not None else {}
+
+    def rows(kind: str, names: Dims) -> str:
+        out = ""
+        for i, d in enumerate(names):
+            units = da[d].attrs.get("units", "") if d in da.coords else ""
+            chunk = str(max(chunks[d])) if d in chunks else ""
+            head = f'<th rowspan="{len(names)}">{kind}</th>' if i == 0 else ""
+            out += (
+                f"<tr>{head}<td>{html.escape(str(d))}</td><td>{da.sizes[d]}</td>"
+                f"<td>{chunk}</td><td>{html.escape(str(units))}</td></tr>"
+            )
+        return out
+
+    title = html.escape(describe(da))
+    return (
+        f"<div><code>{title}</code><table>"
+        "<tr><th></th><th>dim</th><th>size</th><th>chunk</th><th>units</th></tr>"
+        f"{rows('navigation', navigation_dims(da))}{rows('signal', signal_dims(da))}"
+        "</table></div>"
+    )

@@ -175,7 +175,8 @@ def open(  # noqa: A001  (xsignal.open mirrors xarray's open_* family)
         (dims left out keep the on-disk chunks) or a tuple in dim order.
     stack : bool
         With several files, stack them lazily along a new leading
-        navigation dim ``dim`` (see :func:`xsignal.stack`).
+        navigation dim ``dim`` (see :func:`xsignal.stack`), whose coordinate
+        holds the file names (and a ``title`` coordinate their titles).
     dim : str
         Name of the stacking dim.
     variable : str, optional
@@ -235,5 +236,13 @@ def open(  # noqa: A001  (xsignal.open mirrors xarray's open_* family)
         for f in files
     ]
     if stack:
-        return _stack(opened, dim=dim, names=files)
+        # which file is which (HyperSpy's stack_elements): a coordinate of
+        # the file names, and of their titles where they have them
+        stacked = _stack(opened, dim=dim, names=files).assign_coords(
+            {dim: [os.fspath(f) for f in files]}
+        )
+        titles = [o.attrs.get("title") for o in opened]
+        if any(titles):
+            stacked = stacked.assign_coords(title=(dim, [t or "" for t in titles]))
+        return stacked
     return opened if several else opened[0]

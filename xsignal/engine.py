@@ -294,14 +294,26 @@ def on_workers(fn: Callable[..., Any], *args: Any) -> None:
 
 def wait_until_idle(timeout: float) -> None:
     """On a client, wait (up to ``timeout`` seconds) until no task runs:
-    after a failure, tasks still running elsewhere may write for a while."""
+    after a failure, tasks still running elsewhere may write for a while.
+    The workers are asked too: a task the scheduler has already released
+    (its compute failed) runs on until it returns."""
     on = client()
     if on is None:
         return
     deadline = time.monotonic() + timeout
     with contextlib.suppress(Exception):  # a cluster gone: no task runs
-        while any(on.processing().values()) and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            if not any(on.processing().values()) and not any(
+                on.run(_running_tasks).values()
+            ):
+                return
             time.sleep(0.05)
+
+
+def _running_tasks(dask_worker: Any) -> int:
+    """On a worker: the tasks it is running, released ones included."""
+    state = dask_worker.state
+    return len(state.executing) + len(state.long_running)
 
 
 def write_lock(name: str) -> Any:

@@ -280,3 +280,33 @@ def test_a_functional_axis_that_explodes_is_refused_quickly(tmp_path, opened):
         da = xsignal.open(path)
     opened.append(da)
     assert "e" not in da.coords
+
+
+@pytest.mark.parametrize("name", ["nav.hspy", "nav.zspy"])
+@pytest.mark.parametrize("dims", [("y", "x"), ("x",), ("t", "y", "x")])
+def test_results_without_signal_dims_are_images_for_hyperspy(tmp_path, name, dims):
+    """A navigator, a virtual image or a map of scalars: HyperSpy (here
+    rosettasciio's own reader) gets the image of its last two dims (a
+    spectrum for one), xsignal reads back the array with no signal dims."""
+    from rsciio.hspy import file_reader as read_hspy
+    from rsciio.zspy import file_reader as read_zspy
+
+    rng = np.random.default_rng(0)
+    shape = {"t": 2, "y": 4, "x": 3}
+    si = xr.DataArray(
+        rng.random((*(shape[d] for d in dims), 8)).astype("f4"),
+        dims=(*dims, "energy"),
+        coords={d: np.arange(shape[d]) * 0.5 for d in dims},
+        attrs={"title": "scan"},
+    )
+    image = si.signal.navigator()
+    assert image.signal.signal_dims == ()
+    xsignal.save(image, tmp_path / name)
+    back = xsignal.open(tmp_path / name, lazy=False)
+    xr.testing.assert_identical(back, image)
+    read = read_hspy if name.endswith(".hspy") else read_zspy
+    (signal,) = read(str(tmp_path / name))
+    flags = [axis["navigate"] for axis in signal["axes"]]
+    n_signal = min(2, len(dims))
+    assert flags == [True] * (len(dims) - n_signal) + [False] * n_signal
+    np.testing.assert_allclose(signal["data"], image.values)

@@ -366,7 +366,9 @@ def read_layout(
     dims, coords, sig = axes_coords(axes, tuple(data.shape), where)
     attrs = _tree_attrs(group)
     apply_coord_hints(coords, attrs)
-    if sig is None:  # no navigate flags (old files): record_by, else the last dim
+    if attrs.pop("_no_signal_dims", False):  # written by xsignal as an image
+        sig = []
+    elif sig is None:  # no navigate flags (old files): record_by, else the last dim
         record_by = json.loads(attrs.get("metadata", "{}")).get("Signal", {})
         record_by = record_by.get("record_by") if isinstance(record_by, dict) else None
         sig = list(dims[-2:] if record_by == "image" else dims[-1:])
@@ -560,7 +562,15 @@ def write_signal(
     attributes.attrs["_lazy"] = False
     attributes.attrs["ragged"] = False
     hints: dict[str, Any] = {}
-    for i, axis in enumerate(hyperspy_axes(da)):
+    axes = hyperspy_axes(da)
+    if not signal_dims(da) and da.ndim:
+        # a navigator, a virtual image, a map of scalars: HyperSpy users
+        # expect the image (or spectrum) of its last two dims (one dim), not
+        # a navigation-only signal; xsignal reads back no signal dims
+        for axis in axes[-2:]:
+            axis["navigate"] = False
+        hints["_no_signal_dims"] = True
+    for i, axis in enumerate(axes):
         sub = group.create_group(f"axis-{i}")
         if "exact" in axis:
             exact = axis.pop("exact")

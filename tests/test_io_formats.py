@@ -470,3 +470,18 @@ def test_overwriting_keeps_the_files_permissions(tmp_path, name):
     os.chmod(tmp_path / name, 0o640)
     xsignal.save(make("float32", False) * 2, tmp_path / name, overwrite=True)
     assert (tmp_path / name).stat().st_mode & 0o777 == 0o640
+
+
+def test_netcdf_and_zarr_of_several_variables_open_as_trees(tmp_path):
+    a = xr.DataArray(np.arange(24.0).reshape(2, 3, 4), dims=("y", "x", "e"))
+    b = xr.DataArray(np.ones((2, 5), "f4"), dims=("y", "k"))
+    ds = xr.Dataset({"a": a, "b": b})
+    ds.to_netcdf(tmp_path / "two.nc", engine="h5netcdf")
+    ds.to_zarr(tmp_path / "two.zarr", zarr_format=3, consolidated=False)
+    for name in ("two.nc", "two.zarr"):
+        tree = xr.open_datatree(tmp_path / name, engine="xsignal", chunks={})
+        assert set(tree.children) == {"a", "b"}
+        xr.testing.assert_identical(tree["a"]["a"].compute(), a.rename("a"))
+        xr.testing.assert_identical(tree["b"]["b"].compute(), b.rename("b"))
+        assert tree["b"]["b"].chunks == ((2,), (5,))
+        tree.close()

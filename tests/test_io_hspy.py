@@ -310,3 +310,33 @@ def test_results_without_signal_dims_are_images_for_hyperspy(tmp_path, name, dim
     n_signal = min(2, len(dims))
     assert flags == [True] * (len(dims) - n_signal) + [False] * n_signal
     np.testing.assert_allclose(signal["data"], image.values)
+
+
+def test_a_file_of_several_signals_opens_as_a_tree(tmp_path):
+    """xr.open_datatree(engine="xsignal"): one node per signal, each as
+    xsignal.open(variable=...) gives it; a file of one signal is the root."""
+    path = tmp_path / "a.hspy"
+    write_hspy(
+        path,
+        np.zeros((2, 3)),
+        [uniform("x", 2, True), uniform("e", 3, False)],
+        title="first",
+    )
+    with h5py.File(path, "a") as f:
+        f.copy("Experiments/first", "Experiments/second")
+        f["Experiments/second/data"][...] = 1
+    tree = xr.open_datatree(path, engine="xsignal", chunks={})
+    assert set(tree.children) == {"first", "second"}
+    for name in ("first", "second"):
+        node = tree[name].to_dataset()
+        (var,) = node.data_vars.values()
+        alone = xsignal.open(path, variable=name)
+        assert var.chunks == alone.chunks
+        xr.testing.assert_identical(var.compute(), alone.compute())
+        xsignal.close_file(alone)
+    assert float(tree["second"].to_dataset().to_dataarray().sum()) == 6.0
+    tree.close()
+    xsignal.save(xsignal.open(path, variable="first", lazy=False), tmp_path / "b.hspy")
+    single = xr.open_datatree(tmp_path / "b.hspy", engine="xsignal")
+    assert not single.children and len(single.data_vars) == 1
+    single.close()

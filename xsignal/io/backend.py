@@ -29,7 +29,7 @@ import xarray as xr
 from xarray.backends import BackendEntrypoint
 
 from ..sources import close_tokens
-from .common import is_hdf5, is_url, open_h5
+from .common import SeveralSignals, is_hdf5, is_url, open_h5
 from .h5source import DAMAGE_ERRORS, damaged
 
 # what rosettasciio reads, for the error when it is not installed
@@ -87,6 +87,48 @@ class FileBackend(BackendEntrypoint):
             var.encoding["xsignal_token"] = token  # names its dask layers
         ds.set_close(lambda: close_tokens([token]))
         return ds
+
+    def open_groups_as_dict(
+        self,
+        filename_or_obj: Any,
+        *,
+        drop_variables: str | Iterable[str] | None = None,
+        allow_external: bool = False,
+    ) -> dict[str, xr.Dataset]:
+        """Every signal of the file, one group each (``"/"`` alone for a
+        file of one signal), for ``xr.open_groups``/``xr.open_datatree``."""
+
+        def one(variable: str | None) -> xr.Dataset:
+            return self.open_dataset(
+                filename_or_obj,
+                drop_variables=drop_variables,
+                variable=variable,
+                allow_external=allow_external,
+            )
+
+        try:
+            return {"/": one(None)}
+        except SeveralSignals as several:
+            groups = {"/": xr.Dataset()}
+            for name in several.names:
+                groups["/" + name.strip("/").replace("/", "_")] = one(name)
+            return groups
+
+    def open_datatree(
+        self,
+        filename_or_obj: Any,
+        *,
+        drop_variables: str | Iterable[str] | None = None,
+        allow_external: bool = False,
+    ) -> xr.DataTree:
+        """A file holding several signals as a tree, one node each (see
+        :meth:`open_groups_as_dict`)."""
+        groups = self.open_groups_as_dict(
+            filename_or_obj,
+            drop_variables=drop_variables,
+            allow_external=allow_external,
+        )
+        return xr.DataTree.from_dict(groups)
 
     def read(
         self, path: str, variable: str | None, token: str, allow_external: bool

@@ -116,6 +116,15 @@ def check_no_external(handle: Any, path: str) -> None:
         raise ValueError(f"{path}: {problem}; {ALLOW_EXTERNAL_HINT}")
 
 
+class SeveralSignals(ValueError):
+    """A file holds several signals and none was chosen; ``names`` lists
+    them, each a valid ``variable=`` (``xr.open_datatree`` opens them all)."""
+
+    def __init__(self, message: str, names: Sequence[str]) -> None:
+        super().__init__(message)
+        self.names = list(names)
+
+
 # what h5py's messages say, and what to tell the user
 def choose(
     names: Sequence[str],
@@ -138,8 +147,9 @@ def choose(
         if not names:
             raise ValueError(f"{where} has no {what}")
         if len(names) > 1:
-            raise ValueError(
-                f"{where} has several {what} {names}; pass variable= to choose one"
+            raise SeveralSignals(
+                f"{where} has several {what} {names}; pass variable= to choose one",
+                names,
             )
         return names[0]
     key = variable.strip("/")

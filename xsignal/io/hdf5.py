@@ -6,7 +6,7 @@ from typing import Any
 
 import xarray as xr
 
-from .common import clean_attr, source_for, source_variable
+from .common import SeveralSignals, clean_attr, source_for, source_variable
 
 
 def datasets(handle: Any) -> list[str]:
@@ -39,9 +39,10 @@ def read_hdf5(handle: Any, variable: str | None, *, token: str) -> xr.Dataset:
             raise ValueError(f"{path} holds no HDF5 dataset")
         if len(found) > 1:
             shown = found if len(found) <= 10 else [*found[:10], "..."]
-            raise ValueError(
+            raise SeveralSignals(
                 f"{path} holds several datasets {shown}; pass variable= "
-                f"(e.g. variable={found[0]!r}) to choose one"
+                f"(e.g. variable={found[0]!r}) to choose one",
+                ["/" + name.lstrip("/") for name in found],
             )
         variable = found[0]
     key = "/" + variable.lstrip("/")

@@ -33,7 +33,7 @@ from ..sources import (
     register_closer,
 )
 from . import hyperspy
-from .common import ANONYMOUS, source_variable
+from .common import ANONYMOUS, SeveralSignals, source_variable
 
 EXTRA = 'pip install "xsignal[formats]"'
 # formats xsignal reads itself (faster, and zarr 3): never through rosettasciio
@@ -206,9 +206,11 @@ def read_rosetta(path: str, variable: str | None, *, token: str) -> xr.Dataset:
     names = [signal_name(s, i) for i, s in enumerate(signals)]
     if variable is None:
         if len(signals) > 1:
-            raise ValueError(
+            unique = len(set(names)) == len(names)
+            raise SeveralSignals(
                 f"{path} holds several signals {names}; pass variable= (a title "
-                "or an index) to choose one"
+                "or an index) to choose one",
+                names if unique else [str(i) for i in range(len(names))],
             )
         index = 0
     elif str(variable) in names:

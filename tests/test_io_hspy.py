@@ -214,8 +214,8 @@ def test_metadata_lists_and_nested_groups_become_json(tmp_path, opened):
     assert metadata["Acquisition"] == {"beam_energy": 200.0, "detectors": [1, 2, 3]}
 
 
-def test_several_signals_need_variable(tmp_path, opened):
-    path = tmp_path / "a.hspy"
+def two_signals(path: Path) -> Path:
+    """A .hspy file of two experiments, "first" (zeros) and "second" (ones)."""
     write_hspy(
         path,
         np.zeros((2, 3)),
@@ -225,6 +225,11 @@ def test_several_signals_need_variable(tmp_path, opened):
     with h5py.File(path, "a") as f:
         f.copy("Experiments/first", "Experiments/second")
         f["Experiments/second/data"][...] = 1
+    return path
+
+
+def test_several_signals_need_variable(tmp_path, opened):
+    path = two_signals(tmp_path / "a.hspy")
     with pytest.raises(ValueError, match=r"several signals \['first', 'second'\]"):
         xsignal.open(path)
     second = xsignal.open(path, variable="second")
@@ -315,16 +320,7 @@ def test_results_without_signal_dims_are_images_for_hyperspy(tmp_path, name, dim
 def test_a_file_of_several_signals_opens_as_a_tree(tmp_path):
     """xr.open_datatree(engine="xsignal"): one node per signal, each as
     xsignal.open(variable=...) gives it; a file of one signal is the root."""
-    path = tmp_path / "a.hspy"
-    write_hspy(
-        path,
-        np.zeros((2, 3)),
-        [uniform("x", 2, True), uniform("e", 3, False)],
-        title="first",
-    )
-    with h5py.File(path, "a") as f:
-        f.copy("Experiments/first", "Experiments/second")
-        f["Experiments/second/data"][...] = 1
+    path = two_signals(tmp_path / "a.hspy")
     tree = xr.open_datatree(path, engine="xsignal", chunks={})
     assert set(tree.children) == {"first", "second"}
     for name in ("first", "second"):

@@ -401,3 +401,69 @@ def test_a_store_saved_over_raises_for_its_old_arrays(tmp_path, name):
     with pytest.raises(FileChangedError, match="replaced or rewritten"):
         old.values  # noqa: B018
     np.testing.assert_allclose(xsignal.open(path).values, small(2).values)
+
+
+KILLED_OVERWRITE = """
+import os, sys, numpy as np, xarray as xr, xsignal
+from xsignal.io import atomic
+
+atomic.exchange = lambda a, b: False  # a system without an atomic swap
+rename = os.rename
+
+
+def killed_between(a, b):
+    rename(a, b)
+    if str(b).endswith(".old.xsignal-tmp"):
+        os._exit(9)  # killed once the old store is aside, before the new one is in
+
+
+os.rename = killed_between
+new = xr.DataArray(np.ones((4, 8)), dims=("x", "e"))
+xsignal.save(new, sys.argv[1], overwrite=True)
+"""
+
+
+@pytest.mark.parametrize("name", ["s.zarr", "s.zspy"])
+def test_clean_puts_back_the_only_copy_an_overwrite_killed_midway_left(
+    tmp_path, name, capsys
+):
+    """An overwrite killed between setting the old store aside and moving
+    the new one in leaves no target: clean restores the old store (the
+    data as before the save) and removes the new one's temporary."""
+    from xsignal.cli import main
+
+    old = xr.DataArray(np.zeros((4, 8)), dims=("x", "e"))
+    xsignal.save(old, tmp_path / name)
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_OVERWRITE, str(tmp_path / name)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0, done.stderr
+    assert not (tmp_path / name).exists()
+    aside = list(tmp_path.glob(f".{name}.*.old.xsignal-tmp"))
+    assert len(aside) == 1 and atomic.restores(aside[0]) == tmp_path / name
+    assert main(["clean", "--dry-run", str(tmp_path)]) == 0
+    assert f"would restore to {tmp_path / name}" in capsys.readouterr().out
+    assert main(["clean", str(tmp_path)]) == 0
+    assert f"restored to {tmp_path / name}" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    back = xsignal.open(tmp_path / name, lazy=False)
+    np.testing.assert_array_equal(back.values, old.values)
+
+
+def test_overwriting_a_store_swaps_it_in_one_step(tmp_path):
+    first = tmp_path / "first"
+    second = tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    (first / "a").write_text("1")
+    (second / "b").write_text("2")
+    if not atomic.exchange(first, second):
+        pytest.skip("no atomic exchange on this file system")
+    assert (first / "b").exists() and (second / "a").exists()
+    target = tmp_path / "s.zarr"
+    xsignal.save(xr.DataArray(np.zeros((4, 8)), dims=("x", "e")), target)
+    xsignal.save(xr.DataArray(np.ones((4, 8)), dims=("x", "e")), target, overwrite=True)
+    assert float(xsignal.open(target, lazy=False).sum()) == 32.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first", "s.zarr", "second"]

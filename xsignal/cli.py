@@ -19,7 +19,7 @@ import xsignal
 from .demo import DEMO_SIZES
 from .demo import run_demo as run_demo_steps
 from .dims import SIGNAL_DIMS_ATTR
-from .io.atomic import leftovers, remove
+from .io.atomic import leftovers, restores, settle
 from .io.common import is_url
 from .io.save import format_for
 
@@ -230,14 +230,16 @@ def run_convert(args: argparse.Namespace) -> int:
 
 def run_clean(args: argparse.Namespace) -> int:
     total = 0
-    verb = "would remove" if args.dry_run else "removed"
     found = leftovers(args.folder, recursive=args.recursive)
     for path in found:
         size = _stored_bytes(path) or 0
-        total += size
-        if not args.dry_run:
-            remove(path)
-        print(f"{verb} {path} ({human_bytes(size)})")
+        if args.dry_run:
+            target = restores(path)
+            did = f"would restore to {target}" if target else "would remove"
+        else:
+            did = settle(path)
+        total += size if "remove" in did else 0
+        print(f"{did}: {path} ({human_bytes(size)})")
     done = "found" if args.dry_run else "removed"
     print(
         f"{done} {len(found)} temporary file(s) of killed saves in {args.folder} "

@@ -8,18 +8,24 @@ place:
   when another process creates the target meanwhile: a file is hard-linked
   to its name (which fails if the name exists) and a folder renamed onto an
   empty folder created exclusively for it;
-- :func:`replace` (``overwrite=True``) renames over the target; a replaced
-  folder is set aside first and removed once the new one is in place, and
-  a replaced file's permissions (and owner, where allowed) are kept.
+- :func:`replace` (``overwrite=True``) renames over the target; a folder
+  (a zarr store) and its replacement swap places in one atomic exchange
+  where the system has one (Linux), else the old folder is set aside
+  first and removed once the new one is in place; a replaced file's
+  permissions (and owner, where allowed) are kept.
 
 A save killed before it ends leaves its temporary behind: :func:`leftovers`
 finds those whose process is gone, :func:`clean` removes them (``xsignal
-clean DIR`` on the command line).
+clean DIR`` on the command line), except an old folder set aside whose
+target is missing (the save was killed between its two renames): that is
+the only copy, and it is put back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import os
 import re
@@ -33,7 +39,7 @@ TMP_SUFFIX = ".xsignal-tmp"
 # .<name>.<pid>-<8 hex>[.store|.old].xsignal-tmp; before pids were in the
 # name: .<name>.<8 hex>[.old].xsignal-tmp
 _TMP_NAME = re.compile(
-    r"^\..+\.(?:(?P<pid>\d+)-)?[0-9a-f]{8}(?:\.store|\.old)?"
+    r"^\.(?P<target>.+)\.(?:(?P<pid>\d+)-)?[0-9a-f]{8}(?P<kind>\.store|\.old)?"
     + re.escape(TMP_SUFFIX)
     + "$"
 )
@@ -114,6 +120,9 @@ def replace(tmp: Path, target: Path) -> None:
     if not (tmp.is_dir() or target.is_dir()) or not target.exists():
         os.replace(tmp, target)
         return
+    if exchange(tmp, target):  # no moment without a target
+        remove(tmp)  # the old one now
+        return
     aside = temporary(target, "old")
     os.rename(target, aside)
     try:
@@ -122,6 +131,38 @@ def replace(tmp: Path, target: Path) -> None:
         os.rename(aside, target)
         raise
     remove(aside)
+
+
+_RENAME_EXCHANGE = 2  # renameat2's flag (Linux 3.15+, glibc 2.28+)
+_AT_FDCWD = -100
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap the paths ``a`` and ``b`` (both existing) in one atomic step;
+    False where the system or the file system cannot (then nothing moved)."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    renameat2.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    done = renameat2(
+        _AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE
+    )
+    if done == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EXDEV):
+        return False
+    raise OSError(code, f"cannot swap {a} and {b}: {os.strerror(code)}")
 
 
 def keep_mode(target: Path, tmp: Path) -> None:
@@ -196,10 +237,45 @@ def leftovers(folder: str | os.PathLike[str], *, recursive: bool = False) -> lis
 def clean(
     folder: str | os.PathLike[str], *, dry_run: bool = False, recursive: bool = False
 ) -> list[Path]:
-    """Remove (``dry_run``: only list) what killed saves left in ``folder``:
-    see :func:`leftovers`. Returns the paths."""
+    """Remove (``dry_run``: only list) what killed saves left in ``folder``
+    (see :func:`leftovers`); put back, instead, an old folder set aside by
+    an overwrite killed before the new one took its place (see
+    :func:`restores`). Returns the paths.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> clean(tempfile.mkdtemp())
+    []
+    """
     found = leftovers(folder, recursive=recursive)
     if not dry_run:
         for path in found:
-            remove(path)
+            settle(path)
     return found
+
+
+def restores(path: Path) -> Path | None:
+    """The target a leftover is to be put back as, or None (removed).
+
+    An overwrite of a folder that cannot swap it atomically renames the old
+    folder aside (``….old.xsignal-tmp``) before it renames the new one in:
+    killed in between, there is no target and the old folder is the only
+    copy of the data as it was before the save.
+    """
+    match = _TMP_NAME.match(path.name)
+    if match is None or match.group("kind") != ".old":
+        return None
+    target = path.with_name(match.group("target"))
+    return None if target.exists() or target.is_symlink() else target
+
+
+def settle(path: Path) -> str:
+    """Put back or remove one leftover; says which ("restored to …" or
+    "removed")."""
+    target = restores(path)
+    if target is not None:
+        os.rename(path, target)
+        return f"restored to {target}"
+    remove(path)
+    return "removed"

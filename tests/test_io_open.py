@@ -386,6 +386,37 @@ def test_many_files_keep_few_handles_open(tmp_path, monkeypatch, opened):
     assert len(handles._HANDLES) <= 3
 
 
+@pytest.mark.parametrize("rows", [4 * 10**8, 10**12])
+def test_a_tiny_store_declaring_a_huge_array_is_refused_before_building_chunks(
+    tmp_path, rows
+):
+    """The task count comes from the chunk lengths, before any chunk tuple
+    exists: a zarr store of a few KB declaring 10**12 rows is refused at
+    once, naming the store, in little memory (was a MemoryError without a
+    message, or 890 MB for 4 * 10**8 rows)."""
+    import tracemalloc
+
+    import zarr
+
+    path = tmp_path / "huge.zarr"
+    group = zarr.open_group(path, mode="w", zarr_format=3)
+    group.create_array(
+        "data",
+        shape=(rows, 8, 64),
+        chunks=(4, 8, 64),
+        dtype="f4",
+        dimension_names=("y", "x", "e"),
+    )
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"huge\.zarr: its array of shape"):
+            xsignal.open(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20
+
+
 def test_a_tiny_file_declaring_a_huge_array_is_refused(tmp_path):
     """A few KB can declare 10**15 values: opening refuses the absurd task
     count instead of hanging on the first compute."""

@@ -232,22 +232,15 @@ def source_for(handle: Any, name: str, token: str) -> H5Source:
     return src
 
 
-def dask_chunks(
+def stored_chunks(
     shape: Sequence[int],
     dims: Sequence[Hashable],
     dtype: np.dtype,
     disk_chunks: Sequence[int] | None,
-    chunks: Any,
     signal: Sequence[Hashable] = (),
-) -> tuple[tuple[int, ...], ...]:
-    """The dask chunks for a dataset read with ``chunks``.
-
-    ``None`` (or ``{}``): the on-disk chunks, or for a contiguous dataset
-    whole signals and about dask's ``array.chunk-size`` per block.
-    ``"auto"``: dask's rule, in multiples of the on-disk chunks. A dict by
-    dim name (dims not named keep their on-disk chunks), a tuple in dim
-    order or one int for every dim (``-1`` = whole): as given.
-    """
+) -> tuple[int, ...]:
+    """The chunk length of each dim as stored, or for a contiguous dataset
+    whole signals and about dask's ``array.chunk-size`` per block."""
     shape = tuple(int(n) for n in shape)
     if disk_chunks is None:
         sig = [d for d in dims if d in set(signal)] or list(dims[-1:])
@@ -256,17 +249,59 @@ def dask_chunks(
         by_dim = navigation_chunks(nav, pixel, target_chunk_bytes())
         by_dim.update({d: shape[dims.index(d)] for d in sig})
         disk_chunks = tuple(by_dim[d] for d in dims)
-    disk_chunks = tuple(
-        max(1, min(c, n)) if n else 1 for c, n in zip(disk_chunks, shape)
-    )
+    return tuple(max(1, min(c, n)) if n else 1 for c, n in zip(disk_chunks, shape))
+
+
+def dask_chunks(
+    shape: Sequence[int],
+    dims: Sequence[Hashable],
+    dtype: np.dtype,
+    disk_chunks: Sequence[int] | None,
+    chunks: Any,
+    signal: Sequence[Hashable] = (),
+    where: str = "the file",
+) -> tuple[tuple[int, ...], ...]:
+    """The dask chunks for a dataset read with ``chunks`` (``where``, the
+    file, names it in errors).
+
+    ``None`` (or ``{}``): the stored chunks (:func:`stored_chunks`).
+    ``"auto"``: dask's rule, in multiples of the stored chunks. A dict by
+    dim name (dims not named keep their stored chunks), a tuple in dim
+    order or one int for every dim (``-1`` = whole): as given.
+    """
+    shape = tuple(int(n) for n in shape)
+    disk = stored_chunks(shape, dims, dtype, disk_chunks, signal)
     spec = [
         n if c == WHOLE else c
-        for c, n in zip(per_dim(dims, chunks, default=disk_chunks, auto=True), shape)
+        for c, n in zip(per_dim(dims, chunks, default=disk, auto=True), shape)
     ]
+    check_task_count(shape, spec, disk, where)
     out: tuple[tuple[int, ...], ...] = normalize_chunks(
-        tuple(spec), shape, dtype=dtype, previous_chunks=disk_chunks
+        tuple(spec), shape, dtype=dtype, previous_chunks=disk
     )
     return out
+
+
+# more tasks than this would hang or exhaust memory on the first compute
+MAX_OPEN_TASKS = 10_000_000
+
+
+def check_task_count(
+    shape: Sequence[int], spec: Sequence[Any], disk: Sequence[int], where: str
+) -> None:
+    """Refuse chunks that make an absurd number of dask tasks, counted from
+    the chunk lengths before any chunk tuple is built (a file can declare
+    any shape in a few bytes: 10^12 rows must fail at once, naming it).
+    ``"auto"`` is counted as the stored chunks, which it only merges."""
+    count = 1
+    for n, c, d in zip(shape, spec, disk):
+        count *= -(-int(n) // max(1, int(d if c == "auto" else c))) if n else 1
+    if count > MAX_OPEN_TASKS:
+        raise ValueError(
+            f"{where}: its array of shape {tuple(shape)} would be read in "
+            f"{count:.3g} chunks (over {MAX_OPEN_TASKS:,}); pass larger chunks= "
+            "if the file is real"
+        )
 
 
 def marked_signal(dims: Sequence[Hashable], attrs: dict[str, Any]) -> Dims:
@@ -293,9 +328,6 @@ def source_variable(
     ``array.chunk-size`` per block), which ``chunks={}`` gives."""
     data = indexing.LazilyIndexedArray(SourceArray(src))
     var = xr.Variable(tuple(dims), data, attrs or {})
-    spec = dask_chunks(src.shape, dims, src.dtype, disk_chunks, None, signal)
-    var.encoding = {
-        **(encoding or {}),
-        "preferred_chunks": {d: max(c) if c else 1 for d, c in zip(dims, spec)},
-    }
+    stored = stored_chunks(src.shape, dims, src.dtype, disk_chunks, signal)
+    var.encoding = {**(encoding or {}), "preferred_chunks": dict(zip(dims, stored))}
     return var

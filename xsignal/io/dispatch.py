@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import glob
 import json
-import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -76,8 +75,9 @@ def open_one(
     preferred = opened.encoding.get("preferred_chunks", {})
     stored = tuple(preferred.get(d, n) for d, n in opened.sizes.items())
     try:
-        spec = dask_chunks(opened.shape, opened.dims, opened.dtype, stored, chunks)
-        _check_task_count(spec, path)
+        spec = dask_chunks(
+            opened.shape, opened.dims, opened.dtype, stored, chunks, where=path
+        )
     except ValueError:
         ds.close()
         raise
@@ -91,23 +91,6 @@ def open_one(
         close_file(da)
         return out
     return da
-
-
-# more tasks than this would hang or exhaust memory on the first compute
-MAX_OPEN_TASKS = 10_000_000
-
-
-def _check_task_count(spec: tuple[tuple[int, ...], ...], path: str) -> None:
-    """Refuse chunks that make an absurd number of dask tasks (a file can
-    declare any shape in a few bytes)."""
-    count = math.prod(len(c) for c in spec)
-    if count > MAX_OPEN_TASKS:
-        shape = tuple(sum(c) for c in spec)
-        raise ValueError(
-            f"{path}: its array of shape {shape} would be read in {count:.3g} "
-            f"chunks (over {MAX_OPEN_TASKS:,}); pass larger chunks= if the "
-            "file is real"
-        )
 
 
 def _checked_marking(da: xr.DataArray, path: str) -> xr.DataArray:

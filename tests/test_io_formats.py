@@ -485,3 +485,12 @@ def test_netcdf_and_zarr_of_several_variables_open_as_trees(tmp_path):
         xr.testing.assert_identical(tree["b"]["b"].compute(), b.rename("b"))
         assert tree["b"]["b"].chunks == ((2,), (5,))
         tree.close()
+
+
+@pytest.mark.parametrize("compression", ["zstd", None])
+def test_a_damaged_zarr_chunk_names_the_store_and_the_block(tmp_path, compression):
+    path = tmp_path / "s.zarr"
+    xsignal.save(make("float32", False), path, chunks={"y": 2}, compression=compression)
+    (path / "counts" / "c" / "1" / "0" / "0").write_bytes(b"garbage!" * 5)
+    with pytest.raises(ValueError, match=r"cannot read .*s\.zarr at \[2:4, .*damaged"):
+        xsignal.open(path).compute()

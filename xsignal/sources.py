@@ -162,11 +162,19 @@ class ArraySource(Source):
 
     def _get(self, key: Any) -> np.ndarray:
         check_identity(self.path, self.identity)
-        if isinstance(self.array, ExplicitlyIndexed):  # xarray's lazy arrays
-            # the ExplicitlyIndexed base declares no __getitem__; every one of
-            # xarray's subclasses defines it
-            return np.asarray(self.array[BasicIndexer(key)])  # type: ignore[index]
-        return np.asarray(self.array[key])
+        try:
+            if isinstance(self.array, ExplicitlyIndexed):  # xarray's lazy arrays
+                # the ExplicitlyIndexed base declares no __getitem__; every one
+                # of xarray's subclasses defines it
+                return np.asarray(self.array[BasicIndexer(key)])  # type: ignore[index]
+            return np.asarray(self.array[key])
+        except (ValueError, RuntimeError, ZeroDivisionError, KeyError) as err:
+            # a damaged chunk (a codec's error, a chunk of the wrong size, a
+            # zero chunk length): say which store, where and what
+            raise ValueError(
+                f"cannot read {self.path} at {_where(key)}: the store is "
+                f"damaged [{type(err).__name__}: {err}]"
+            ) from err
 
 
 def layer_prefix(token: str) -> str:
@@ -210,3 +218,17 @@ def close_sources(da: Any) -> list[str]:
     tokens = tokens_of(da)
     close_tokens(tokens)
     return tokens
+
+
+def _where(key: Any) -> str:
+    """A basic key as the user writes it: ``[0:4, 2, :]``."""
+    items = key if isinstance(key, tuple) else (key,)
+
+    def one(item: Any) -> str:
+        if isinstance(item, slice):
+            start = "" if item.start is None else item.start
+            stop = "" if item.stop is None else item.stop
+            return f"{start}:{stop}"
+        return str(item)
+
+    return "[" + ", ".join(one(item) for item in items) + "]"

@@ -245,6 +245,7 @@ def clean(
     Examples
     --------
     >>> import tempfile
+    >>> from xsignal.io.atomic import clean
     >>> clean(tempfile.mkdtemp())
     []
     """

@@ -252,3 +252,16 @@ def test_a_detector_file_rewritten_in_place_raises(tmp_path):
         shutil.copyfile(new_path.with_suffix(suffix), path.with_suffix(suffix))
     with pytest.raises(FileChangedError, match="rewritten"):
         da.values  # noqa: B018
+
+
+@pytest.mark.parametrize("key", ["blo", "rpl", "tvips"])
+def test_a_truncated_detector_file_names_the_file_and_the_block(tmp_path, key):
+    path, _ = write(tmp_path, key)
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(size // 2)
+    with pytest.raises((ValueError, OSError)) as info:
+        xsignal.open(path).compute()
+    message = str(info.value)
+    assert str(path) in message
+    assert "truncated" in message or "damaged" in message

@@ -168,13 +168,10 @@ class ArraySource(Source):
                 # of xarray's subclasses defines it
                 return np.asarray(self.array[BasicIndexer(key)])  # type: ignore[index]
             return np.asarray(self.array[key])
-        except (ValueError, RuntimeError, ZeroDivisionError, KeyError) as err:
+        except READ_ERRORS as err:
             # a damaged chunk (a codec's error, a chunk of the wrong size, a
             # zero chunk length): say which store, where and what
-            raise ValueError(
-                f"cannot read {self.path} at {_where(key)}: the store is "
-                f"damaged [{type(err).__name__}: {err}]"
-            ) from err
+            raise damaged_read(self.path, key, err, "store") from err
 
 
 def layer_prefix(token: str) -> str:
@@ -218,6 +215,20 @@ def close_sources(da: Any) -> list[str]:
     tokens = tokens_of(da)
     close_tokens(tokens)
     return tokens
+
+
+# what readers raise on damaged or truncated data (beside OSError, which
+# names the file itself)
+READ_ERRORS = (ValueError, RuntimeError, ZeroDivisionError, KeyError, IndexError)
+
+
+def damaged_read(path: str, key: Any, err: BaseException, what: str) -> ValueError:
+    """The error for a read of ``key`` that failed on damaged data: it names
+    the file (``what``: "file" or "store"), the block and the cause."""
+    return ValueError(
+        f"cannot read {path} at {_where(key)}: the {what} is damaged or "
+        f"truncated [{type(err).__name__}: {err}]"
+    )
 
 
 def _where(key: Any) -> str:

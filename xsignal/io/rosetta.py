@@ -26,8 +26,10 @@ import xarray as xr
 from .. import engine
 from ..dims import SIGNAL_DIMS_ATTR, encode_signal_dims
 from ..sources import (
+    READ_ERRORS,
     Source,
     check_identity,
+    damaged_read,
     file_identity,
     mark_closed,
     register_closer,
@@ -165,10 +167,13 @@ class RosettaSource(Source):
             signals = _read(plugin, self.path)
             with _SIGNALS_LOCK:
                 _SIGNALS[self._key()] = signals
-        data = signals[self.index]["data"][key]
-        if isinstance(data, dsa.Array):  # inside a task: this slice, here
-            return engine.read_here(data)
-        return np.asarray(data)
+        try:
+            data = signals[self.index]["data"][key]
+            if isinstance(data, dsa.Array):  # inside a task: this slice, here
+                return engine.read_here(data)
+            return np.asarray(data)
+        except READ_ERRORS as err:  # a truncated file: mmap length, short reads
+            raise damaged_read(self.path, key, err, "file") from err
 
 
 def _rebuild(

@@ -56,6 +56,7 @@ import dask.array
 import numpy as np
 import xarray as xr
 
+from . import engine
 from .dims import _check_dataarray, resolve_dims, with_marking
 
 __all__ = ["BLOCKS_MAX_VALUES", "RULES", "WHOLE_SAMPLE_BYTES", "histogram"]
@@ -237,7 +238,10 @@ def statistics(
     if isinstance(data, dask.array.Array):
         blocks = data.to_delayed().ravel()
         parts = [dask.delayed(_partial)(b, lo, hi, quantiles) for b in blocks]
-        merged: Stats = dask.delayed(_merge)(parts, quantiles).compute()
+        merged: Stats
+        (merged,) = engine.compute(
+            dask.delayed(_merge)(parts, quantiles), progress=False
+        )
         return merged
     return _exact_stats(np.asarray(data), lo, hi, quantiles)
 

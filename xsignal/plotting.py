@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 
 from .dims import _check_dataarray, navigation_dims, signal_dims
-from .lazy import compute
+from .lazy import compute, compute_all
 from .reductions import navigator as summed
 
 __all__ = ["plot", "plot_decomposition"]
@@ -182,7 +182,7 @@ class SignalPlot:
 
     def current_signal(self) -> xr.DataArray:
         """The signal at the current pixel (reads only its chunk)."""
-        return self.da.isel(self.pixel).compute()
+        return compute(self.da.isel(self.pixel), progress=False)
 
     def _signal_view(self) -> xr.DataArray:
         signal = self.current_signal()
@@ -332,7 +332,7 @@ def _navigator(
                 f"the navigator has dims {navigator.dims} but must have the "
                 f"navigation dims {nav[-2:]}"
             )
-        return navigator.compute()
+        return compute(navigator, progress=False)
     values = np.asarray(navigator)
     shape = tuple(da.sizes[d] for d in nav)
     if values.shape not in (shape, shape[-2:]):
@@ -451,8 +451,11 @@ def plot_decomposition(
     """
     plt = _pyplot()
     chosen = result._components(components)
-    factors = result.factors.isel(component=chosen).compute()
-    loadings = result.loadings.isel(component=chosen).compute()
+    factors, loadings = compute_all(  # one pass over shared inputs
+        result.factors.isel(component=chosen),
+        result.loadings.isel(component=chosen),
+        progress=False,
+    )
     if figure is None:
         figure = plt.figure(figsize=(9, 2.6 * len(chosen) + 0.4), layout="constrained")
     else:

@@ -13,7 +13,7 @@ from typing import Any
 import xarray as xr
 
 from ..dims import SIGNAL_DIMS_ATTR
-from ..lazy import close_file
+from ..lazy import compute
 from ..sources import layer_prefix
 from ..stacking import stack as _stack
 from .backend import backend_for
@@ -87,9 +87,7 @@ def open_one(
     if name == ANONYMOUS:
         da = da.rename(None)
     if not lazy:
-        out = da.compute()
-        close_file(da)
-        return out
+        return compute(da, progress=False, close_file=True)
     return da
 
 

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
+import functools
 import os
 import re
 import shutil
@@ -34,6 +34,7 @@ import stat
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 TMP_SUFFIX = ".xsignal-tmp"
 # .<name>.<pid>-<8 hex>[.store|.old].xsignal-tmp; before pids were in the
@@ -140,20 +141,9 @@ _AT_FDCWD = -100
 def exchange(a: Path, b: Path) -> bool:
     """Swap the paths ``a`` and ``b`` (both existing) in one atomic step;
     False where the system or the file system cannot (then nothing moved)."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    renameat2 = getattr(libc, "renameat2", None)
+    renameat2 = _renameat2()
     if renameat2 is None:
         return False
-    renameat2.argtypes = [
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.c_uint,
-    ]
     done = renameat2(
         _AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE
     )
@@ -163,6 +153,25 @@ def exchange(a: Path, b: Path) -> bool:
     if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EXDEV):
         return False
     raise OSError(code, f"cannot swap {a} and {b}: {os.strerror(code)}")
+
+
+@functools.cache
+def _renameat2() -> Any:
+    """The C library's ``renameat2``, looked up once, or None."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)  # this process's own symbols
+    except OSError:
+        return None
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is not None:
+        renameat2.argtypes = [
+            ctypes.c_int,
+            ctypes.c_char_p,
+            ctypes.c_int,
+            ctypes.c_char_p,
+            ctypes.c_uint,
+        ]
+    return renameat2
 
 
 def keep_mode(target: Path, tmp: Path) -> None:

@@ -395,8 +395,10 @@ def test_unpicklable_kwarg_fails_clearly_at_compute():
             out.compute()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def client():
+    """A cluster for the one test that asks for it: module-scoped, it stayed
+    the default scheduler of every later test in this module."""
     distributed = pytest.importorskip("distributed")
     with (
         distributed.LocalCluster(

@@ -229,8 +229,12 @@ def test_a_failing_lazy_bool_save_leaves_nothing(tmp_path):
 
 FILL_DISK = """
 import sys, numpy as np, xarray as xr, xsignal
-target, kind, compression = sys.argv[1], sys.argv[2], sys.argv[3]
-values = np.random.default_rng(0).random((64, 64, 128)).astype("f4")  # 2 MiB
+target, kind, compression, dtype = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+rng = np.random.default_rng(0)
+if dtype == "bool":  # 16 MiB of random bits: more than 1 MiB even compressed
+    values = rng.random((128, 128, 1024)) > 0.5
+else:  # 2 or 4 MiB
+    values = (rng.random((64, 64, 128)) * (1j if dtype[0] == "c" else 1)).astype(dtype)
 da = xr.DataArray(values, dims=("y", "x", "e"))
 if kind == "lazy":
     da = da.chunk({"y": 8})
@@ -263,9 +267,21 @@ def tiny_disk(tmp_path):
 
 @pytest.mark.parametrize("kind", ["memory", "lazy"])
 @pytest.mark.parametrize("compression", ["gzip", "none"])
-@pytest.mark.parametrize("name", ["full.nc", "full.hspy", "full.zarr"])
+@pytest.mark.parametrize(
+    ("name", "dtype"),
+    [
+        ("full.nc", "f4"),
+        ("full.hspy", "f4"),
+        ("full.zarr", "f4"),
+        # complex and boolean netCDF saves went through xarray's writer,
+        # which crashed the interpreter (exit 139) on a full disk
+        ("full.nc", "c8"),
+        ("full.nc", "bool"),
+        ("full.hspy", "bool"),
+    ],
+)
 def test_a_full_disk_gives_a_clear_error_and_no_crash(
-    tiny_disk, kind, compression, name
+    tiny_disk, kind, compression, name, dtype
 ):
     """Uncompressed saves that cannot fit are refused before they start;
     compressed ones fail as the disk fills: an OSError naming the target,
@@ -273,7 +289,7 @@ def test_a_full_disk_gives_a_clear_error_and_no_crash(
     used to crash it at exit)."""
     target = tiny_disk / name
     done = subprocess.run(
-        [sys.executable, "-c", FILL_DISK, str(target), kind, compression],
+        [sys.executable, "-c", FILL_DISK, str(target), kind, compression, dtype],
         capture_output=True,
         text=True,
         timeout=120,

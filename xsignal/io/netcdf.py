@@ -166,8 +166,9 @@ def write_netcdf(
 ) -> None:
     """Write ``da`` to a new netCDF4 file ``path`` (see :func:`xsignal.save`).
 
-    Numbers go through :func:`_write_streaming`; other dtypes (bool,
-    complex, strings) through xarray's h5netcdf writer.
+    Numbers (complex included) and booleans go through
+    :func:`_write_streaming`, so a full disk is an ``OSError`` like any
+    other; strings and scalars through xarray's h5netcdf writer.
     """
     encoding = {"chunksizes": chunks, **compression_encoding(compression)}
     if da.ndim == 0:  # HDF5 scalars have no chunks and no filters
@@ -178,12 +179,14 @@ def write_netcdf(
     if name in da.coords:
         name = _ANONYMOUS
     out = da.rename(name)
+    if out.dtype.kind == "b":  # CF's encoding of booleans, as xarray writes it
+        out = out.astype("i1").assign_attrs(dtype="bool")
     out.encoding = {}
     for coord in out.coords.values():
         coord.encoding = {}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "You are writing invalid netcdf")
-        if out.ndim and out.dtype.kind in "iuf":
+        if out.ndim and out.dtype.kind in "iufc":
             _write_streaming(out, path, encoding)
         else:
             out.to_dataset().to_netcdf(

@@ -250,6 +250,28 @@ def test_convert_bad_input_is_one_line(tmp_path, args, message):
     assert message in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["convert", "IN", "IN/inside.nc"],
+        ["convert", "IN", "IN/c/inside.zarr", "--overwrite"],
+        ["decompose", "IN", "-o", "IN/dec.nc"],
+    ],
+)
+def test_an_output_inside_the_input_store_is_refused_before_any_work(tmp_path, args):
+    import xsignal
+
+    source = write_spectrum_image(tmp_path / "in.nc", (4, 5, 16))
+    store = tmp_path / "in.zarr"
+    xsignal.save(xsignal.open(source), store)
+    before = sorted(p.name for p in store.rglob("*"))
+    out = run(*[a.replace("IN", str(store)) for a in args], check=False)
+    assert out.returncode == 2, out.stderr
+    assert f"inside the input {store}" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert sorted(p.name for p in store.rglob("*")) == before
+
+
 def test_decompose_with_a_mask_file_and_a_scree_plot(tmp_path):
     import numpy as np
     import xarray as xr

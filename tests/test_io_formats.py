@@ -316,7 +316,7 @@ def test_save_and_open_in_fsspec_memory():
     xsignal.save(da, url, overwrite=True)
     back = xsignal.open(url)
     xr.testing.assert_identical(back.compute(), da.compute())
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match=f"{url} exists; pass overwrite=True"):
         xsignal.save(da, url)
     with pytest.raises(ValueError, match="URL"):
         xsignal.save(da, "memory://xsignal-test/a.hspy")

@@ -26,8 +26,17 @@ from .io.save import format_for
 DEFAULT_COMPONENTS = 10
 
 
-def _check_output(out: Path, overwrite: bool) -> None:
-    """Refuse an output that cannot be written, before any work."""
+def _check_output(out: Path, overwrite: bool, source: str | None = None) -> None:
+    """Refuse an output that cannot be written, before any work: an
+    existing one without ``--overwrite``, one in a missing folder, one
+    inside the input ``source`` (a folder store would change while read)."""
+    if source is not None and not is_url(source) and not is_url(str(out)):
+        inside = Path(source).resolve()
+        if inside.is_dir() and out.resolve().is_relative_to(inside):
+            raise ValueError(
+                f"cannot write {out} inside the input {source}: the input "
+                "would change while it is read; write it elsewhere"
+            )
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists (use --overwrite)")
     if not out.parent.is_dir():
@@ -58,9 +67,9 @@ def run_decompose(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no such file: {path}")
     stem = Path(path.rstrip("/")).name.split(".")[0]
     out = Path(args.output or f"{stem}_decomposition.nc")
-    _check_output(out, args.overwrite)
+    _check_output(out, args.overwrite, path)
     if args.plot:
-        _check_output(Path(args.plot), True)
+        _check_output(Path(args.plot), True, path)
     da = _open_one(path, variable=args.variable, allow_external=args.allow_external)
     if args.dtype:
         da = xsignal.change_dtype(da, args.dtype)
@@ -205,6 +214,8 @@ def parse_chunks(text: str | None) -> dict[Hashable, int] | None:
 
 def run_convert(args: argparse.Namespace) -> int:
     fmt, _ = format_for(args.output, args.format)  # a bad extension: before any work
+    if not is_url(args.output):
+        _check_output(Path(args.output), args.overwrite, args.input)
     chunks = parse_chunks(args.chunks)
     da = _open_one(
         args.input, variable=args.variable, allow_external=args.allow_external

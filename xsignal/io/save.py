@@ -268,6 +268,8 @@ def save(
                 f"cannot save {path}: only zarr stores (.zarr, .zspy) can be "
                 "written to a URL"
             )
+        if not overwrite:
+            _refuse_existing_url(os.fspath(path))
         writer(da, os.fspath(path), stored, overwrite=overwrite)
         return
     folder = fmt in ("zarr", "zspy") and not zipped
@@ -295,6 +297,16 @@ def save(
                 f"now, the partial file removed; nothing was replaced): {err}",
             ) from err
         raise
+
+
+def _refuse_existing_url(url: str) -> None:
+    """A store at ``url`` without ``overwrite``: the error names the URL
+    (zarr's own says "Cannot create '' with mode 'w-'" on s3)."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url)
+    if fs.exists(root):
+        raise FileExistsError(f"{url} exists; pass overwrite=True to replace it")
 
 
 def _mib(n: float) -> str:

@@ -20,12 +20,13 @@ from .dims import (
 from .lazy import as_lazy, blocks, change_dtype, close_file, is_lazy
 from .lazy import compute_all as compute
 from .options import get_options, set_options
-from .sources import ClosedFileError, FileChangedError
+from .sources import ClosedFileError, ExternalReadError, FileChangedError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ClosedFileError",
+    "ExternalReadError",
     "FileChangedError",
     "__version__",
     "as_lazy",

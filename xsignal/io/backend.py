@@ -203,7 +203,7 @@ class ZarrBackend(FileBackend):
     ) -> xr.Dataset:
         from .zarr_ import read_zarr
 
-        return read_zarr(path, variable, token=token)
+        return read_zarr(path, variable, token=token, allow_external=allow_external)
 
 
 class RosettaBackend(FileBackend):

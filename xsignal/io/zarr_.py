@@ -26,9 +26,10 @@ import xarray as xr
 
 from .. import engine
 from ..chunks import WHOLE, per_dim
-from ..sources import ArraySource, file_identity
+from ..sources import ArraySource, ExternalReadError, FileChangedError
 from . import hyperspy
-from .common import choose, is_url, marked_signal, source_variable
+from .common import choose, marked_signal, source_variable
+from .store_check import CheckedStore
 
 if TYPE_CHECKING:
     import zarr
@@ -52,15 +53,19 @@ def is_zarr_zip(path: str) -> bool:
         return any(n in ZARR_MARKERS for n in zf.namelist())
 
 
-def open_store(path: str, *, mode: str = "r") -> Store:
-    """The zarr store for a folder, a zip file or a URL (read-only)."""
+def open_store(path: str, *, allow_external: bool = False) -> Store:
+    """The zarr store for a folder, a zip file or a URL (read-only), checked
+    before each read (:class:`~xsignal.io.store_check.CheckedStore`)."""
     import zarr.storage
 
+    store: Store
     if "://" in path:
-        return zarr.storage.FsspecStore.from_url(path, read_only=True)
-    if os.path.isfile(path):
-        return zarr.storage.ZipStore(path, mode="r")
-    return zarr.storage.LocalStore(path, read_only=True)
+        store = zarr.storage.FsspecStore.from_url(path, read_only=True)
+    elif os.path.isfile(path):
+        store = zarr.storage.ZipStore(path, mode="r")
+    else:
+        store = zarr.storage.LocalStore(path, read_only=True)
+    return CheckedStore(store, path, allow_external=allow_external)
 
 
 def _root(store: Store, path: str) -> zarr.Group:
@@ -68,15 +73,21 @@ def _root(store: Store, path: str) -> zarr.Group:
 
     try:
         return zarr.open_group(store, mode="r")
+    except (FileChangedError, ExternalReadError):
+        raise  # the store's checks name what is wrong
     except Exception as err:  # zarr raises several kinds for a missing group
         raise ValueError(f"cannot read {path} as a zarr store ({err})") from err
 
 
-def read_zarr(path: str, variable: str | None, *, token: str) -> xr.Dataset:
+def read_zarr(
+    path: str, variable: str | None, *, token: str, allow_external: bool = False
+) -> xr.Dataset:
     """One array of a zarr store (HyperSpy's layout or xarray's) as a lazily
-    indexed Dataset."""
-    identity = None if is_url(path) else file_identity(path)
-    store = open_store(path)
+    indexed Dataset; each read first checks that the store is unchanged and,
+    unless ``allow_external``, that it stays inside the store
+    (:class:`~xsignal.io.store_check.StoreCheck`)."""
+
+    store = open_store(path, allow_external=allow_external)
     root = _root(store, path)
     version = f"zarr format {root.metadata.zarr_format}"
     if hyperspy.is_hyperspy(root):
@@ -84,11 +95,11 @@ def read_zarr(path: str, variable: str | None, *, token: str) -> xr.Dataset:
             root,
             variable,
             path,
-            to_source=lambda array: ArraySource(array, path, token, identity),
+            to_source=lambda array: ArraySource(array, path, token),
         )
         version = f"HyperSpy .zspy ({version})"
     else:
-        ds = _read_xarray(store, root, path, variable, token, identity)
+        ds = _read_xarray(store, root, path, variable, token)
     for var in ds.data_vars.values():
         var.encoding["format"] = version
     return ds
@@ -100,7 +111,6 @@ def _read_xarray(
     path: str,
     variable: str | None,
     token: str,
-    identity: tuple[int, ...] | None,
 ) -> xr.Dataset:
     """Through xarray's zarr backend (coords, attrs, consolidated metadata),
     the chosen variable's data behind a :class:`~xsignal.sources.Source`:
@@ -111,6 +121,8 @@ def _read_xarray(
             # stores without consolidated metadata are fine, only slower to open
             warnings.filterwarnings("ignore", "Failed to open Zarr store with consol")
             ds = xr.open_zarr(store, chunks=None, consolidated=None)
+    except (FileChangedError, ExternalReadError):
+        raise
     except Exception as err:
         raise ValueError(f"cannot read {path} as a zarr store ({err})") from err
     key = choose(list(map(str, ds.data_vars)), variable, path)
@@ -121,7 +133,7 @@ def _read_xarray(
     encoding = {k: v for k, v in var.encoding.items() if k != "preferred_chunks"}
     array = var._data if _cf_decoded(var) else root[key]
     new = source_variable(
-        ArraySource(array, path, token, identity),
+        ArraySource(array, path, token),
         var.dims,
         var.attrs,
         disk_chunks=disk,

@@ -3,7 +3,9 @@ lie: each case as a user (or another process) would meet it."""
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -305,6 +307,36 @@ def test_a_full_disk_gives_a_clear_error_and_no_crash(
     assert list(tiny_disk.iterdir()) == []
 
 
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A read-only tmpfs (root only: root may write any folder it owns)."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    where = tmp_path / "ro"
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1M", "tmpfs", where])
+    if done.returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+@pytest.mark.parametrize("name", ["a.nc", "a.hspy", "a.zarr", "a.zspy", "a.zarr.zip"])
+def test_a_read_only_folder_names_the_target_not_the_temporary(
+    read_only_folder, name, lazy
+):
+    target = read_only_folder / name
+    da = small().chunk({"y": 2}) if lazy else small()
+    with pytest.raises(OSError, match="Read-only file system") as err:
+        xsignal.save(da, target)
+    assert err.value.errno == errno.EROFS
+    assert f"cannot save {target}" in str(err.value)
+    assert "xsignal-tmp" not in str(err.value)
+
+
 # --- damaged files ------------------------------------------------------------------
 
 
@@ -417,6 +449,24 @@ def test_a_store_saved_over_raises_for_its_old_arrays(tmp_path, name):
     with pytest.raises(FileChangedError, match="replaced or rewritten"):
         old.values  # noqa: B018
     np.testing.assert_allclose(xsignal.open(path).values, small(2).values)
+
+
+@pytest.mark.parametrize("name", ["a.zarr", "a.zspy"])
+def test_a_zero_chunk_length_is_refused_at_open(tmp_path, name):
+    """zarr reads a chunk length of 0 in the metadata and fails with a
+    ZeroDivisionError at the first read; xsignal refuses it at open."""
+    path = tmp_path / name
+    xsignal.save(small(), path, chunks={"y": 2})
+    edited = 0
+    for meta in path.rglob("*"):
+        if meta.name in ("zarr.json", ".zarray", ".zmetadata"):
+            text = meta.read_text()
+            new = re.sub(r'("(?:chunk_shape|chunks)": \[\s*)2,', r"\g<1>0,", text)
+            edited += new != text
+            meta.write_text(new)
+    assert edited
+    with pytest.raises(ValueError, match=f"cannot read {path}: its chunk shape"):
+        xsignal.open(path)
 
 
 KILLED_OVERWRITE = """

@@ -195,8 +195,8 @@ def remove(path: Path) -> None:
     """Remove a file or folder if it exists."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+    elif os.path.lexists(path):  # (unlink says EROFS, not ENOENT, on a
+        path.unlink(missing_ok=True)  # read-only file system)
 
 
 def _running(pid: int) -> bool:

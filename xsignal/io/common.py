@@ -326,6 +326,13 @@ def source_variable(
     read until xarray or dask asks), with ``preferred_chunks`` the stored
     chunks (for a contiguous dataset whole signals and about dask's
     ``array.chunk-size`` per block), which ``chunks={}`` gives."""
+    if disk_chunks is not None and any(
+        int(c) < 1 for c, n in zip(disk_chunks, src.shape) if n
+    ):
+        raise ValueError(
+            f"cannot read {src.path}: its chunk shape {tuple(disk_chunks)} has "
+            "a length below 1 (the metadata is damaged)"
+        )
     data = indexing.LazilyIndexedArray(SourceArray(src))
     var = xr.Variable(tuple(dims), data, attrs or {})
     stored = stored_chunks(src.shape, dims, src.dtype, disk_chunks, signal)

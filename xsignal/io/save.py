@@ -296,6 +296,13 @@ def save(
                 f"the disk filled up while saving {target} ({_mib(free)} free "
                 f"now, the partial file removed; nothing was replaced): {err}",
             ) from err
+        if isinstance(err, OSError) and err.errno and str(store.parent) in str(err):
+            # the error names the hidden temporary: name the target instead
+            raise OSError(
+                err.errno,
+                f"cannot save {target}: {os.strerror(err.errno)} (writing in "
+                f"{target.parent}; nothing was replaced)",
+            ) from err
         raise
 
 

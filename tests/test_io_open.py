@@ -488,7 +488,6 @@ def test_files_reaching_other_files_are_refused_unless_allowed(
     assert str(path) in str(info.value) and "allow_external=True" in str(info.value)
     with pytest.raises(ValueError, match=match):
         xr.open_dataarray(path, engine="xsignal")
-    # a link is not walked into when looking for datasets: name it
     da = xsignal.open(path, allow_external=True, variable="/data")
     opened.append(da)
     if make is external_storage_file:
@@ -497,6 +496,36 @@ def test_files_reaching_other_files_are_refused_unless_allowed(
         )
     else:
         np.testing.assert_array_equal(da.values, np.arange(12.0).reshape(3, 4))
+
+
+@pytest.mark.parametrize("relative", [False, True])
+@pytest.mark.parametrize("scheduler", ["threads", "processes"])
+def test_external_links_allowed_are_read_and_found(
+    tmp_path, opened, monkeypatch, relative, scheduler
+):
+    """The dataset's path in the other file differs from the link's path
+    in this one (it was looked up in the wrong file); links to datasets
+    and to groups are found without ``variable=``; a relative file name is
+    found beside the linking file, whatever the working directory."""
+    values = np.arange(24.0).reshape(2, 3, 4)
+    with h5py.File(tmp_path / "data.h5", "w") as f:
+        f.create_dataset("deep/inside/cube", data=values, chunks=(1, 3, 4))
+    name = "data.h5" if relative else str(tmp_path / "data.h5")
+    path = tmp_path / "links.h5"
+    with h5py.File(path, "w") as f:
+        f["to_cube"] = h5py.ExternalLink(name, "/deep/inside/cube")
+    grouped = tmp_path / "group_link.h5"
+    with h5py.File(grouped, "w") as f:
+        f["to_group"] = h5py.ExternalLink(name, "/deep")
+    monkeypatch.chdir("/")
+    for file, variable in [(path, None), (path, "to_cube"), (grouped, None)]:
+        da = xsignal.open(file, allow_external=True, variable=variable)
+        opened.append(da)
+        assert da.shape == (2, 3, 4)
+        np.testing.assert_array_equal(da.compute(scheduler=scheduler).values, values)
+    found = xsignal.open(grouped, allow_external=True)
+    opened.append(found)
+    assert found.name == "cube"
 
 
 def test_cli_refuses_external_data_and_takes_the_flag(tmp_path, capsys):

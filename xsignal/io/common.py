@@ -221,7 +221,9 @@ def source_for(handle: Any, name: str, token: str) -> H5Source:
         direct = dset.chunks
     src = H5Source(
         path,
-        dset.name,
+        # the path in this file: an external link's dataset has another
+        # name (dset.name) in the file it links to
+        "/" + name.lstrip("/"),
         dset.shape,
         dset.dtype,
         identity=file_identity(path),

@@ -10,16 +10,34 @@ from .common import SeveralSignals, clean_attr, source_for, source_variable
 
 
 def datasets(handle: Any) -> list[str]:
-    """Paths of every array dataset in the file (scalars left out)."""
+    """Paths of every array dataset in the file (scalars left out), those
+    behind external links included (files with external links are opened
+    only with ``allow_external``)."""
     import h5py
 
     found: list[str] = []
 
-    def visit(name: str, obj: Any) -> None:
-        if isinstance(obj, h5py.Dataset) and obj.shape:
-            found.append("/" + name)
+    def visit(prefix: str) -> Any:
+        def one(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Dataset) and obj.shape:
+                found.append(f"{prefix}/{name}")
 
-    handle.visititems(visit)
+        return one
+
+    def visit_link(name: str, link: Any) -> None:
+        if not isinstance(link, h5py.ExternalLink):
+            return
+        try:
+            target = handle.get(name)  # opens the other file
+        except (OSError, KeyError):
+            return  # a dangling link: reading it says so
+        if isinstance(target, h5py.Dataset):
+            visit("")(name, target)
+        elif isinstance(target, h5py.Group):  # its own links are not followed
+            target.visititems(visit(f"/{name}"))
+
+    handle.visititems(visit(""))
+    handle.visititems_links(visit_link)
     return found
 
 

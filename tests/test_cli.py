@@ -272,6 +272,37 @@ def test_an_output_inside_the_input_store_is_refused_before_any_work(tmp_path, a
     assert sorted(p.name for p in store.rglob("*")) == before
 
 
+def test_info_on_a_file_it_does_not_read_names_what_it_reads(tmp_path):
+    notes = tmp_path / "notes.py"
+    notes.write_text("print(1)\n")
+    out = run("info", str(notes), check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    for named in ("zarr", ".zspy", ".hspy", "netCDF4", "xsignal[formats]"):
+        assert named in out.stderr
+
+
+def test_a_detector_file_without_the_formats_extra_is_one_line(tmp_path):
+    """rosettasciio made unimportable in the child, as if not installed."""
+    (tmp_path / "stem.blo").write_bytes(b"\0" * 64)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.modules['rsciio'] = None; from xsignal.cli import "
+            "main; sys.exit(main(sys.argv[1:]))",
+            "info",
+            str(tmp_path / "stem.blo"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert 'pip install "xsignal[formats]"' in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
 def test_decompose_with_a_mask_file_and_a_scree_plot(tmp_path):
     import numpy as np
     import xarray as xr

@@ -469,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
             args.scheduler_name = name
             code: int = args.func(args)
             return code
-    except (OSError, ValueError, TypeError, NotImplementedError) as err:
+    except (OSError, ValueError, TypeError, NotImplementedError, ImportError) as err:
         # bad input: one line naming the problem, no traceback
         print(f"xsignal {args.command}: {err}", file=sys.stderr)
         return 2

@@ -38,6 +38,14 @@ def is_hdf5(path: str) -> bool:
             offset = 512 if offset == 0 else offset * 2
 
 
+# what xsignal reads, for errors on files it does not
+READABLE = (
+    "xsignal reads netCDF4, HyperSpy .hspy and .zspy, zarr stores (folders "
+    "or .zip), HDF5 files, and with xsignal[formats] every format "
+    "rosettasciio reads (.blo, .mib, .dm3/.dm4, .emd, .tif, .mrc, .bcf...)"
+)
+
+
 def open_h5(path: str, *, allow_external: bool) -> Any:
     """``h5py.File(path, "r")`` with errors that name the path and the
     problem; without ``allow_external``, files whose reads reach other
@@ -50,8 +58,8 @@ def open_h5(path: str, *, allow_external: bool) -> Any:
         raise ValueError(f"{path} is a folder, not a file")
     if not is_hdf5(path):
         raise ValueError(
-            f"{path} is not an HDF5/netCDF4 file (no HDF5 signature); xsignal "
-            "reads netCDF4, HyperSpy .hspy and HDF5 files"
+            f"{path} is not an HDF5/netCDF4 file (no HDF5 signature), nor a "
+            f"format known by its extension; {READABLE}"
         )
     try:
         handle = h5py.File(path, "r")

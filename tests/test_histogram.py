@@ -75,14 +75,50 @@ def test_rules_match_numpy(rule, range, backend):
     assert xsignal.is_lazy(h) == (backend == "dask")
 
 
+def check_integer_edges(edges, values, rule):
+    """Half-integer edges from min - 0.5 past max + 0.5, a whole width:
+    numpy's width rounded (at least 1)."""
+    v = finite(values)
+    width = np.diff(edges)
+    np.testing.assert_allclose(width, width[0])
+    assert width[0] == max(1, round(np.diff(np.histogram_bin_edges(v, rule))[0]))
+    assert edges[0] == v.min() - 0.5 and edges[-1] >= v.max() + 0.5
+    assert edges[-2] < v.max() + 0.5
+    np.testing.assert_array_equal(edges % 1, 0.5)
+
+
 @pytest.mark.parametrize("rule", EXACT_RULES + QUANTILE_RULES)
-def test_integer_data_match_numpy(rule, backend):
-    values = sample(dtype="int16")
+@pytest.mark.parametrize("dtype", ["int16", "float32"])
+def test_integer_valued_data_get_integer_aligned_bins(rule, dtype, backend):
+    """Integer dtypes, and floats whose values are all whole (counts stored
+    as float32): no comb of bins holding one or two integers each."""
+    values = np.rint(sample(dtype="float32")).astype(dtype)
     h = xsignal.histogram(make(values, lazy=backend == "dask"), bins=rule)
     edges = check_counts(h, values)
-    want = np.histogram_bin_edges(values, bins=rule)
     if backend == "numpy" or rule in EXACT_RULES:
-        assert edges.size == want.size
+        check_integer_edges(edges, values, rule)
+    else:  # approximate quartiles: a width within one of numpy's, rounded
+        want = max(1, round(np.diff(np.histogram_bin_edges(values, rule))[0]))
+        assert abs(np.diff(edges)[0] - want) <= 1
+        np.testing.assert_array_equal(edges % 1, 0.5)
+
+
+def test_a_range_on_integer_data_is_kept_and_the_width_made_whole(backend):
+    values = np.rint(sample(dtype="float32")) + 0.0
+    h = xsignal.histogram(
+        make(values, lazy=backend == "dask"), bins="sqrt", range=(0.5, 20.5)
+    )
+    edges = check_counts(h, values, (0.5, 20.5))
+    assert edges[0] == 0.5 and edges[-1] == 20.5
+    np.testing.assert_allclose(np.diff(edges), np.diff(edges)[0])
+
+
+def test_one_fraction_makes_the_data_not_integer_valued(backend):
+    values = np.rint(sample(dtype="float32"))
+    values[3, 2, 1] = 2.5
+    h = xsignal.histogram(make(values, lazy=backend == "dask"), bins="sturges")
+    edges = check_counts(h, values)
+    np.testing.assert_allclose(edges, np.histogram_bin_edges(values, "sturges"))
 
 
 @settings(max_examples=10, deadline=None)
@@ -126,7 +162,7 @@ def test_streaming_quartiles_with_ties(chunks):
     h = xsignal.histogram(
         xr.DataArray(values).chunk(dict(zip(("dim_0", "dim_1"), chunks))), bins="fd"
     )
-    assert h.sizes["bin"] == np.histogram_bin_edges(values, "fd").size - 1
+    check_integer_edges(h.attrs["bin_edges"], values, "fd")
 
 
 def test_quartiles_from_many_large_blocks():

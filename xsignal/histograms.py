@@ -9,7 +9,8 @@ How the bins are chosen
 narrower than 1), computed from statistics of the non-NaN values inside
 ``range`` (all of them when ``range`` is None):
 
-- in memory, with numpy, exactly: the bin count equals numpy's;
+- in memory, with numpy, exactly: the bin count equals numpy's (but for
+  integer-valued data, below);
 - lazy, in one pass over the blocks (one ``dask.compute``): count, min,
   max and the first three central moments are merged exactly across blocks
   (pairwise update formulas of Chan et al. and Pébay), so ``scott``,
@@ -24,6 +25,14 @@ narrower than 1), computed from statistics of the non-NaN values inside
   exact 24.8th and 25.2nd (74.8th and 75.2nd) percentiles (in practice much
   closer), are exact when every block is small, and the bin count is close
   to, not always equal to, numpy's.
+
+Integer-valued data (integer dtypes, and floats whose values are all
+integers, such as counts stored as float32, found in the same statistics
+pass) get integer-aligned bins: the rule's width rounded to a whole number
+(at least 1), edges on half-integers from ``min - 0.5`` to at least
+``max + 0.5``, so every bin holds the same number of possible values and
+the histogram has no comb of empty bins. With ``range``, the range is kept
+as given and only the width is rounded.
 
 The bins must be known to build the counting graph, so a rule (or an int
 without ``range``) on lazy data computes its statistics pass once when
@@ -85,6 +94,7 @@ class Stats(NamedTuple):
     m3: float  # sum of cubed deviations
     q25: float
     q75: float
+    integral: bool = False  # every value is a whole number
 
 
 class _Partial(NamedTuple):
@@ -96,6 +106,7 @@ class _Partial(NamedTuple):
     m3: float
     points: np.ndarray  # sorted quantiles (or all values) of the block
     ranks: np.ndarray  # number of values <= each point, interpolated
+    integral: bool = True
 
 
 def _values(block: np.ndarray, lo: float | None, hi: float | None) -> np.ndarray:
@@ -127,6 +138,7 @@ def _partial(
     if n == 0:
         return _Partial(0, np.inf, -np.inf, 0.0, 0.0, 0.0, empty, empty)
     mean, m2, m3 = _moments(v)
+    integral = _integral(block, v)
     points = ranks = empty
     if quantiles:
         v = np.sort(v)  # cheaper than np.percentile's partition at 1001 ranks
@@ -140,7 +152,17 @@ def _partial(
             frac = position - below
             points = v[below] + frac * (v[below + 1] - v[below])
             ranks = 1 + position
-    return _Partial(n, float(v.min()), float(v.max()), mean, m2, m3, points, ranks)
+    return _Partial(
+        n, float(v.min()), float(v.max()), mean, m2, m3, points, ranks, integral
+    )
+
+
+def _integral(block: np.ndarray, v: np.ndarray) -> bool:
+    """Whether the values ``v`` (of ``block``) are all whole numbers."""
+    if np.asarray(block).dtype.kind in "iub":
+        return True
+    with np.errstate(invalid="ignore"):
+        return bool(np.all(np.rint(v) == v))
 
 
 def _merge_moments(a: _Partial, b: _Partial) -> tuple[int, float, float, float]:
@@ -201,7 +223,10 @@ def _merge(parts: Sequence[_Partial], quantiles: bool) -> Stats:
     q25 = q75 = math.nan
     if quantiles and acc.n:
         q25, q75 = _quantile(parts, 0.25), _quantile(parts, 0.75)
-    return Stats(acc.n, lo, hi, acc.mean, acc.m2, acc.m3, float(q25), float(q75))
+    integral = all(p.integral for p in parts if p.n)
+    return Stats(
+        acc.n, lo, hi, acc.mean, acc.m2, acc.m3, float(q25), float(q75), integral
+    )
 
 
 def _exact_stats(
@@ -223,6 +248,7 @@ def _exact_stats(
         m3,
         q25,
         q75,
+        _integral(values, v),
     )
 
 
@@ -547,8 +573,8 @@ def _edges(
         n_bins = 1
         if s.n:
             width = _rule_width(rule, s, hi - lo)
-            if da.dtype.kind in "iub" and 0 < width < 1:
-                width = 1.0  # integer data: never narrower than 1, as numpy
+            if s.integral and math.isfinite(width) and math.isfinite(lo):
+                return _integer_edges(s, range, width, max_bins, rule)
             if width > 0 and math.isfinite(width):
                 n_bins = max(1, math.ceil((hi - lo) / width))
         return np.linspace(lo, hi, _cap(n_bins, max_bins, rule) + 1)
@@ -568,6 +594,29 @@ def _edges(
         raise ValueError("bin edges must be finite and strictly increasing")
     _check_count(edges.size - 1, max_bins)
     return edges
+
+
+def _integer_edges(
+    s: Stats,
+    range: tuple[float, float] | None,
+    width: float,
+    max_bins: int,
+    rule: str,
+) -> np.ndarray:
+    """Bins for whole-number data: a whole width (at least 1), edges on
+    half-integers from ``min - 0.5`` (within ``range`` as given)."""
+    width = max(1.0, float(round(width)))
+    if range is not None:
+        lo, hi = range
+        n_bins = max(1, math.ceil((hi - lo) / width))
+        return np.linspace(lo, hi, _cap(n_bins, max_bins, rule) + 1)
+    lo, top = s.min - 0.5, s.max + 0.5
+    n_bins = max(1, math.ceil((top - lo) / width))
+    capped = _cap(n_bins, max_bins, rule)
+    if capped < n_bins:  # fewer, wider bins: still whole
+        width = float(math.ceil((top - lo) / capped))
+        n_bins = math.ceil((top - lo) / width)
+    return lo + width * np.arange(n_bins + 1, dtype=np.float64)
 
 
 def _check_count(n_bins: int, max_bins: int) -> None:

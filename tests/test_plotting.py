@@ -58,6 +58,11 @@ def test_navigator_is_drawn_like_hyperspy():
     assert (left, right) == pytest.approx((9.75, 13.75))
     assert nav.get_xlabel() == "x (nm)" and nav.get_ylabel() == "y (nm)"
     assert sig.get_xlabel() == "energy (eV)"
+    # both axes in nm: square pixels, though the pixels are 2 x 0.5 nm
+    assert nav.get_aspect() == 1.0
+    (colour_bar,) = [ax for ax in fig.axes if ax not in (nav, sig)]
+    assert colour_bar.get_ylabel() == "counts (sum over energy)"
+    assert sig.get_title() == "y = 0 nm, x = 10 nm"
     assert len(fig.axes) == 3  # navigator, its colour bar, signal
     np.testing.assert_allclose(signal_line(fig), da.isel(y=0, x=0).values)
 
@@ -82,7 +87,7 @@ def test_click_drag_and_keys_move_the_pixel():
     key(fig, "up")  # stays inside the data
     assert fig.xsignal.pixel == {"y": 0, "x": 6}
     np.testing.assert_allclose(signal_line(fig), da.isel(y=0, x=6).values)
-    assert fig.xsignal.signal_axes.get_title() == "y=0, x=6"
+    assert fig.xsignal.signal_axes.get_title() == "y = 0 nm, x = 13 nm"
 
 
 def test_script_pixel_and_savefig(tmp_path):
@@ -134,6 +139,10 @@ def test_given_navigator_and_images_with_colour_bars():
     np.testing.assert_allclose(shown.get_array(), stem.isel(y=2, x=1).values)
     assert fig.xsignal.signal_axes.get_xlabel() == "kx (1/nm)"
     assert len(fig.axes) == 4  # two images, two colour bars
+    # ky has no coordinate, kx is in 1/nm: pixels as wide as the axes allow
+    assert fig.xsignal.signal_axes.get_aspect() == "auto"
+    labels = sorted(ax.get_ylabel() for ax in fig.axes[2:])
+    assert labels == ["intensity (counts)", "navigator"]
     click(fig, fig.xsignal.navigator_axes, x=3, y=0)
     np.testing.assert_allclose(shown.get_array(), stem.isel(y=0, x=3).values)
     with pytest.raises(ValueError, match="navigation shape"):
@@ -165,7 +174,11 @@ def test_decomposition_and_separation_plots():
     loading_axes = [ax for ax in fig.axes if ax.get_title().startswith("loading")]
     assert len(factor_axes) == len(loading_axes) == 3
     assert factor_axes[0].get_xlabel() == "energy (eV)"
+    assert factor_axes[0].get_ylabel() == "factor"
     assert loading_axes[0].get_xlabel() == "x (nm)"
+    assert loading_axes[0].get_aspect() == 1.0
+    bars = [ax for ax in fig.axes if ax not in factor_axes + loading_axes]
+    assert {ax.get_ylabel() for ax in bars} == {"loading"}
     np.testing.assert_allclose(
         loading_axes[1].images[0].get_array(), dec.loadings.isel(component=1).values
     )

@@ -61,6 +61,10 @@ def _extent(da: xr.DataArray, xdim: Hashable, ydim: Hashable) -> list[float]:
     return [x0, x1, y1, y0]
 
 
+def _units(da: xr.DataArray, dim: Hashable) -> Any:
+    return da.coords[dim].attrs.get("units") if dim in da.coords else None
+
+
 def _draw_image(
     figure: Any,
     ax: Any,
@@ -71,16 +75,19 @@ def _draw_image(
 ) -> Any:
     """``da`` over (``ydim``, ``xdim``) as HyperSpy draws an image: first row
     at the top, pixel centres on their coordinates, labels with units, a
-    colour bar. Returns the image artist."""
+    labelled colour bar (``label``, default the data's name and units);
+    square pixels when both axes have the same units (a map in nm is not
+    stretched). Returns the image artist."""
     image = da.transpose(ydim, xdim)
+    same_units = _units(image, ydim) == _units(image, xdim)
     im = ax.imshow(
         np.asarray(image.values, dtype=float),
         extent=_extent(image, xdim, ydim),
         origin="upper",
-        aspect="auto",
+        aspect="equal" if same_units else "auto",
         interpolation="nearest",
     )
-    figure.colorbar(im, ax=ax, label=label)
+    figure.colorbar(im, ax=ax, label=label or _intensity_label(da))
     ax.set_xlabel(_label(image, xdim))
     ax.set_ylabel(_label(image, ydim))
     return im
@@ -109,8 +116,10 @@ class SignalPlot:
         navigator: xr.DataArray | None,
         pixel: dict[Hashable, int],
         figure: Any,
+        summed: bool = False,
     ) -> None:
         self.da = da
+        self.summed = summed  # the navigator is the sum over the signal dims
         self.nav = navigation_dims(da)
         self.sig = signal_dims(da)
         self.pixel = pixel
@@ -147,17 +156,29 @@ class SignalPlot:
         nav = self._navigator_view()
         shown = self._image_dims()
         title = self.da.attrs.get("title") or "navigator"
+        label = self._navigator_label()
         if len(shown) == 2:
-            _draw_image(self.figure, ax, nav, *shown)
+            _draw_image(self.figure, ax, nav, *shown, label)
             (self._marker,) = ax.plot([], [], "s", mfc="none", mec="red", ms=10, mew=2)
         else:
             (xdim,) = shown
             ax.plot(_values(nav, xdim), np.asarray(nav.values, dtype=float))
             ax.set_xlabel(_label(nav, xdim))
-            ax.set_ylabel("navigator")
+            ax.set_ylabel(label)
             self._marker = ax.axvline(0, color="red")
         ax.set_title(str(title))
         self._move_marker()
+
+    def _navigator_label(self) -> str:
+        """What the navigator shows: "counts (sum over energy)" for the sum
+        over the signal dims, else the given image's own name."""
+        nav = self.navigator
+        assert nav is not None
+        if self.summed:
+            over = ", ".join(map(str, self.sig))
+            what = self.da.attrs.get("units") or self.da.name or "intensity"
+            return f"{what} (sum over {over})"
+        return _intensity_label(nav) if (nav.name or nav.attrs) else "navigator"
 
     def _navigator_view(self) -> xr.DataArray:
         """The navigator over the shown dims (others at the current pixel)."""
@@ -216,9 +237,20 @@ class SignalPlot:
         ax.set_title(self._where())
 
     def _where(self) -> str:
+        """The current pixel in coordinate units: "y = 3.2 nm, x = 1.6 nm"
+        (the index where a dim has no numeric coordinate)."""
         if not self.pixel:
             return "signal"
-        return ", ".join(f"{d}={i}" for d, i in self.pixel.items())
+        parts = []
+        for dim, index in self.pixel.items():
+            coord = self.da.coords.get(dim)
+            if coord is None or coord.dtype.kind not in "iuf":
+                parts.append(f"{dim}={index}")
+                continue
+            units = coord.attrs.get("units")
+            value = f"{float(coord.values[index]):.4g}"
+            parts.append(f"{dim} = {value} {units}" if units else f"{dim} = {value}")
+        return ", ".join(parts)
 
     def _redraw_signal(self) -> None:
         signal = self._signal_view()
@@ -400,8 +432,8 @@ def plot(
     >>> fig.xsignal.pixel
     {'y': 5, 'x': 3}
     >>> fig.xsignal.set_pixel(x=7)
-    >>> fig.axes[1].get_title()
-    'y=5, x=7'
+    >>> fig.xsignal.signal_axes.get_title()
+    'y = 10 nm, x = 14 nm'
     """
     _check_dataarray(da)
     plt = _pyplot()
@@ -412,7 +444,8 @@ def plot(
         figure = plt.figure(figsize=(5.2 * panels, 4.2), layout="constrained")
     else:
         figure.clear()
-    state = SignalPlot(da, nav_image, start, figure)
+    summed = isinstance(navigator, str)  # "auto", checked by _navigator
+    state = SignalPlot(da, nav_image, start, figure, summed=summed)
     state.draw()
     figure.xsignal = state  # keeps the event handlers alive with the figure
     return figure
@@ -477,11 +510,12 @@ def _draw_component(figure: Any, ax: Any, part: xr.DataArray, title: str) -> Non
     if len(dims) >= 2:
         image = part.isel({d: 0 for d in dims[:-2]})
         ydim, xdim = dims[-2:]
-        _draw_image(figure, ax, image, ydim, xdim)
+        _draw_image(figure, ax, image, ydim, xdim, title.split()[0])
     elif len(dims) == 1:
         (xdim,) = dims
         ax.plot(_values(part, xdim), np.asarray(part.values, dtype=float))
         ax.set_xlabel(_label(part, xdim))
+        ax.set_ylabel(title.split()[0])  # "factor" or "loading"
     else:
         ax.text(
             0.5, 0.5, f"{float(part.values):g}", ha="center", transform=ax.transAxes

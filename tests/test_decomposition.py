@@ -501,6 +501,22 @@ def test_processes_scheduler_and_progress(truth):
     np.testing.assert_allclose(loadings, in_memory.loadings, rtol=1e-4, atol=1e-6)
 
 
+def test_a_decomposition_of_several_passes_shows_one_bar(capsys):
+    """A randomized SVD computes a pass per power iteration: one bar, titled
+    by the algorithm, the pass in its postfix (it was a bar per pass)."""
+    pytest.importorskip("tqdm")
+    data = spectrum_image((16, 16, 1024), 3, seed=2).data.chunk({"y": 4})
+    result = xsignal.decomposition(
+        data, "SVD", 3, progress=True, svd_solver="randomized"
+    )
+    assert result.parameters["passes"] > 1
+    shown = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    titles = {line.split(":")[0].strip() for line in shown if line.strip()}
+    assert titles == {"SVD"}
+    last = f"pass {result.parameters['passes']}"
+    assert any(last in line for line in shown)
+
+
 def test_robust_ornmf_resists_outliers():
     data, factors, _ = spectrum_image((24, 24, 96), 3, seed=5)
     rng = np.random.default_rng(0)

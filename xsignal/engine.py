@@ -164,6 +164,24 @@ def compute(
         return out
 
 
+def one_bar(progress: bool | None, desc: str) -> Any:
+    """One progress bar, titled ``desc``, over every compute inside the
+    block: a computation of several passes (a decomposition) shows one bar,
+    not one per pass. On a client, distributed's bars follow each pass.
+
+    Examples
+    --------
+    >>> import dask.array as dsa
+    >>> from xsignal import engine
+    >>> with engine.one_bar(False, "two passes"):
+    ...     engine.compute(dsa.ones(4, chunks=2).sum())[0] + 1
+    np.float64(5.0)
+    """
+    if where() == "distributed":
+        return contextlib.nullcontext()
+    return _progress.one_bar(progress, desc)
+
+
 def _compute_on_client(client: Any, objs: tuple[Any, ...]) -> tuple[Any, ...]:
     from distributed import progress as distributed_progress
 

@@ -35,6 +35,63 @@ def _pyplot() -> ModuleType:
     return plt
 
 
+def _new_figure(plt: ModuleType, figsize: tuple[float, float]) -> Any:
+    """A pyplot figure that a notebook shows once.
+
+    Jupyter shows pyplot figures when the cell ends (inline: a picture;
+    ipympl: the live canvas), and a figure again when it is the cell's
+    value (a call returning it on the last line). Figures made here are of
+    a :class:`matplotlib.figure.Figure` subclass whose picture, in an
+    IPython kernel, is drawn once: with the inline backend the first
+    display closes it (so the end of the cell does not draw it again);
+    with a live canvas (ipympl) the value shows as text, as
+    ``plt.subplots()``'s tuple does.
+    """
+    global _FIGURE_CLASS
+    if _FIGURE_CLASS is None:
+        from matplotlib.figure import Figure
+
+        class ShownOnce(Figure):
+            """A matplotlib Figure shown once in notebooks (see _new_figure)."""
+
+        ShownOnce.__name__ = ShownOnce.__qualname__ = "Figure"
+        _FIGURE_CLASS = ShownOnce
+        _register_in_ipython(plt, Figure, ShownOnce)
+    return plt.figure(figsize=figsize, layout="constrained", FigureClass=_FIGURE_CLASS)
+
+
+_FIGURE_CLASS: Any = None
+_PICTURES = ("image/png", "image/jpeg", "image/svg+xml", "application/pdf")
+
+
+def _register_in_ipython(plt: ModuleType, base: type, cls: type) -> None:
+    """In an IPython kernel, pictures of ``cls`` as described in
+    :func:`_new_figure` (other figures are left as they are)."""
+    import sys
+
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is None or not hasattr(shell, "display_formatter"):
+        return
+    for mime in _PICTURES:
+        formatter = shell.display_formatter.formatters.get(mime)
+        if formatter is None:
+            continue
+        try:
+            picture = formatter.lookup_by_type(base)
+        except KeyError:
+            continue  # this kernel draws no such picture of figures
+
+        def once(figure: Any, picture: Any = picture) -> Any:
+            if "inline" not in plt.get_backend():
+                return None  # a live canvas, shown by its backend
+            drawn = picture(figure)
+            plt.close(figure)  # drawn: the end of the cell skips it
+            return drawn
+
+        formatter.for_type(cls, once)
+
+
 def _label(da: xr.DataArray, dim: Hashable) -> str:
     units = da.coords[dim].attrs.get("units") if dim in da.coords else None
     return f"{dim} ({units})" if units else str(dim)
@@ -441,7 +498,7 @@ def plot(
     nav_image = _navigator(da, navigator, progress)
     if figure is None:
         panels = 2 if nav_image is not None else 1
-        figure = plt.figure(figsize=(5.2 * panels, 4.2), layout="constrained")
+        figure = _new_figure(plt, (5.2 * panels, 4.2))
     else:
         figure.clear()
     summed = isinstance(navigator, str)  # "auto", checked by _navigator
@@ -490,7 +547,7 @@ def plot_decomposition(
         progress=False,
     )
     if figure is None:
-        figure = plt.figure(figsize=(9, 2.6 * len(chosen) + 0.4), layout="constrained")
+        figure = _new_figure(plt, (9, 2.6 * len(chosen) + 0.4))
     else:
         figure.clear()
     axes = figure.subplots(len(chosen), 2, squeeze=False)

@@ -6,10 +6,13 @@ what runs ("SVD: Gram pass", "map")."""
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from dask.callbacks import Callback
 
 from .options import OPTIONS
 
@@ -37,14 +40,68 @@ def _delay(progress: bool | None) -> float:
     return OPTIONS["progress_delay"] if progress is None else 0.0
 
 
+# the bar of a computation made of several computes (a decomposition's
+# passes), fed by each of them instead of one bar per compute
+_SHARED: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "xsignal_bar", default=None
+)
+
+
+@contextlib.contextmanager
+def one_bar(progress: bool | None, desc: str) -> Iterator[None]:
+    """One bar, titled ``desc``, over every local dask compute inside the
+    block (its total grows with each compute's tasks; each compute's own
+    label becomes its postfix, "pass 2"). No bar without tqdm."""
+    if not show_progress(progress) or _SHARED.get() is not None:
+        yield
+        return
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        yield
+        return
+    with tqdm(total=0, desc=desc, delay=_delay(progress)) as bar:
+        token = _SHARED.set((bar, desc))
+        try:
+            yield
+        finally:
+            _SHARED.reset(token)
+
+
+class _Feed(Callback):
+    """A dask callback adding one compute's tasks to a shared bar."""
+
+    def __init__(self, bar: Any, label: str | None) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.bar, self.label = bar, label
+
+    def _start_state(self, dsk: Any, state: Any) -> None:
+        keys = ("ready", "waiting", "running", "finished")
+        self.bar.total += sum(len(state[k]) for k in keys)
+        if self.label:
+            self.bar.set_postfix_str(self.label, refresh=False)
+        self.bar.refresh()
+
+    def _posttask(self, *args: Any) -> None:
+        self.bar.update(1)
+
+
 @contextlib.contextmanager
 def dask_bar(progress: bool | None = None, desc: str | None = None) -> Iterator[None]:
-    """A bar over the local dask computes inside the block.
+    """A bar over the local dask computes inside the block (inside
+    :func:`one_bar`, that bar instead).
 
     With ``progress=None`` the bar appears only once a compute has lasted
     ``set_options(progress_delay=...)`` seconds; ``progress=True`` shows it
     at once.
     """
+    shared = _SHARED.get()
+    if shared is not None:
+        shared_bar, title = shared
+        label = (desc or "").removeprefix(title).lstrip(": ") or None
+        with _Feed(shared_bar, label):
+            yield
+        return
     if not show_progress(progress):
         yield
         return

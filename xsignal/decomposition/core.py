@@ -10,6 +10,7 @@ import dask.array as dsa
 import numpy as np
 import xarray as xr
 
+from .. import engine
 from ..dims import (
     SIGNAL_DIMS_ATTR,
     encode_signal_dims,
@@ -136,13 +137,14 @@ def decomposition(
             f"{normalize_poissonian_noise!r}"
         )
     k = _output_dimension(name, output_dimension, problem)
-    fit = fit_fn(
-        problem,
-        k,
-        poisson=bool(normalize_poissonian_noise),
-        centre=centre,
-        **algorithm_kwargs,
-    )
+    with engine.one_bar(problem.progress, name):  # one bar for all its passes
+        fit = fit_fn(
+            problem,
+            k,
+            poisson=bool(normalize_poissonian_noise),
+            centre=centre,
+            **algorithm_kwargs,
+        )
     if name == "PCA":
         centre = "navigation"
     parameters = {

@@ -124,3 +124,24 @@ __all__ += [
     "valuemin",
     "var",
 ]
+
+# --- signal tools (issue 24) ----------------------------------------------------
+from .spectra import (  # noqa: E402
+    derivative,
+    estimate_poissonian_noise_variance,
+    gaussian_filter,
+    integrate1D,
+    integrate_simpson,
+    remove_background,
+    smooth_savitzky_golay,
+)
+
+__all__ += [
+    "derivative",
+    "estimate_poissonian_noise_variance",
+    "gaussian_filter",
+    "integrate1D",
+    "integrate_simpson",
+    "remove_background",
+    "smooth_savitzky_golay",
+]

@@ -21,6 +21,7 @@ from . import lazy as _lazy
 from . import mapping as _mapping
 from . import plotting as _plotting
 from . import reductions as _reductions
+from . import spectra as _spectra
 from .rebin import rebin as _apply_rebin
 from .reductions import NAVIGATION, UNSET, DimsArg, Unset
 from .rois import roi as _apply_roi
@@ -538,4 +539,67 @@ class SignalAccessor:
         """Call :func:`xsignal.plot` on this DataArray."""
         return _plotting.plot(
             self._da, pixel, navigator, figure=figure, progress=progress
+        )
+
+    # --- signal tools (issue 24) ------------------------------------------------
+    def integrate1D(self, dim: Hashable | None = None) -> xr.DataArray:
+        """Call :func:`xsignal.integrate1D` on this DataArray."""
+        return _spectra.integrate1D(self._da, dim)
+
+    def integrate_simpson(self, dim: Hashable | None = None) -> xr.DataArray:
+        """Call :func:`xsignal.integrate_simpson` on this DataArray."""
+        return _spectra.integrate_simpson(self._da, dim)
+
+    def derivative(
+        self, dim: Hashable | None = None, order: int = 1, **kwargs: Any
+    ) -> xr.DataArray:
+        """Call :func:`xsignal.derivative` on this DataArray."""
+        return _spectra.derivative(self._da, dim, order, **kwargs)
+
+    def smooth_savitzky_golay(
+        self,
+        window_length: int,
+        polynomial_order: int,
+        deriv: int = 0,
+        dim: Hashable | None = None,
+    ) -> xr.DataArray:
+        """Call :func:`xsignal.smooth_savitzky_golay` on this DataArray."""
+        return _spectra.smooth_savitzky_golay(
+            self._da, window_length, polynomial_order, deriv, dim
+        )
+
+    def gaussian_filter(self, FWHM: float, dim: Hashable | None = None) -> xr.DataArray:
+        """Call :func:`xsignal.gaussian_filter` on this DataArray."""
+        return _spectra.gaussian_filter(self._da, FWHM, dim)
+
+    def estimate_poissonian_noise_variance(
+        self,
+        expected_value: xr.DataArray | None = None,
+        gain_factor: float = 1.0,
+        gain_offset: float = 0.0,
+        correlation_factor: float = 1.0,
+    ) -> xr.DataArray:
+        """Call :func:`xsignal.estimate_poissonian_noise_variance` on this
+        DataArray."""
+        return _spectra.estimate_poissonian_noise_variance(
+            self._da, expected_value, gain_factor, gain_offset, correlation_factor
+        )
+
+    def remove_background(
+        self,
+        signal_range: tuple[float, float],
+        background_type: str = "PowerLaw",
+        polynomial_order: int = 2,
+        dim: Hashable | None = None,
+        *,
+        return_background: bool = False,
+    ) -> xr.DataArray | tuple[xr.DataArray, xr.DataArray]:
+        """Call :func:`xsignal.remove_background` on this DataArray."""
+        return _spectra.remove_background(
+            self._da,
+            signal_range,
+            background_type,
+            polynomial_order,
+            dim,
+            return_background=return_background,
         )

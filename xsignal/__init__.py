@@ -135,8 +135,18 @@ from .spectra import (  # noqa: E402
     remove_background,
     smooth_savitzky_golay,
 )
+from .stem import (  # noqa: E402
+    azimuthal_integral1d,
+    center_of_mass,
+    virtual_image,
+    virtual_images,
+)
 
 __all__ += [
+    "azimuthal_integral1d",
+    "center_of_mass",
+    "virtual_image",
+    "virtual_images",
     "derivative",
     "estimate_poissonian_noise_variance",
     "gaussian_filter",

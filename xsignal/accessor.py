@@ -22,6 +22,7 @@ from . import mapping as _mapping
 from . import plotting as _plotting
 from . import reductions as _reductions
 from . import spectra as _spectra
+from . import stem as _stem
 from .rebin import rebin as _apply_rebin
 from .reductions import NAVIGATION, UNSET, DimsArg, Unset
 from .rois import roi as _apply_roi
@@ -603,3 +604,27 @@ class SignalAccessor:
             dim,
             return_background=return_background,
         )
+
+    def virtual_image(self, roi: Any) -> xr.DataArray:
+        """Call :func:`xsignal.virtual_image` on this DataArray."""
+        return _stem.virtual_image(self._da, roi)
+
+    def virtual_images(self, rois: Sequence[Any]) -> xr.DataArray:
+        """Call :func:`xsignal.virtual_images` on this DataArray."""
+        return _stem.virtual_images(self._da, rois)
+
+    def center_of_mass(
+        self, mask: Any = None, threshold: float | None = None
+    ) -> xr.DataArray:
+        """Call :func:`xsignal.center_of_mass` on this DataArray."""
+        return _stem.center_of_mass(self._da, mask, threshold)
+
+    def azimuthal_integral1d(
+        self,
+        npt: int,
+        center: tuple[float, float] | None = None,
+        radial_range: tuple[float, float] | None = None,
+        mask: Any = None,
+    ) -> xr.DataArray:
+        """Call :func:`xsignal.azimuthal_integral1d` on this DataArray."""
+        return _stem.azimuthal_integral1d(self._da, npt, center, radial_range, mask)

@@ -1,0 +1,358 @@
+"""4D-STEM tools over the two signal dims of each frame: virtual detectors,
+centre of mass, azimuthal integration.
+
+Each is a weighted sum over the pixels of every frame, so each is one
+matrix product per block: the block's frames as rows (frames x pixels)
+times a weight matrix (pixels x outputs), the way LiberTEM's
+``ApplyMasksUDF`` works. Any number of detectors costs one pass over the
+data, and several tools computed together (``xsignal.compute(a, b)``) share
+that pass. Integer frames are multiplied in float32 (float64 for 32- and
+64-bit integers and float64 data), never first copied to float64, and
+sparse weights (annuli) stay sparse.
+
+Positions are in the signal dims' coordinate units, the last signal dim as
+x (the image's columns, as :func:`xsignal.roi` with ``dims="signal"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .dims import _check_dataarray, navigation_dims, signal_dims, with_marking
+from .rois import _ROI, CircleROI, RectangularROI
+
+__all__ = [
+    "azimuthal_integral1d",
+    "center_of_mass",
+    "virtual_image",
+    "virtual_images",
+]
+
+
+def _frame_dims(da: xr.DataArray) -> tuple[Hashable, Hashable]:
+    """(y_dim, x_dim): the last two signal dims."""
+    _check_dataarray(da)
+    sig = signal_dims(da)
+    if len(sig) < 2:
+        raise ValueError(
+            f"frames need two signal dims and the array has {len(sig)} {sig}; "
+            "mark them with set_signal_dims(ky, kx)"
+        )
+    return sig[-2], sig[-1]
+
+
+def _coordinate(da: xr.DataArray, dim: Hashable) -> np.ndarray:
+    if dim in da.coords and da.coords[dim].dtype.kind in "iuf":
+        return np.asarray(da.coords[dim].values, dtype=np.float64)
+    return np.arange(da.sizes[dim], dtype=np.float64)
+
+
+def _grid(da: xr.DataArray) -> tuple[Hashable, Hashable, np.ndarray, np.ndarray]:
+    """(y_dim, x_dim, y, x): the frame's pixel centres as 2-D arrays."""
+    ydim, xdim = _frame_dims(da)
+    y, x = np.meshgrid(_coordinate(da, ydim), _coordinate(da, xdim), indexing="ij")
+    return ydim, xdim, y, x
+
+
+def _work_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype frames are multiplied in."""
+    if dtype.kind in "biu" and dtype.itemsize <= 2 or dtype == np.float32:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def _apply_weights(
+    da: xr.DataArray, weights: Any, out_dim: str, out_coords: Any
+) -> xr.DataArray:
+    """Every frame of ``da`` times ``weights`` (pixels x outputs, dense or
+    scipy sparse): one product per block; dims navigation + ``out_dim``."""
+    ydim, xdim = _frame_dims(da)
+    dtype = _work_dtype(da.dtype)
+    n_out = weights.shape[1]
+    sparse = hasattr(weights, "tocsr")
+    w = weights.astype(dtype) if sparse else np.asarray(weights, dtype=dtype)
+
+    def product(block: np.ndarray) -> np.ndarray:
+        frames = block.reshape(-1, block.shape[-2] * block.shape[-1])
+        if frames.dtype != dtype:
+            frames = frames.astype(dtype)
+        out = (w.T @ frames.T).T if sparse else frames @ w
+        return np.asarray(out).reshape(*block.shape[:-2], n_out)
+
+    data = da
+    if da.chunks is not None:  # whole frames per block
+        data = da.chunk({ydim: -1, xdim: -1})
+    out = xr.apply_ufunc(
+        product,
+        data,
+        input_core_dims=[[ydim, xdim]],
+        output_core_dims=[[out_dim]],
+        dask="parallelized",
+        output_dtypes=[dtype],
+        dask_gufunc_kwargs={"output_sizes": {out_dim: n_out}},
+    )
+    out = out.assign_coords({out_dim: out_coords})
+    rest = [d for d in signal_dims(da) if d not in (ydim, xdim)]
+    return with_marking(out, rest or [out_dim])
+
+
+# --- virtual detectors -----------------------------------------------------------
+
+
+def _mask(detector: Any, da: xr.DataArray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """A detector as a float mask over the frame."""
+    if isinstance(detector, _ROI):
+        return np.asarray(detector.contains(x, y), dtype=np.float64)
+    mask = np.asarray(getattr(detector, "values", detector))
+    if mask.shape != y.shape:
+        raise ValueError(
+            f"a detector mask must have the frame's shape {y.shape}, not {mask.shape}"
+        )
+    if mask.dtype.kind not in "biuf":
+        raise TypeError(
+            f"a detector mask must be numbers or booleans, not {mask.dtype}"
+        )
+    return mask.astype(np.float64)
+
+
+def _name(detector: Any, index: int) -> str:
+    if isinstance(detector, CircleROI):
+        c = detector
+        if c.r_inner:
+            return f"annulus({c.cx:g}, {c.cy:g}, {c.r_inner:g}-{c.r:g})"
+        return f"disc({c.cx:g}, {c.cy:g}, {c.r:g})"
+    if isinstance(detector, RectangularROI):
+        return (
+            f"rectangle({detector.left:g}, {detector.top:g}, "
+            f"{detector.right:g}, {detector.bottom:g})"
+        )
+    return f"mask {index}"
+
+
+def virtual_images(da: xr.DataArray, rois: Sequence[Any]) -> xr.DataArray:
+    """The sum of each frame inside each detector, every detector in one
+    pass over the data (pyxem's ``get_virtual_image`` for several ROIs).
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        Frames over its last two signal dims (4D-STEM: navigation y, x and
+        signal ky, kx), lazy or in memory.
+    rois : sequence
+        Detectors: :class:`xsignal.CircleROI` (discs and annuli),
+        :class:`xsignal.RectangularROI` (coordinate units of the signal
+        dims, the last one as x; a pixel belongs when its centre is inside,
+        edges included, see :func:`xsignal.roi`), or masks of the frame's
+        shape (booleans or weights).
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims navigation + ``roi`` (coordinate: each detector's description),
+        marked as a stack of images (``roi`` the signal dim); float32 for
+        frames of up to 16-bit integers or float32, else float64. Lazy when
+        ``da`` is.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xsignal
+    >>> k = np.arange(9.0) - 4
+    >>> frames = xr.DataArray(np.ones((2, 3, 9, 9)), dims=("y", "x", "ky", "kx"),
+    ...                       coords={"ky": k, "kx": k})
+    >>> frames = frames.signal.set_signal_dims("ky", "kx")
+    >>> bf, adf = xsignal.CircleROI(0, 0, 1), xsignal.CircleROI(0, 0, 4, r_inner=3)
+    >>> images = xsignal.virtual_images(frames, [bf, adf])
+    >>> images.sizes["roi"], images.isel(y=0, x=0).values.tolist()
+    (2, [5.0, 24.0])
+    """
+    if isinstance(rois, _ROI) or not len(rois):
+        raise TypeError("rois must be a non-empty list of detectors")
+    _, _, y, x = _grid(da)
+    masks = np.stack([_mask(r, da, y, x).ravel() for r in rois], axis=1)
+    empty = [i for i in range(masks.shape[1]) if not masks[:, i].any()]
+    if empty:
+        raise ValueError(
+            f"detector(s) {[_name(rois[i], i) for i in empty]} contain no pixel "
+            "centre of the frame"
+        )
+    names = [_name(r, i) for i, r in enumerate(rois)]
+    out = _apply_weights(da, masks, "roi", names)
+    out.attrs = {k: v for k, v in da.attrs.items() if k != "signal_dims"}
+    out = with_marking(out, navigation_dims(da)[-2:])
+    out.name = "virtual_images"
+    return out
+
+
+def virtual_image(da: xr.DataArray, roi: Any) -> xr.DataArray:
+    """The sum of each frame inside one detector (pyxem's
+    ``get_virtual_image``): an image over the navigation dims, marked as
+    the signal (HyperSpy's ``Signal2D``). See :func:`virtual_images`.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xsignal
+    >>> frames = xr.DataArray(np.ones((2, 3, 5, 5)), dims=("y", "x", "ky", "kx"))
+    >>> frames = frames.signal.set_signal_dims("ky", "kx")
+    >>> xsignal.virtual_image(frames, xsignal.CircleROI(2, 2, 1)).values
+    array([[5., 5., 5.],
+           [5., 5., 5.]])
+    """
+    image = virtual_images(da, [roi]).isel(roi=0, drop=True)
+    image.name = "virtual_image"
+    return with_marking(image, navigation_dims(da)[-2:])
+
+
+# --- centre of mass --------------------------------------------------------------
+
+
+def center_of_mass(
+    da: xr.DataArray,
+    mask: Any = None,
+    threshold: float | None = None,
+) -> xr.DataArray:
+    """The centre of mass of each frame, in the signal dims' coordinate
+    units: ``sum(I * x) / sum(I)`` and the same for y.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        Frames over the last two signal dims.
+    mask : CircleROI, RectangularROI or boolean array, optional
+        Only the pixels inside count (a disc around the direct beam).
+    threshold : float, optional
+        Pixels below ``threshold`` times the frame's mean count as zero
+        (pyxem's rule). A frame computed with a threshold needs its mean
+        first: its block is read once, the product then taken on the
+        thresholded frames.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims navigation + ``vector`` (coords ``"x"``, ``"y"``), NaN for a
+        frame summing to zero. Lazy when ``da`` is.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xsignal
+    >>> frame = np.zeros((1, 5, 5)); frame[0, 1, 3] = 2.0
+    >>> da = xr.DataArray(frame, dims=("t", "ky", "kx"),
+    ...                   coords={"kx": np.arange(5) * 0.1, "ky": np.arange(5) * 0.1})
+    >>> com = xsignal.center_of_mass(da.signal.set_signal_dims("ky", "kx"))
+    >>> com.sel(vector="x").values, com.sel(vector="y").values
+    (array([0.3]), array([0.1]))
+    """
+    ydim, xdim, y, x = _grid(da)
+    keep = np.ones(y.shape) if mask is None else _mask(mask, da, y, x)
+    weights = np.stack([keep.ravel(), (keep * x).ravel(), (keep * y).ravel()], 1)
+    data = da
+    if threshold is not None:
+        if not threshold >= 0:
+            raise ValueError(f"threshold must be non-negative, not {threshold!r}")
+        mean = da.mean([ydim, xdim])
+        data = da.where(da >= threshold * mean, 0)
+    sums = _apply_weights(data, weights, "moment", ["total", "x", "y"])
+    total = sums.sel(moment="total", drop=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        com = xr.concat(
+            [sums.sel(moment=m, drop=True) / total for m in ("x", "y")],
+            dim=xr.DataArray(["x", "y"], dims="vector", name="vector"),
+        )
+    dims = [d for d in da.dims if d not in (ydim, xdim)]
+    com = com.transpose(*dims, "vector")
+    units = da.coords[xdim].attrs.get("units") if xdim in da.coords else None
+    com.attrs = {"long_name": "centre of mass"}
+    if units:
+        com.attrs["units"] = units
+    com.name = "center_of_mass"
+    return with_marking(com, ["vector"])
+
+
+# --- azimuthal integration -------------------------------------------------------
+
+
+def azimuthal_integral1d(
+    da: xr.DataArray,
+    npt: int,
+    center: tuple[float, float] | None = None,
+    radial_range: tuple[float, float] | None = None,
+    mask: Any = None,
+) -> xr.DataArray:
+    """The mean intensity of each frame in ``npt`` annuli around ``center``
+    (pyxem's ``get_azimuthal_integral1d``, without pixel splitting): a
+    pixel counts in the annulus holding its centre's distance.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        Frames over the last two signal dims.
+    npt : int
+        Number of annuli, of equal width.
+    center : (x, y), optional
+        In coordinate units; default the frame's centre.
+    radial_range : (float, float), optional
+        Inner and outer radius; default 0 to the farthest pixel centre.
+    mask : CircleROI, RectangularROI or boolean array, optional
+        Pixels to leave out (True: left out), e.g. a beam stop.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims navigation + ``radius`` (the annuli's mid radii, in the
+        coordinate units), NaN for an annulus without pixels. One sparse
+        product per block. Lazy when ``da`` is.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xsignal
+    >>> ky, kx = np.mgrid[-10:11, -10:11].astype(float)
+    >>> rings = xr.DataArray(np.hypot(ky, kx)[None], dims=("t", "ky", "kx"),
+    ...                      coords={"ky": ky[:, 0], "kx": kx[0]})
+    >>> profile = xsignal.azimuthal_integral1d(
+    ...     rings.signal.set_signal_dims("ky", "kx"), 5, center=(0, 0),
+    ...     radial_range=(0, 10))
+    >>> profile.radius.values
+    array([1., 3., 5., 7., 9.])
+    >>> bool(np.all(abs(profile.values - profile.radius.values) < 0.3))
+    True
+    """
+    from scipy import sparse
+
+    if isinstance(npt, bool) or not isinstance(npt, int | np.integer) or npt < 1:
+        raise ValueError(f"npt must be a positive int, not {npt!r}")
+    ydim, xdim, y, x = _grid(da)
+    if center is None:
+        cx, cy = (x.min() + x.max()) / 2, (y.min() + y.max()) / 2
+    else:
+        cx, cy = (float(v) for v in center)
+    radius = np.hypot(x - cx, y - cy).ravel()
+    lo, hi = (0.0, float(radius.max())) if radial_range is None else radial_range
+    if not hi > lo >= 0:
+        raise ValueError(
+            f"radial_range must be 0 <= inner < outer, not {radial_range!r}"
+        )
+    width = (hi - lo) / npt
+    index = np.floor((radius - lo) / width).astype(np.int64)
+    index[radius == hi] = npt - 1  # the outer edge belongs to the last annulus
+    inside = (index >= 0) & (index < npt)
+    if mask is not None:
+        inside &= _mask(mask, da, y, x).ravel() == 0
+    pixels = np.nonzero(inside)[0]
+    counts = np.bincount(index[pixels], minlength=npt).astype(np.float64)
+    with np.errstate(divide="ignore"):
+        share = np.where(counts > 0, 1.0 / counts, 0.0)
+    weights = sparse.csr_matrix(
+        (share[index[pixels]], (pixels, index[pixels])), shape=(radius.size, npt)
+    )
+    mids = lo + width * (np.arange(npt) + 0.5)
+    out = _apply_weights(da, weights, "radius", mids)
+    out = out.where(xr.DataArray(counts > 0, dims="radius"))
+    units = da.coords[xdim].attrs.get("units") if xdim in da.coords else None
+    if units:
+        out.coords["radius"].attrs["units"] = units
+    out.attrs = {"long_name": "azimuthal mean"}
+    out.name = "azimuthal_integral"
+    return with_marking(out, ["radius"])

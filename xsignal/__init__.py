@@ -126,6 +126,7 @@ __all__ += [
 ]
 
 # --- signal tools (issue 24) ----------------------------------------------------
+from .fourier import fft, ifft  # noqa: E402
 from .spectra import (  # noqa: E402
     derivative,
     estimate_poissonian_noise_variance,
@@ -149,7 +150,9 @@ __all__ += [
     "virtual_images",
     "derivative",
     "estimate_poissonian_noise_variance",
+    "fft",
     "gaussian_filter",
+    "ifft",
     "integrate1D",
     "integrate_simpson",
     "remove_background",

@@ -15,6 +15,7 @@ import xarray as xr
 
 from . import chunks as _chunks
 from . import dims as _dims
+from . import fourier as _fourier
 from . import histograms as _histogram
 from . import io as _io
 from . import lazy as _lazy
@@ -628,3 +629,11 @@ class SignalAccessor:
     ) -> xr.DataArray:
         """Call :func:`xsignal.azimuthal_integral1d` on this DataArray."""
         return _stem.azimuthal_integral1d(self._da, npt, center, radial_range, mask)
+
+    def fft(self, shift: bool = False) -> xr.DataArray:
+        """Call :func:`xsignal.fft` on this DataArray."""
+        return _fourier.fft(self._da, shift)
+
+    def ifft(self, shift: bool | None = None) -> xr.DataArray:
+        """Call :func:`xsignal.ifft` on this DataArray."""
+        return _fourier.ifft(self._da, shift)

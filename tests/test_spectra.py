@@ -208,3 +208,22 @@ def test_the_signal_dim_must_be_known():
     with pytest.raises(ValueError, match="dim must be given"):
         xsignal.derivative(da)
     np.testing.assert_allclose(xsignal.derivative(da, "c").values, 0.0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_find_peaks1D_is_scipy_on_every_spectrum(kind):
+    da = eels()
+    smooth = xsignal.gaussian_filter(da, 3.0).compute()
+    out = run(xsignal.find_peaks1D, smooth, kind, prominence=5.0, distance=2.0)
+    assert out.dims == ("y", "x") and out.dtype == object
+    assert out.attrs["units"] == "eV"
+    for iy in range(4):
+        for ix in range(5):
+            where, _ = scipy.signal.find_peaks(
+                smooth.values[iy, ix], prominence=5.0, distance=4
+            )
+            np.testing.assert_array_equal(out.values[iy, ix], E[where])
+    # the two peaks at 350 and 360 eV are found in every spectrum
+    for found in out.values.ravel():
+        assert np.min(np.abs(found - 350.0)) <= 1.0
+        assert np.min(np.abs(found - 360.0)) <= 1.0

@@ -130,6 +130,7 @@ from .fourier import fft, ifft  # noqa: E402
 from .spectra import (  # noqa: E402
     derivative,
     estimate_poissonian_noise_variance,
+    find_peaks1D,
     gaussian_filter,
     integrate1D,
     integrate_simpson,
@@ -151,6 +152,7 @@ __all__ += [
     "derivative",
     "estimate_poissonian_noise_variance",
     "fft",
+    "find_peaks1D",
     "gaussian_filter",
     "ifft",
     "integrate1D",

@@ -637,3 +637,14 @@ class SignalAccessor:
     def ifft(self, shift: bool | None = None) -> xr.DataArray:
         """Call :func:`xsignal.ifft` on this DataArray."""
         return _fourier.ifft(self._da, shift)
+
+    def find_peaks1D(
+        self,
+        height: float | None = None,
+        prominence: float | None = None,
+        distance: float | None = None,
+        width: float | None = None,
+        dim: Hashable | None = None,
+    ) -> xr.DataArray:
+        """Call :func:`xsignal.find_peaks1D` on this DataArray."""
+        return _spectra.find_peaks1D(self._da, height, prominence, distance, width, dim)

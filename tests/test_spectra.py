@@ -227,3 +227,68 @@ def test_find_peaks1D_is_scipy_on_every_spectrum(kind):
     for found in out.values.ravel():
         assert np.min(np.abs(found - 350.0)) <= 1.0
         assert np.min(np.abs(found - 360.0)) <= 1.0
+
+
+def peaks_at(centres: np.ndarray) -> xr.DataArray:
+    """Gaussian peaks (sigma 3 eV) at ``centres`` (eV), one spectrum each."""
+    values = 100 * np.exp(-0.5 * ((E - centres[..., None]) / 3.0) ** 2)
+    return xr.DataArray(
+        values,
+        dims=("y", "x", "energy"),
+        coords={"energy": ("energy", E, {"units": "eV"})},
+    ).signal.set_signal_dims("energy")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_estimate_shift1D_finds_known_shifts(kind):
+    rng = np.random.default_rng(4)
+    # multiples of 1/12 channel: exact on the 6-points-per-channel grid
+    offsets = np.round(rng.uniform(-8, 8, (4, 5)) * 12) / 12 * 0.5
+    offsets[0, 0] = 0.0
+    da = peaks_at(350.0 + offsets)
+    out = run(xsignal.estimate_shift1D, da, kind, 320.0, 380.0)
+    assert out.dims == ("y", "x") and out.attrs["units"] == "eV"
+    np.testing.assert_allclose(out.values, -offsets, atol=0.5 / 6 + 1e-9)
+    aligned = run(lambda d: xsignal.align1D(d, 320.0, 380.0).idxmax("energy"), da, kind)
+    np.testing.assert_allclose(aligned.values, 350.0, atol=0.5)
+
+
+def test_estimate_shift1D_is_the_argmax_of_numpy_correlate():
+    """Whole channels (interpolate=False) on noise: the lag of the maximum of
+    ``np.correlate(ref, spectrum, "full")``, as HyperSpy computes it."""
+    da = eels(5)
+    window = slice(20, 180)
+    out = xsignal.estimate_shift1D(
+        da, E[20], E[180], reference_indices={"y": 1, "x": 2}, interpolate=False
+    )
+    ref = da.values[1, 2, window] - da.values[1, 2, window].mean()
+    for iy, ix in [(0, 0), (3, 4), (2, 1)]:
+        lane = da.values[iy, ix, window] - da.values[iy, ix, window].mean()
+        lag = np.argmax(np.correlate(ref, lane, "full")) - lane.size + 1
+        assert out.values[iy, ix] == lag * 0.5
+
+
+def test_max_shift_limits_the_search():
+    da = peaks_at(np.array([[350.0, 362.0]]))
+    free = xsignal.estimate_shift1D(da).values
+    bounded = xsignal.estimate_shift1D(da, max_shift=5.0).values
+    assert free[0, 1] == pytest.approx(-12.0)
+    assert abs(bounded[0, 1]) <= 5.0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shift1D_moves_each_spectrum(kind):
+    da = eels()
+    moves = xr.DataArray(np.linspace(-3.0, 3.0, 20).reshape(4, 5), dims=("y", "x"))
+    out = run(xsignal.shift1D, da, kind, moves.chunk() if kind != "memory" else moves)
+    for iy, ix in [(0, 0), (1, 3), (3, 4)]:
+        shift = float(moves[iy, ix])
+        want = np.interp(E - shift, E, da.values[iy, ix], left=np.nan, right=np.nan)
+        np.testing.assert_allclose(out.values[iy, ix], want, rtol=1e-12)
+    cropped = xsignal.shift1D(da, moves.values, crop=True)
+    assert not np.isnan(cropped.values).any()
+    assert cropped.sizes["energy"] == 200 - 6 - 6
+    with pytest.raises(ValueError, match="in memory"):
+        xsignal.shift1D(da, moves.chunk(), crop=True)
+    with pytest.raises(ValueError, match="do not match"):
+        xsignal.shift1D(da, np.zeros(3))

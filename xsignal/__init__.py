@@ -128,13 +128,16 @@ __all__ += [
 # --- signal tools (issue 24) ----------------------------------------------------
 from .fourier import fft, ifft  # noqa: E402
 from .spectra import (  # noqa: E402
+    align1D,
     derivative,
     estimate_poissonian_noise_variance,
+    estimate_shift1D,
     find_peaks1D,
     gaussian_filter,
     integrate1D,
     integrate_simpson,
     remove_background,
+    shift1D,
     smooth_savitzky_golay,
 )
 from .stem import (  # noqa: E402
@@ -145,12 +148,14 @@ from .stem import (  # noqa: E402
 )
 
 __all__ += [
+    "align1D",
     "azimuthal_integral1d",
     "center_of_mass",
     "virtual_image",
     "virtual_images",
     "derivative",
     "estimate_poissonian_noise_variance",
+    "estimate_shift1D",
     "fft",
     "find_peaks1D",
     "gaussian_filter",
@@ -158,5 +163,6 @@ __all__ += [
     "integrate1D",
     "integrate_simpson",
     "remove_background",
+    "shift1D",
     "smooth_savitzky_golay",
 ]

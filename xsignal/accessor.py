@@ -648,3 +648,59 @@ class SignalAccessor:
     ) -> xr.DataArray:
         """Call :func:`xsignal.find_peaks1D` on this DataArray."""
         return _spectra.find_peaks1D(self._da, height, prominence, distance, width, dim)
+
+    def estimate_shift1D(
+        self,
+        start: float | None = None,
+        end: float | None = None,
+        reference_indices: dict[Hashable, int] | None = None,
+        max_shift: float | None = None,
+        interpolate: bool = True,
+        number_of_interpolation_points: int = 5,
+        dim: Hashable | None = None,
+    ) -> xr.DataArray:
+        """Call :func:`xsignal.estimate_shift1D` on this DataArray."""
+        return _spectra.estimate_shift1D(
+            self._da,
+            start,
+            end,
+            reference_indices,
+            max_shift,
+            interpolate,
+            number_of_interpolation_points,
+            dim,
+        )
+
+    def shift1D(
+        self,
+        shifts: Any,
+        fill_value: float = np.nan,
+        crop: bool = False,
+        dim: Hashable | None = None,
+    ) -> xr.DataArray:
+        """Call :func:`xsignal.shift1D` on this DataArray."""
+        return _spectra.shift1D(self._da, shifts, fill_value, crop, dim)
+
+    def align1D(
+        self,
+        start: float | None = None,
+        end: float | None = None,
+        reference_indices: dict[Hashable, int] | None = None,
+        max_shift: float | None = None,
+        interpolate: bool = True,
+        number_of_interpolation_points: int = 5,
+        fill_value: float = np.nan,
+        dim: Hashable | None = None,
+    ) -> xr.DataArray:
+        """Call :func:`xsignal.align1D` on this DataArray."""
+        return _spectra.align1D(
+            self._da,
+            start,
+            end,
+            reference_indices,
+            max_shift,
+            interpolate,
+            number_of_interpolation_points,
+            fill_value,
+            dim,
+        )

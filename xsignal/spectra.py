@@ -26,13 +26,16 @@ from .dims import signal_dims, with_marking
 from .reductions import _check_one_dim
 
 __all__ = [
+    "align1D",
     "derivative",
+    "estimate_shift1D",
     "estimate_poissonian_noise_variance",
     "find_peaks1D",
     "gaussian_filter",
     "integrate1D",
     "integrate_simpson",
     "remove_background",
+    "shift1D",
     "smooth_savitzky_golay",
 ]
 
@@ -568,3 +571,251 @@ def find_peaks1D(
         out.attrs["units"] = units
     out.name = "peaks"
     return with_marking(out, [])
+
+
+# --- shifts -----------------------------------------------------------------------
+
+
+def _upsample(lanes: np.ndarray, factor: int) -> np.ndarray:
+    """Every row linearly interpolated at ``factor`` points per channel
+    (``(n - 1) * factor + 1`` samples from the first to the last)."""
+    n = lanes.shape[-1]
+    position = np.arange((n - 1) * factor + 1) / factor
+    left = np.minimum(position.astype(np.intp), n - 2)
+    frac = position - left
+    out: np.ndarray = lanes[..., left] * (1 - frac) + lanes[..., left + 1] * frac
+    return out
+
+
+def _best_lags(rows: np.ndarray, ref: np.ndarray, max_lag: int | None) -> np.ndarray:
+    """For every row ``v``, the lag ``t`` maximizing ``sum_n ref[n + t] v[n]``
+    (numpy's ``correlate(ref, v, "full")`` argmax, minus ``len - 1``), by FFT
+    for all rows at once; ``|t| <= max_lag`` when given."""
+    length = rows.shape[-1]
+    size = 1 << (2 * length - 1).bit_length()
+    spectrum = np.fft.rfft(ref, size) * np.conj(np.fft.rfft(rows, size, axis=-1))
+    corr = np.fft.irfft(spectrum, size, axis=-1)
+    lags = np.arange(-(length - 1), length)
+    values = corr[..., lags % size]
+    if max_lag is not None:
+        values = np.where(np.abs(lags) <= max_lag, values, -np.inf)
+    best: np.ndarray = lags[np.argmax(values, axis=-1)].astype(np.float64)
+    return best
+
+
+def estimate_shift1D(
+    da: xr.DataArray,
+    start: float | None = None,
+    end: float | None = None,
+    reference_indices: dict[Hashable, int] | None = None,
+    max_shift: float | None = None,
+    interpolate: bool = True,
+    number_of_interpolation_points: int = 5,
+    dim: Hashable | None = None,
+) -> xr.DataArray:
+    """The shift of every spectrum relative to a reference spectrum, by
+    cross-correlation on ``[start, end]`` (HyperSpy's ``estimate_shift1D``).
+
+    Each spectrum's window is linearly interpolated at
+    ``number_of_interpolation_points + 1`` points per channel (HyperSpy's
+    count), centred, and cross-correlated with the reference's; the lag of
+    the maximum, in coordinate units, is the shift: :func:`shift1D` by it
+    aligns the spectrum on the reference. All spectra of a block are
+    correlated at once by FFT.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+    start, end : float, optional
+        The window in coordinate units; default the whole coordinate.
+    reference_indices : dict, optional
+        Navigation indices of the reference spectrum, e.g. ``{"y": 0, "x":
+        3}``; default the first pixel (HyperSpy's current pixel).
+    max_shift : float, optional
+        Largest shift looked for, in coordinate units. (HyperSpy 2.5 takes
+        the argument but does not apply it.)
+    interpolate : bool
+        Sub-channel shifts (otherwise whole channels).
+    number_of_interpolation_points : int
+    dim : hashable, optional
+        Default the one signal dim.
+
+    Returns
+    -------
+    xarray.DataArray
+        Over the navigation dims, in coordinate units; lazy when ``da`` is
+        (the reference is read in the same graph, not at this call).
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xsignal
+    >>> e = np.arange(200) * 0.5
+    >>> peak = lambda at: np.exp(-0.5 * ((e - at) / 2.0) ** 2)
+    >>> da = xr.DataArray(np.stack([peak(50), peak(51.5), peak(48)]),
+    ...                   dims=("x", "e"), coords={"e": e})
+    >>> xsignal.estimate_shift1D(da).values
+    array([ 0. , -1.5,  2. ])
+    >>> aligned = xsignal.align1D(da)
+    >>> [float(aligned.isel(x=i).idxmax()) for i in range(3)]
+    [50.0, 50.0, 50.0]
+    """
+    dim = _check_one_dim(da, dim)
+    step = _uniform_step(da, dim, "estimate_shift1D")
+    x = _axis(da, dim)
+    i1 = 0 if start is None else int(np.abs(x - start).argmin())
+    i2 = x.size if end is None else int(np.abs(x - end).argmin())
+    if i2 - i1 < 2:
+        raise ValueError(f"[start, end] holds fewer than 2 channels of {dim!r}")
+    factor = int(number_of_interpolation_points) + 1 if interpolate else 1
+    nav = [d for d in da.dims if d != dim]
+    where = {d: 0 for d in nav}
+    where.update(reference_indices or {})
+    ref = da.isel({d: i for d, i in where.items() if d in nav}, drop=True)
+    max_lag = None if max_shift is None else int(abs(max_shift) / abs(step) * factor)
+
+    def shifts(block: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        window = np.asarray(block[..., i1:i2], dtype=np.float64)
+        target = np.asarray(reference[..., i1:i2], dtype=np.float64).reshape(-1)
+        if factor > 1:
+            window, target = _upsample(window, factor), _upsample(target, factor)
+        window = window - window.mean(-1, keepdims=True)
+        target = target - target.mean()
+        return _best_lags(window, target, max_lag) / factor * step
+
+    data = _one_chunk(da, dim)
+    out = xr.apply_ufunc(
+        shifts,
+        data,
+        _one_chunk(ref, dim),
+        input_core_dims=[[dim], [dim]],
+        dask="parallelized",
+        output_dtypes=[np.float64],
+    )
+    units = da.coords[dim].attrs.get("units") if dim in da.coords else None
+    out.attrs = {"long_name": f"shift along {dim}"}
+    if units:
+        out.attrs["units"] = units
+    out.name = "shift"
+    return with_marking(out, [])
+
+
+def shift1D(
+    da: xr.DataArray,
+    shifts: Any,
+    fill_value: float = np.nan,
+    crop: bool = False,
+    dim: Hashable | None = None,
+) -> xr.DataArray:
+    """Every spectrum moved by its shift (coordinate units) along ``dim``,
+    by linear interpolation: ``new(x) = old(x - shift)`` (HyperSpy's
+    ``shift1D``), ``fill_value`` where ``x - shift`` is outside the data.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+    shifts : float or xarray.DataArray
+        One shift, or one per spectrum over (some of) the navigation dims;
+        lazy shifts keep the result lazy.
+    fill_value : float
+    crop : bool
+        Keep only the channels that every spectrum still has (HyperSpy's
+        default); needs the shifts in memory (compute them first).
+    dim : hashable, optional
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xsignal
+    >>> da = xr.DataArray(np.arange(6.0), dims=("e",), coords={"e": np.arange(6.0)})
+    >>> xsignal.shift1D(da, 1.5).values
+    array([nan, nan, 0.5, 1.5, 2.5, 3.5])
+    """
+    dim = _check_one_dim(da, dim)
+    step = _uniform_step(da, dim, "shift1D")
+    moves = _as_shifts(da, dim, shifts)
+    if dim in moves.dims:
+        raise ValueError(f"shifts must not have the signal dim {dim!r}")
+    n = da.sizes[dim]
+    dtype = np.result_type(_float_dtype(da), np.float32)
+
+    def move(block: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        lanes = np.asarray(block, dtype=dtype)
+        by = np.broadcast_to(np.asarray(offsets, np.float64), lanes.shape[:-1])
+        position = np.arange(n) - by[..., None] / step  # where each value comes from
+        left = np.floor(position).astype(np.intp)
+        frac = (position - left).astype(dtype)
+        inside = (position >= 0) & (position <= n - 1)
+        left = np.clip(left, 0, n - 1)
+        right = np.clip(left + 1, 0, n - 1)
+        low = np.take_along_axis(lanes, left, -1)
+        high = np.take_along_axis(lanes, right, -1)
+        moved = low + (high - low) * np.where(frac > 0, frac, 0)
+        return np.where(inside, moved, fill_value).astype(dtype, copy=False)
+
+    out = xr.apply_ufunc(
+        move,
+        _one_chunk(da, dim),
+        moves,
+        input_core_dims=[[dim], []],
+        output_core_dims=[[dim]],
+        dask="parallelized",
+        output_dtypes=[dtype],
+        keep_attrs=True,
+    ).transpose(*da.dims)
+    if crop:
+        if moves.chunks is not None:
+            raise ValueError(
+                "crop=True needs the shifts in memory: compute them first "
+                "(xsignal.compute(shifts))"
+            )
+        low, high = float(np.nanmin(moves)), float(np.nanmax(moves))
+        first = max(0, int(np.ceil(max(high, 0.0) / step - 1e-9)))
+        last = n - max(0, int(np.ceil(max(-low, 0.0) / step - 1e-9)))
+        out = out.isel({dim: slice(first, last)})
+    result: xr.DataArray = out
+    return with_marking(result, signal_dims(da))
+
+
+def _as_shifts(da: xr.DataArray, dim: Hashable, shifts: Any) -> xr.DataArray:
+    """Shifts as a DataArray over (some of) the other dims: a number, an
+    array of the other dims' shape (in their order), or a DataArray."""
+    if isinstance(shifts, xr.DataArray):
+        return shifts
+    values = np.asarray(shifts, dtype=np.float64)
+    others = [d for d in da.dims if d != dim]
+    shape = tuple(da.sizes[d] for d in others)
+    if values.ndim == 0:
+        return xr.DataArray(values)
+    if values.shape != shape:
+        raise ValueError(
+            f"shifts of shape {values.shape} do not match the other dims "
+            f"{tuple(others)} of shape {shape}"
+        )
+    return xr.DataArray(values, dims=others)
+
+
+def align1D(
+    da: xr.DataArray,
+    start: float | None = None,
+    end: float | None = None,
+    reference_indices: dict[Hashable, int] | None = None,
+    max_shift: float | None = None,
+    interpolate: bool = True,
+    number_of_interpolation_points: int = 5,
+    fill_value: float = np.nan,
+    dim: Hashable | None = None,
+) -> xr.DataArray:
+    """Every spectrum aligned on the reference: :func:`shift1D` by the shifts
+    of :func:`estimate_shift1D` (HyperSpy's ``align1D``, without its in-place
+    cropping: the channels a shift leaves empty are ``fill_value``). Lazy
+    when ``da`` is: the shifts and the shifted data are one graph."""
+    shifts = estimate_shift1D(
+        da,
+        start,
+        end,
+        reference_indices,
+        max_shift,
+        interpolate,
+        number_of_interpolation_points,
+        dim,
+    )
+    return shift1D(da, shifts, fill_value, dim=dim)

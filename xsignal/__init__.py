@@ -127,6 +127,7 @@ __all__ += [
 
 # --- signal tools (issue 24) ----------------------------------------------------
 from .fourier import fft, ifft  # noqa: E402
+from .images import align2D, estimate_shift2D, find_peaks2D  # noqa: E402
 from .spectra import (  # noqa: E402
     align1D,
     derivative,
@@ -149,6 +150,7 @@ from .stem import (  # noqa: E402
 
 __all__ += [
     "align1D",
+    "align2D",
     "azimuthal_integral1d",
     "center_of_mass",
     "virtual_image",
@@ -156,8 +158,10 @@ __all__ += [
     "derivative",
     "estimate_poissonian_noise_variance",
     "estimate_shift1D",
+    "estimate_shift2D",
     "fft",
     "find_peaks1D",
+    "find_peaks2D",
     "gaussian_filter",
     "ifft",
     "integrate1D",

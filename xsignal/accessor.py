@@ -17,6 +17,7 @@ from . import chunks as _chunks
 from . import dims as _dims
 from . import fourier as _fourier
 from . import histograms as _histogram
+from . import images as _images
 from . import io as _io
 from . import lazy as _lazy
 from . import mapping as _mapping
@@ -704,3 +705,36 @@ class SignalAccessor:
             fill_value,
             dim,
         )
+
+    def find_peaks2D(
+        self,
+        method: str = "local_max",
+        min_distance: int = 1,
+        threshold_abs: float | None = None,
+        threshold_rel: float | None = None,
+        **kwargs: Any,
+    ) -> xr.DataArray:
+        """Call :func:`xsignal.find_peaks2D` on this DataArray."""
+        return _images.find_peaks2D(
+            self._da, method, min_distance, threshold_abs, threshold_rel, **kwargs
+        )
+
+    def estimate_shift2D(
+        self,
+        reference: str = "current",
+        sub_pixel_factor: int = 1,
+        reference_indices: dict[Hashable, int] | None = None,
+    ) -> xr.DataArray:
+        """Call :func:`xsignal.estimate_shift2D` on this DataArray."""
+        return _images.estimate_shift2D(
+            self._da, reference, sub_pixel_factor, reference_indices
+        )
+
+    def align2D(
+        self,
+        shifts: xr.DataArray | None = None,
+        fill_value: float = np.nan,
+        **kwargs: Any,
+    ) -> xr.DataArray:
+        """Call :func:`xsignal.align2D` on this DataArray."""
+        return _images.align2D(self._da, shifts, fill_value, **kwargs)

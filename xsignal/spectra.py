@@ -451,17 +451,16 @@ def _power_law(
 def _polynomial(
     values: np.ndarray, x: np.ndarray, lo: int, hi: int, order: int
 ) -> np.ndarray:
-    """Least-squares polynomials on channels ``lo..hi``, all spectra at once."""
+    """Least-squares polynomials on channels ``lo`` to ``hi`` (excluded, as
+    HyperSpy slices), all spectra at once."""
     lanes = values.reshape(-1, values.shape[-1])
-    coeffs = np.polynomial.polynomial.polyfit(
-        x[lo : hi + 1], lanes[:, lo : hi + 1].T, int(order)
-    )
+    coeffs = np.polynomial.polynomial.polyfit(x[lo:hi], lanes[:, lo:hi].T, int(order))
     curve: np.ndarray = np.polynomial.polynomial.polyval(x, coeffs)
     return curve.reshape(values.shape)
 
 
 def _offset(values: np.ndarray, x: np.ndarray, lo: int, hi: int, order: int) -> Any:
-    mean = values[..., lo : hi + 1].mean(axis=-1, keepdims=True)
+    mean = values[..., lo:hi].mean(axis=-1, keepdims=True)
     return np.broadcast_to(mean, values.shape)
 
 
@@ -469,10 +468,10 @@ def _exponential(
     values: np.ndarray, x: np.ndarray, lo: int, hi: int, order: int
 ) -> np.ndarray:
     """``A exp(-x / tau)`` by a line through the log of the positive values."""
-    window = values[..., lo : hi + 1]
+    window = values[..., lo:hi]
     with np.errstate(divide="ignore", invalid="ignore"):
         logs = np.log(np.where(window > 0, window, np.nan))
-    xs = x[lo : hi + 1]
+    xs = x[lo:hi]
     ok = np.isfinite(logs)
     n = ok.sum(-1)
     xm = np.where(ok, xs, 0).sum(-1) / n

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the key table and the recorded calls are long lines)
 """Reference results of HyperSpy 2.5 / exspy and pyxem 0.21 signal tools (issue 24).
 
 Writes ``signal_tools.npz`` next to this file: small deterministic inputs, the
@@ -129,7 +130,7 @@ def make_inputs():
     ny, nx = 4, 5
     r = rng.uniform(2.6, 3.4, (ny, nx))
     # about 2e4 counts at 300 eV
-    A = 2.0e4 * 300.0 ** r * rng.uniform(0.8, 1.2, (ny, nx))
+    A = 2.0e4 * 300.0**r * rng.uniform(0.8, 1.2, (ny, nx))
     centres = np.array([352.0, 377.5])
     sigmas = np.array([3.0, 2.0])
     heights = np.stack(
@@ -168,7 +169,9 @@ def make_inputs():
     n = 32
     ky = np.fft.fftfreq(n)[:, None]
     kx = np.fft.fftfreq(n)[None, :]
-    spec = np.fft.fft2(rng.normal(size=(n, n))) * np.exp(-(kx**2 + ky**2) / (2 * 0.08**2))
+    spec = np.fft.fft2(rng.normal(size=(n, n))) * np.exp(
+        -(kx**2 + ky**2) / (2 * 0.08**2)
+    )
     base = np.real(np.fft.ifft2(spec))
     base = (base - base.min()) / (base.max() - base.min()) * 100.0 + 10.0
     base_f = np.fft.fft2(base)
@@ -208,9 +211,9 @@ def axis3(ax):
 
 # ---------------------------------------------------------------- HyperSpy
 def part_hyperspy(inp):
+    import exspy
     import hyperspy
     import hyperspy.api as hs
-    import exspy
     import scipy
 
     res, calls, notes = {}, {}, {}
@@ -227,9 +230,30 @@ def part_hyperspy(inp):
     def eels_signal(data=None):
         d = inp["eels"] if data is None else data
         axes = [
-            dict(name="y", size=d.shape[0], scale=1.0, offset=0.0, units="nm", navigate=True),
-            dict(name="x", size=d.shape[1], scale=1.0, offset=0.0, units="nm", navigate=True),
-            dict(name="Energy loss", size=d.shape[-1], scale=E_SCALE, offset=E_OFFSET, units="eV", navigate=False),
+            dict(
+                name="y",
+                size=d.shape[0],
+                scale=1.0,
+                offset=0.0,
+                units="nm",
+                navigate=True,
+            ),
+            dict(
+                name="x",
+                size=d.shape[1],
+                scale=1.0,
+                offset=0.0,
+                units="nm",
+                navigate=True,
+            ),
+            dict(
+                name="Energy loss",
+                size=d.shape[-1],
+                scale=E_SCALE,
+                offset=E_OFFSET,
+                units="eV",
+                navigate=False,
+            ),
         ]
         s = hs.signals.Signal1D(d.copy(), axes=axes)
         s.axes_manager.signal_axes[0].is_binned = False
@@ -254,7 +278,9 @@ def part_hyperspy(inp):
     s2 = eels_signal()
     s2.smooth_savitzky_golay(window_length=11, polynomial_order=3)
     res["hs_savgol"] = s2.data
-    calls["hs_savgol"] = "s.smooth_savitzky_golay(window_length=11, polynomial_order=3)  # in place"
+    calls["hs_savgol"] = (
+        "s.smooth_savitzky_golay(window_length=11, polynomial_order=3)  # in place"
+    )
     s2 = eels_signal()
     s2.smooth_savitzky_golay(window_length=11, polynomial_order=3, differential_order=1)
     res["hs_savgol_deriv1"] = s2.data
@@ -272,22 +298,32 @@ def part_hyperspy(inp):
     res["hs_fft_shift_axis"] = axis3(f.axes_manager.signal_axes[0])
     notes["fft_units"] = str(f.axes_manager.signal_axes[0].units)
     calls["hs_fft_shift"] = "s.fft(shift=True).data"
-    calls["hs_fft_shift_axis"] = "[ax.offset, ax.scale, ax.size] for ax = s.fft(shift=True).axes_manager.signal_axes[0]"
+    calls["hs_fft_shift_axis"] = (
+        "[ax.offset, ax.scale, ax.size] for ax = s.fft(shift=True).axes_manager.signal_axes[0]"
+    )
     f0 = s.fft(shift=False)
     res["hs_fft_noshift_axis"] = axis3(f0.axes_manager.signal_axes[0])
     calls["hs_fft_noshift_axis"] = "the same for s.fft(shift=False)"
     assert np.array_equal(f0.data, np.fft.fft(inp["eels"], axis=-1))
-    assert np.array_equal(f.data, np.fft.fftshift(np.fft.fft(inp["eels"], axis=-1), axes=-1))
+    assert np.array_equal(
+        f.data, np.fft.fftshift(np.fft.fft(inp["eels"], axis=-1), axes=-1)
+    )
 
     s2 = eels_signal()
     s2.estimate_poissonian_noise_variance()
-    res["hs_noise_variance"] = np.asarray(s2.metadata.Signal.Noise_properties.variance.data)
+    res["hs_noise_variance"] = np.asarray(
+        s2.metadata.Signal.Noise_properties.variance.data
+    )
     calls["hs_noise_variance"] = (
         "s.estimate_poissonian_noise_variance(); s.metadata.Signal.Noise_properties.variance.data"
     )
     s2 = eels_signal()
-    s2.estimate_poissonian_noise_variance(gain_factor=2.0, gain_offset=10.0, correlation_factor=0.5)
-    res["hs_noise_variance_gain"] = np.asarray(s2.metadata.Signal.Noise_properties.variance.data)
+    s2.estimate_poissonian_noise_variance(
+        gain_factor=2.0, gain_offset=10.0, correlation_factor=0.5
+    )
+    res["hs_noise_variance_gain"] = np.asarray(
+        s2.metadata.Signal.Noise_properties.variance.data
+    )
     calls["hs_noise_variance_gain"] = (
         "s.estimate_poissonian_noise_variance(gain_factor=2.0, gain_offset=10.0, correlation_factor=0.5); "
         "s.metadata.Signal.Noise_properties.variance.data"
@@ -298,14 +334,20 @@ def part_hyperspy(inp):
     eels_diff = {}
     for key, kw, comp_keys in (
         ("hs_bg_powerlaw", dict(background_type="PowerLaw"), ("A", "r")),
-        ("hs_bg_polynomial", dict(background_type="Polynomial", polynomial_order=2), ("a0", "a1", "a2")),
+        (
+            "hs_bg_polynomial",
+            dict(background_type="Polynomial", polynomial_order=2),
+            ("a0", "a1", "a2"),
+        ),
         ("hs_bg_offset", dict(background_type="Offset"), ("offset",)),
     ):
         s2 = eels_signal()
         out = s2.remove_background(**rb, **kw)
         res[key] = out.data
         kwtxt = ", ".join(f"{k}={v!r}" for k, v in kw.items())
-        calls[key] = f"s.remove_background(signal_range=(310.0, 340.0), {kwtxt}, fast=True, show_progressbar=False).data"
+        calls[key] = (
+            f"s.remove_background(signal_range=(310.0, 340.0), {kwtxt}, fast=True, show_progressbar=False).data"
+        )
         s2 = eels_signal()
         out2, model = s2.remove_background(**rb, **kw, return_model=True)
         assert np.array_equal(out2.data, out.data)
@@ -318,7 +360,9 @@ def part_hyperspy(inp):
             )
         elif key == "hs_bg_polynomial":
             res["hs_bg_polynomial_coeffs"] = np.stack(vals, -1)
-            calls["hs_bg_polynomial_coeffs"] = "m[0].a0/a1/a2.map['values'] stacked on the last dim"
+            calls["hs_bg_polynomial_coeffs"] = (
+                "m[0].a0/a1/a2.map['values'] stacked on the last dim"
+            )
         else:
             res["hs_bg_offset_value"] = vals[0]
             calls["hs_bg_offset_value"] = "m[0].offset.map['values']"
@@ -335,7 +379,9 @@ def part_hyperspy(inp):
         i4 -= 1
     i3 = (i4 + i1) // 2
     res["hs_bg_range_indices"] = np.array([i1, i3, i3, i4])
-    calls["hs_bg_range_indices"] = "PowerLaw.estimate_parameters' i1, i2, i3, i4 for (310.0, 340.0)"
+    calls["hs_bg_range_indices"] = (
+        "PowerLaw.estimate_parameters' i1, i2, i3, i4 for (310.0, 340.0)"
+    )
     ch = eels_signal()
     ch.set_signal_type("EELS")
     ch.axes_manager.signal_axes[0].is_binned = False
@@ -356,13 +402,22 @@ def part_hyperspy(inp):
         d = inp["shift_stack"]
         axes = [
             dict(name="index", size=d.shape[0], scale=1.0, offset=0.0, navigate=True),
-            dict(name="Energy loss", size=d.shape[1], scale=E_SCALE, offset=E_OFFSET, units="eV", navigate=False),
+            dict(
+                name="Energy loss",
+                size=d.shape[1],
+                scale=E_SCALE,
+                offset=E_OFFSET,
+                units="eV",
+                navigate=False,
+            ),
         ]
         t = hs.signals.Signal1D(d.copy(), axes=axes)
         t.axes_manager.signal_axes[0].is_binned = False
         return t
 
-    calls["_setup_shift_stack"] = "t = hs.signals.Signal1D(shift_stack, axes=[index, energy(offset=300.0, scale=0.5)])"
+    calls["_setup_shift_stack"] = (
+        "t = hs.signals.Signal1D(shift_stack, axes=[index, energy(offset=300.0, scale=0.5)])"
+    )
     sh_kw = dict(start=320.0, end=380.0, reference_indices=(0,), show_progressbar=False)
     t = shift_signal()
     res["hs_estimate_shift1D"] = np.asarray(t.estimate_shift1D(**sh_kw))
@@ -378,13 +433,21 @@ def part_hyperspy(inp):
         "t.align1D(start=320.0, end=380.0, reference_indices=(0,), show_progressbar=False)  "
         "# in place; defaults crop=True, expand=False, fill_value=nan, interpolation_method='linear'"
     )
-    calls["hs_align1D_axis"] = "[offset, scale, size] of t.axes_manager.signal_axes[0] after align1D"
+    calls["hs_align1D_axis"] = (
+        "[offset, scale, size] of t.axes_manager.signal_axes[0] after align1D"
+    )
     t = shift_signal()
     t.align1D(**sh_kw, crop=False)
     res["hs_align1D_nocrop"] = t.data
-    calls["hs_align1D_nocrop"] = "t.align1D(start=320.0, end=380.0, reference_indices=(0,), crop=False, show_progressbar=False)"
+    calls["hs_align1D_nocrop"] = (
+        "t.align1D(start=320.0, end=380.0, reference_indices=(0,), crop=False, show_progressbar=False)"
+    )
     t = shift_signal()
-    t.shift1D(-inp["shift_stack_true_shifts_channels"] * E_SCALE, crop=False, show_progressbar=False)
+    t.shift1D(
+        -inp["shift_stack_true_shifts_channels"] * E_SCALE,
+        crop=False,
+        show_progressbar=False,
+    )
     res["hs_shift1D_nocrop"] = t.data
     calls["hs_shift1D_nocrop"] = (
         "t.shift1D(-shift_stack_true_shifts_channels * 0.5, crop=False, show_progressbar=False)  "
@@ -394,7 +457,9 @@ def part_hyperspy(inp):
     # O'Haver peaks
     s2 = eels_signal()
     peaks = s2.find_peaks1D_ohaver()
-    calls["hs_ohaver"] = "peaks = s.find_peaks1D_ohaver(); peaks[y, x]['position'|'height'|'width']"
+    calls["hs_ohaver"] = (
+        "peaks = s.find_peaks1D_ohaver(); peaks[y, x]['position'|'height'|'width']"
+    )
     pk = np.asarray(peaks.data if hasattr(peaks, "data") else peaks)
     notes["ohaver_return"] = (
         f"find_peaks1D_ohaver() returns {type(peaks).__name__} (object array shape {pk.shape}); "
@@ -402,16 +467,22 @@ def part_hyperspy(inp):
     )
     for y, x in ((0, 0), (2, 3)):
         for fld in pk[y, x].dtype.names:
-            res[f"hs_ohaver_{y}_{x}_{fld}"] = np.asarray(pk[y, x][fld], dtype=np.float64)
+            res[f"hs_ohaver_{y}_{x}_{fld}"] = np.asarray(
+                pk[y, x][fld], dtype=np.float64
+            )
 
     # 2D shifts
     def image_signal():
         return hs.signals.Signal2D(inp["images"].copy())
 
-    calls["_setup_images"] = "im = hs.signals.Signal2D(images)  # axes scale 1, offset 0"
+    calls["_setup_images"] = (
+        "im = hs.signals.Signal2D(images)  # axes scale 1, offset 0"
+    )
     im = image_signal()
     res["hs_estimate_shift2D_sub1"] = np.asarray(
-        im.estimate_shift2D(reference="current", sub_pixel_factor=1, show_progressbar=False)
+        im.estimate_shift2D(
+            reference="current", sub_pixel_factor=1, show_progressbar=False
+        )
     )
     calls["hs_estimate_shift2D_sub1"] = (
         "im.estimate_shift2D(reference='current', sub_pixel_factor=1, show_progressbar=False)  "
@@ -419,16 +490,28 @@ def part_hyperspy(inp):
     )
     im = image_signal()
     res["hs_estimate_shift2D_sub10"] = np.asarray(
-        im.estimate_shift2D(reference="current", sub_pixel_factor=10, show_progressbar=False)
+        im.estimate_shift2D(
+            reference="current", sub_pixel_factor=10, show_progressbar=False
+        )
     )
-    calls["hs_estimate_shift2D_sub10"] = "im.estimate_shift2D(reference='current', sub_pixel_factor=10, show_progressbar=False)"
+    calls["hs_estimate_shift2D_sub10"] = (
+        "im.estimate_shift2D(reference='current', sub_pixel_factor=10, show_progressbar=False)"
+    )
     for key, kw in (
-        ("hs_estimate_shift2D_nofilter_sub10", dict(sobel=False, medfilter=False, hanning=False)),
-        ("hs_estimate_shift2D_phase_sub10", dict(sobel=False, medfilter=False, hanning=False, normalize_corr=True)),
+        (
+            "hs_estimate_shift2D_nofilter_sub10",
+            dict(sobel=False, medfilter=False, hanning=False),
+        ),
+        (
+            "hs_estimate_shift2D_phase_sub10",
+            dict(sobel=False, medfilter=False, hanning=False, normalize_corr=True),
+        ),
     ):
         im = image_signal()
         res[key] = np.asarray(
-            im.estimate_shift2D(reference="current", sub_pixel_factor=10, show_progressbar=False, **kw)
+            im.estimate_shift2D(
+                reference="current", sub_pixel_factor=10, show_progressbar=False, **kw
+            )
         )
         kwtxt = ", ".join(f"{k}={v!r}" for k, v in kw.items())
         calls[key] = (
@@ -437,13 +520,21 @@ def part_hyperspy(inp):
     im = image_signal()
     ret = im.align2D(show_progressbar=False)
     res["hs_align2D"] = im.data
-    res["hs_align2D_returned_shifts"] = np.asarray(ret) if ret is not None else np.zeros((0, 2))
+    res["hs_align2D_returned_shifts"] = (
+        np.asarray(ret) if ret is not None else np.zeros((0, 2))
+    )
     res["hs_align2D_axes"] = np.array([axis3(a) for a in im.axes_manager.signal_axes])
-    calls["hs_align2D"] = "im.align2D(show_progressbar=False)  # in place; defaults crop=True, interpolation_order=1"
+    calls["hs_align2D"] = (
+        "im.align2D(show_progressbar=False)  # in place; defaults crop=True, interpolation_order=1"
+    )
     calls["hs_align2D_returned_shifts"] = "the value align2D() returned"
-    calls["hs_align2D_axes"] = "[offset, scale, size] of im.axes_manager.signal_axes (x then y) after align2D()"
+    calls["hs_align2D_axes"] = (
+        "[offset, scale, size] of im.axes_manager.signal_axes (x then y) after align2D()"
+    )
     im = image_signal()
-    im.align2D(shifts=res["hs_estimate_shift2D_sub10"], crop=False, show_progressbar=False)
+    im.align2D(
+        shifts=res["hs_estimate_shift2D_sub10"], crop=False, show_progressbar=False
+    )
     res["hs_align2D_shifts10_nocrop"] = im.data
     calls["hs_align2D_shifts10_nocrop"] = (
         "im.align2D(shifts=hs_estimate_shift2D_sub10, crop=False, show_progressbar=False)  # fill_value=nan"
@@ -457,16 +548,24 @@ def part_pyxem(inp):
     import hyperspy.api as hs
     import pyxem
     import pyxem.signals
-    from pyxem.utils.diffraction import find_center_of_mass
     from pyxem.utils import _pixelated_stem_tools as pst
+    from pyxem.utils.diffraction import find_center_of_mass
 
     res, calls, notes = {}, {}, {}
-    versions = {"pyxem": pyxem.__version__, "hyperspy": hyperspy.__version__, "numpy": np.__version__}
+    versions = {
+        "pyxem": pyxem.__version__,
+        "hyperspy": hyperspy.__version__,
+        "numpy": np.__version__,
+    }
     import numba
     import shapely
     import skimage
 
-    versions.update(numba=numba.__version__, shapely=shapely.__version__, **{"scikit-image": skimage.__version__})
+    versions.update(
+        numba=numba.__version__,
+        shapely=shapely.__version__,
+        **{"scikit-image": skimage.__version__},
+    )
     try:
         import pyFAI
 
@@ -498,18 +597,28 @@ def part_pyxem(inp):
     )
     c = find_center_of_mass(s, show_progressbar=False)
     res["px_com_center_px_xy"] = np.asarray(c.data, dtype=np.float64)
-    calls["px_com_center_px_xy"] = "pyxem.utils.diffraction.find_center_of_mass(s, show_progressbar=False).data"
+    calls["px_com_center_px_xy"] = (
+        "pyxem.utils.diffraction.find_center_of_mass(s, show_progressbar=False).data"
+    )
     b = s.get_direct_beam_position(method="center_of_mass")
     res["px_beam_shift_px_xy"] = np.asarray(b.data, dtype=np.float64)
-    calls["px_beam_shift_px_xy"] = "s.get_direct_beam_position(method='center_of_mass').data"
-    notes["pyxem_beam_shift_units"] = f"BeamShift units {getattr(b, 'units', None)!r}, dtype {b.data.dtype}"
+    calls["px_beam_shift_px_xy"] = (
+        "s.get_direct_beam_position(method='center_of_mass').data"
+    )
+    notes["pyxem_beam_shift_units"] = (
+        f"BeamShift units {getattr(b, 'units', None)!r}, dtype {b.data.dtype}"
+    )
     c = find_center_of_mass(s, mask=(16.0, 16.0, 8.0), show_progressbar=False)
     res["px_com_mask_center_px_xy"] = np.asarray(c.data, dtype=np.float64)
     calls["px_com_mask_center_px_xy"] = (
         "find_center_of_mass(s, mask=(16.0, 16.0, 8.0), show_progressbar=False).data  # mask = (x, y, r) in pixels"
     )
-    res["px_com_mask"] = np.asarray(pst._make_circular_mask(16.0, 16.0, 32, 32, 8.0), dtype=bool)
-    calls["px_com_mask"] = "pyxem.utils._pixelated_stem_tools._make_circular_mask(16.0, 16.0, 32, 32, 8.0)"
+    res["px_com_mask"] = np.asarray(
+        pst._make_circular_mask(16.0, 16.0, 32, 32, 8.0), dtype=bool
+    )
+    calls["px_com_mask"] = (
+        "pyxem.utils._pixelated_stem_tools._make_circular_mask(16.0, 16.0, 32, 32, 8.0)"
+    )
     c = find_center_of_mass(s, threshold=2.0, show_progressbar=False)
     res["px_com_threshold_center_px_xy"] = np.asarray(c.data, dtype=np.float64)
     calls["px_com_threshold_center_px_xy"] = (
@@ -535,9 +644,13 @@ def part_pyxem(inp):
         "hs.roi.CircleROI(cx=0.35, cy=-0.25, r=0.45), "
         "hs.roi.RectangularROI(left=-1.23, top=-0.36, right=0.27, bottom=1.04)]).data"
     )
-    notes["pyxem_vimg_dtype"] = f"get_virtual_image output dtype {v.data.dtype} for float32 input, shape {v.data.shape}"
+    notes["pyxem_vimg_dtype"] = (
+        f"get_virtual_image output dtype {v.data.dtype} for float32 input, shape {v.data.shape}"
+    )
     masks = []
-    idx = hs.signals.Signal2D(np.arange(K_SIZE * K_SIZE, dtype=np.float64).reshape(K_SIZE, K_SIZE))
+    idx = hs.signals.Signal2D(
+        np.arange(K_SIZE * K_SIZE, dtype=np.float64).reshape(K_SIZE, K_SIZE)
+    )
     for ax in idx.axes_manager.signal_axes:
         ax.scale, ax.offset = K_SCALE, K_OFFSET
     for ro in roi_objs:
@@ -550,7 +663,11 @@ def part_pyxem(inp):
         "pixels kept by roi(sig, axes=sig.axes_manager.signal_axes) on a 32x32 Signal2D of pixel numbers "
         "with the same signal axes (non-NaN = inside)"
     )
-    chk = np.einsum("yxij,rij->ryx", inp["stem4d"].astype(np.float64), res["px_vimg_masks"].astype(np.float64))
+    chk = np.einsum(
+        "yxij,rij->ryx",
+        inp["stem4d"].astype(np.float64),
+        res["px_vimg_masks"].astype(np.float64),
+    )
     notes["pyxem_vimg_check"] = (
         "px_vimg equals sum(frame * px_vimg_masks[roi]) to max rel diff "
         f"{np.max(np.abs(chk - res['px_vimg']) / np.abs(chk)):.2e}"
@@ -558,20 +675,26 @@ def part_pyxem(inp):
 
     # azimuthal integration
     res["px_azim1d_center_px"] = np.asarray(s.calibration.center, dtype=np.float64)
-    calls["px_azim1d_center_px"] = "s.calibration.center  # pixels, [x, y] (-offset/scale per signal axis)"
+    calls["px_azim1d_center_px"] = (
+        "s.calibration.center  # pixels, [x, y] (-offset/scale per signal axis)"
+    )
     a = s.get_azimuthal_integral1d(npt=16)
     res["px_azim1d_sum"] = np.asarray(a.data)
     res["px_azim1d_axis"] = axis3(a.axes_manager.signal_axes[0])
     calls["px_azim1d_sum"] = "s.get_azimuthal_integral1d(npt=16).data"
     calls["px_azim1d_axis"] = "[offset, scale, size] of its signal axis ('Radius')"
-    notes["pyxem_azim_units"] = f"Radius axis units {a.axes_manager.signal_axes[0].units!r}"
+    notes["pyxem_azim_units"] = (
+        f"Radius axis units {a.axes_manager.signal_axes[0].units!r}"
+    )
     a = s.get_azimuthal_integral1d(npt=16, mean=True)
     res["px_azim1d_mean"] = np.asarray(a.data)
     calls["px_azim1d_mean"] = "s.get_azimuthal_integral1d(npt=16, mean=True).data"
     a = s.get_azimuthal_integral1d(npt=16, radial_range=(0.0, 1.6), mean=True)
     res["px_azim1d_mean_range"] = np.asarray(a.data)
     res["px_azim1d_range_axis"] = axis3(a.axes_manager.signal_axes[0])
-    calls["px_azim1d_mean_range"] = "s.get_azimuthal_integral1d(npt=16, radial_range=(0.0, 1.6), mean=True).data"
+    calls["px_azim1d_mean_range"] = (
+        "s.get_azimuthal_integral1d(npt=16, radial_range=(0.0, 1.6), mean=True).data"
+    )
     calls["px_azim1d_range_axis"] = "[offset, scale, size] of its 'Radius' axis"
 
     ones = pyxem.signals.Diffraction2D(np.ones((K_SIZE, K_SIZE), dtype=np.float32))
@@ -588,9 +711,15 @@ def part_pyxem(inp):
     calls["px_azim1d_ones_sum_range"] = calls["px_azim1d_ones_sum"]
 
     # 2D peaks on one frame
-    for (ix, iy) in ((0, 0), (3, 2)):
+    for ix, iy in ((0, 0), (3, 2)):
         fr = s.inav[ix, iy]
-        p = fr.find_peaks(method="local_max", interactive=False, show_progressbar=False, min_distance=3, threshold_rel=0.1)
+        p = fr.find_peaks(
+            method="local_max",
+            interactive=False,
+            show_progressbar=False,
+            min_distance=3,
+            threshold_rel=0.1,
+        )
         pdata = p.data if hasattr(p, "data") else p
         if isinstance(pdata, np.ndarray) and pdata.dtype == object:
             pdata = pdata.item() if pdata.ndim == 0 else pdata.ravel()[0]
@@ -609,7 +738,9 @@ def part_pyxem(inp):
 # ------------------------------------------------------------------ driver
 def run_part(name, python, in_path, tmpdir):
     out = os.path.join(tmpdir, f"{name}.npz")
-    subprocess.run([python, os.path.abspath(__file__), "--part", name, in_path, out], check=True)
+    subprocess.run(
+        [python, os.path.abspath(__file__), "--part", name, in_path, out], check=True
+    )
     d = np.load(out)
     res = {k: d[k] for k in d.files if not k.startswith("__")}
     meta = {k: json.loads(str(d[k])) for k in ("__calls", "__notes", "__versions")}
@@ -620,7 +751,9 @@ def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--part":
         name, in_path, out_path = sys.argv[2:5]
         inp = dict(np.load(in_path))
-        res, calls, notes, versions = {"hyperspy": part_hyperspy, "pyxem": part_pyxem}[name](inp)
+        res, calls, notes, versions = {"hyperspy": part_hyperspy, "pyxem": part_pyxem}[
+            name
+        ](inp)
         np.savez(
             out_path,
             __calls=np.array(json.dumps(calls)),

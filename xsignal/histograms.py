@@ -31,8 +31,8 @@ integers, such as counts stored as float32, found in the same statistics
 pass) get integer-aligned bins: the rule's width rounded to a whole number
 (at least 1), edges on half-integers from ``min - 0.5`` to at least
 ``max + 0.5``, so every bin holds the same number of possible values and
-the histogram has no comb of empty bins. With ``range``, the range is kept
-as given and only the width is rounded.
+the histogram has no comb of empty bins. With ``range`` the bins are
+numpy's over that range: the range chosen is kept.
 
 The bins must be known to build the counting graph, so a rule (or an int
 without ``range``) on lazy data computes its statistics pass once when
@@ -572,9 +572,10 @@ def _edges(
         lo, hi = _outer_edges(s, range)
         n_bins = 1
         if s.n:
-            width = _rule_width(rule, s, hi - lo)
-            if s.integral and math.isfinite(width) and math.isfinite(lo):
-                return _integer_edges(s, range, width, max_bins, rule)
+            # numpy: the rules see the spread of the values inside the range
+            width = _rule_width(rule, s, s.max - s.min)
+            if s.integral and range is None and math.isfinite(width):
+                return _integer_edges(s, width, max_bins, rule)
             if width > 0 and math.isfinite(width):
                 n_bins = max(1, math.ceil((hi - lo) / width))
         return np.linspace(lo, hi, _cap(n_bins, max_bins, rule) + 1)
@@ -596,20 +597,10 @@ def _edges(
     return edges
 
 
-def _integer_edges(
-    s: Stats,
-    range: tuple[float, float] | None,
-    width: float,
-    max_bins: int,
-    rule: str,
-) -> np.ndarray:
+def _integer_edges(s: Stats, width: float, max_bins: int, rule: str) -> np.ndarray:
     """Bins for whole-number data: a whole width (at least 1), edges on
-    half-integers from ``min - 0.5`` (within ``range`` as given)."""
+    half-integers from ``min - 0.5``."""
     width = max(1.0, float(round(width)))
-    if range is not None:
-        lo, hi = range
-        n_bins = max(1, math.ceil((hi - lo) / width))
-        return np.linspace(lo, hi, _cap(n_bins, max_bins, rule) + 1)
     lo, top = s.min - 0.5, s.max + 0.5
     n_bins = max(1, math.ceil((top - lo) / width))
     capped = _cap(n_bins, max_bins, rule)

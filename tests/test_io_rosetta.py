@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -265,3 +266,146 @@ def test_a_truncated_detector_file_names_the_file_and_the_block(tmp_path, key):
     message = str(info.value)
     assert str(path) in message
     assert "truncated" in message or "damaged" in message
+
+
+# --- rosettasciio's own test files (tests/data/rosetta, see its README) ---------
+
+ROSETTA_DATA = Path(__file__).parent / "data" / "rosetta"
+
+
+def rosetta_eager(module, name):
+    """rosettasciio's own eager reading of a file of tests/data/rosetta."""
+    reader = importlib.import_module(f"rsciio.{module}").file_reader
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return reader(str(ROSETTA_DATA / name))
+
+
+def assert_reads_like(da, signal):
+    """xsignal's ``da`` holds rosettasciio's eager ``signal``: lazily, the
+    same values, dims, signal dims (every axis when no axis has a navigate
+    flag, HyperSpy's rule) and coordinates with their units."""
+    want = np.asarray(signal["data"])
+    assert da.signal.is_lazy
+    assert da.shape == want.shape
+    assert da.dtype == want.dtype
+    np.testing.assert_array_equal(da.values, want)
+    # in the data's order, as HyperSpy takes them; a reader may give none
+    axes = list(signal["axes"]) + [{}] * (want.ndim - len(signal["axes"]))
+    assert [a.get("size", n) for a, n in zip(axes, want.shape)] == list(want.shape)
+    names = [a.get("name") or f"dim_{i}" for i, a in enumerate(axes)]
+    assert da.dims == tuple(names)
+    flags = [a.get("navigate") for a in axes]
+    if any(f is not None for f in flags):
+        sig = {n for n, f in zip(names, flags) if f is False}
+    else:
+        sig = set(names)
+    assert set(da.signal.signal_dims) == sig
+    for name, axis in zip(names, axes):
+        if not axis:
+            continue
+        coord = da.coords[name]
+        if axis.get("axis") is not None:
+            values = np.asarray(axis["axis"])
+        else:
+            offset, scale = axis.get("offset", 0.0), axis.get("scale", 1.0)
+            values = offset + scale * np.arange(axis["size"])
+        np.testing.assert_allclose(coord.values, values, rtol=1e-6)
+        units = axis.get("units")
+        if isinstance(units, str) and units and units != "<undefined>":
+            assert coord.attrs["units"] == units
+
+
+def open_rosetta(name, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return xsignal.open(ROSETTA_DATA / name, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("msa", "example1.msa"),  # no lazy mode
+        ("image", "jpg_no_exif_tags.jpg"),  # a lazy read of unknown shape
+        ("digitalmicrograph", "test-23.dm3"),  # a lazy read that raises (RGBA)
+        ("pantarhei", "panta_rhei_sample_legacy.prz"),  # a lazy read that is wrong
+    ],
+)
+def test_files_without_a_working_lazy_mode_are_read_into_memory(module, name):
+    (signal,) = rosetta_eager(module, name)
+    da = open_rosetta(name)
+    assert_reads_like(da, signal)
+    assert "read into memory" in da.encoding["format"]
+
+
+def test_the_mode_chosen_at_open_is_the_one_worker_processes_use():
+    """MSA has no lazy mode: a process reading a block reads the file the
+    way opening did, not with ``lazy=True`` (which raises)."""
+    import dask
+
+    (signal,) = rosetta_eager("msa", "example1.msa")
+    da = open_rosetta("example1.msa", chunks={"Energy": 7})
+    with dask.config.set(scheduler="processes", num_workers=2):
+        values = da.values
+    np.testing.assert_array_equal(values, signal["data"])
+
+
+def test_a_reader_with_a_lazy_mode_stays_lazy():
+    (signal,) = rosetta_eager("emd", "py4DSTEM_size2x3x4x5.h5")
+    da = open_rosetta("py4DSTEM_size2x3x4x5.h5")
+    assert da.encoding["format"] == "EMD (rosettasciio)"
+    assert_reads_like(da, signal)
+
+
+def test_without_navigate_flags_every_axis_is_a_signal_axis():
+    signals = rosetta_eager("nexus", "nexus_test_datakey.nxs")
+    assert not signals[0]["axes"]  # no axis, so no navigate flag
+    for index, signal in enumerate(signals):
+        assert_reads_like(
+            open_rosetta("nexus_test_datakey.nxs", variable=index), signal
+        )
+
+
+def test_an_extension_two_readers_share_needs_reader():
+    with pytest.raises(ValueError, match=r"\.mrc.*MRCZ.*MRC.*reader="):
+        open_rosetta("20241021_00405_final.mrc")
+    (signal,) = rosetta_eager("mrc", "20241021_00405_final.mrc")
+    assert_reads_like(open_rosetta("20241021_00405_final.mrc", reader="MRC"), signal)
+    with pytest.raises(ValueError, match="no reader 'MRX'.*'MRCZ', 'MRC'"):
+        open_rosetta("20241021_00405_final.mrc", reader="MRX")
+
+
+def test_reader_is_an_xarray_backend_keyword_too():
+    (signal,) = rosetta_eager("mrc", "20241021_00405_final.mrc")
+    path = ROSETTA_DATA / "20241021_00405_final.mrc"
+    da = xr.open_dataarray(path, engine="xsignal", reader="mrc")
+    np.testing.assert_array_equal(da.values, signal["data"])
+    assert da.dims == ("y", "x")
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [("emd", "py4DSTEM_size2x3x4x5.h5"), ("delmic", "sparc-hyperspectral.h5")],
+)
+def test_h5_files_of_a_rosettasciio_reader_go_to_it(module, name):
+    (signal,) = rosetta_eager(module, name)
+    assert_reads_like(open_rosetta(name), signal)
+
+
+def test_an_hdf5_dataset_path_still_reads_the_plain_dataset():
+    da = open_rosetta(
+        "py4DSTEM_size2x3x4x5.h5", variable="/datacube_root/datacube/data"
+    )
+    assert da.encoding["format"] == "HDF5"
+    (signal,) = rosetta_eager("emd", "py4DSTEM_size2x3x4x5.h5")
+    assert da.shape == np.asarray(signal["data"]).shape
+
+
+def test_variable_an_index_and_an_ambiguous_title():
+    signals = rosetta_eager("topspin", "topspin_test_A.app5")
+    title = signals[0]["metadata"]["General"]["title"]
+    assert [s["metadata"]["General"]["title"] for s in signals] == [title, title]
+    with pytest.raises(ValueError, match=r"2 signals have the title .*\[0, 1\]"):
+        open_rosetta("topspin_test_A.app5", variable=title)
+    for index, signal in enumerate(signals):
+        assert_reads_like(open_rosetta("topspin_test_A.app5", variable=index), signal)

@@ -57,6 +57,7 @@ class FileBackend(BackendEntrypoint):
         "drop_variables",
         "variable",
         "allow_external",
+        "reader",
     )
 
     def open_dataset(
@@ -66,11 +67,15 @@ class FileBackend(BackendEntrypoint):
         drop_variables: str | Iterable[str] | None = None,
         variable: str | None = None,
         allow_external: bool = False,
+        reader: str | None = None,
     ) -> xr.Dataset:
         path = os.fspath(filename_or_obj)
         token = uuid.uuid4().hex
         try:
-            ds = self.read(path, variable, token, allow_external)
+            if reader is None:
+                ds = self.read(path, variable, token, allow_external)
+            else:
+                ds = self.read_with(reader, path, variable, token, allow_external)
         except (FileNotFoundError, PermissionError, NotImplementedError):
             close_tokens([token])  # what these say is right as it is
             raise
@@ -134,6 +139,23 @@ class FileBackend(BackendEntrypoint):
         self, path: str, variable: str | None, token: str, allow_external: bool
     ) -> xr.Dataset:
         raise NotImplementedError
+
+    def read_with(
+        self,
+        reader: str,
+        path: str,
+        variable: str | None,
+        token: str,
+        allow_external: bool,
+    ) -> xr.Dataset:
+        """:meth:`read` with ``reader=`` (a rosettasciio plugin's name): a
+        backend reading that format itself ignores it, others refuse it."""
+        if isinstance(self, _NATIVE_READERS.get(str(reader).lower(), ())):
+            return self.read(path, variable, token, allow_external)
+        raise ValueError(
+            f"{path}: reader={reader!r} names a rosettasciio reader, but this "
+            f"file is read by xsignal's {type(self).__name__}"
+        )
 
 
 class Hdf5Backend(FileBackend):
@@ -214,11 +236,23 @@ class RosettaBackend(FileBackend):
     def read(
         self, path: str, variable: str | None, token: str, allow_external: bool
     ) -> xr.Dataset:
+        return self.read_with(None, path, variable, token, allow_external)
+
+    def read_with(
+        self,
+        reader: str | None,
+        path: str,
+        variable: str | None,
+        token: str,
+        allow_external: bool,
+    ) -> xr.Dataset:
+        """Read with rosettasciio's plugin ``reader`` (None: the one for the
+        file, :func:`xsignal.io.rosetta.choose_plugin`)."""
         from .rosetta import read_rosetta
 
         if not allow_external and is_hdf5(path):  # .emd, .nxs...: HDF5 inside
             open_h5(path, allow_external=False).close()
-        return read_rosetta(path, variable, token=token)
+        return read_rosetta(path, variable, token=token, reader=reader)
 
 
 class XsignalBackend(FileBackend):
@@ -243,6 +277,17 @@ class XsignalBackend(FileBackend):
         backend = backend_for(path, variable)()
         return backend.read(path, variable, token, allow_external)
 
+    def read_with(
+        self,
+        reader: str,
+        path: str,
+        variable: str | None,
+        token: str,
+        allow_external: bool,
+    ) -> xr.Dataset:
+        backend = backend_for(path, variable, reader)()
+        return backend.read_with(reader, path, variable, token, allow_external)
+
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         try:
             name: str = os.fspath(filename_or_obj).lower().rstrip("/")
@@ -262,13 +307,29 @@ def file_kind(handle: Any) -> str:
     return "hdf5"
 
 
-def backend_for(path: str, variable: str | None = None) -> type[FileBackend]:
+# rosettasciio's names of the formats xsignal reads itself (``reader=``)
+_NATIVE_READERS: dict[str, type[FileBackend]] = {
+    "hspy": Hdf5Backend,
+    "netcdf": Hdf5Backend,
+    "zspy": ZarrBackend,
+}
+
+
+def backend_for(
+    path: str, variable: str | int | None = None, reader: str | None = None
+) -> type[FileBackend]:
     """The backend that reads ``path``.
 
-    URLs and zarr folders or zip files are zarr stores; HDF5 files are read
-    by xsignal (HyperSpy, netCDF or plain datasets) unless their extension
-    is a rosettasciio format (``.emd``, ``.nxs``...) and no HDF5 dataset
-    path is given; other files by rosettasciio.
+    URLs and zarr folders or zip files are zarr stores. ``reader=`` (a
+    rosettasciio plugin's name) sends any file to that plugin (``"HSPY"``,
+    ``"ZSPY"`` and ``"netCDF"`` to xsignal's own readers). Files with a
+    rosettasciio extension go to rosettasciio, unless an HDF5 dataset path
+    (``variable="/group/data"``) is given. HDF5 files (``.nc``, ``.h5``,
+    ``.hdf5``, ``.hspy``) are read by xsignal (HyperSpy, netCDF or plain
+    datasets), except ``.h5``/``.hdf5`` files that have neither HyperSpy's
+    nor netCDF's layout but that of a rosettasciio reader (Delmic, Arina,
+    EMD/py4DSTEM, Tofwerk, USID: :func:`xsignal.io.rosetta.hdf5_readers`)
+    when no dataset path is given.
 
     Raises
     ------
@@ -278,6 +339,17 @@ def backend_for(path: str, variable: str | None = None) -> type[FileBackend]:
         A folder that is not a zarr store.
     ImportError
         A detector format, without rosettasciio installed.
+
+    Examples
+    --------
+    >>> import os, tempfile, h5py
+    >>> from xsignal.io.backend import backend_for
+    >>> path = os.path.join(tempfile.mkdtemp(), "scan.h5")
+    >>> with h5py.File(path, "w") as f:  # py4DSTEM's EMD 1.0 layout
+    ...     f.attrs["version_major"], f.attrs["version_minor"] = 1, 0
+    ...     _ = f.create_dataset("data", data=[1, 2])
+    >>> backend_for(path).__name__, backend_for(path, "/data").__name__
+    ('RosettaBackend', 'Hdf5Backend')
     """
     from . import rosetta, zarr_
 
@@ -285,6 +357,11 @@ def backend_for(path: str, variable: str | None = None) -> type[FileBackend]:
         return ZarrBackend
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such file: {path}")
+    if reader is not None:
+        if str(reader).lower() in _NATIVE_READERS:
+            return _NATIVE_READERS[str(reader).lower()]
+        rosetta.plugins()  # an ImportError naming the extra without rosettasciio
+        return RosettaBackend
     if os.path.isdir(path):
         if zarr_.is_zarr_folder(path):
             return ZarrBackend
@@ -293,7 +370,8 @@ def backend_for(path: str, variable: str | None = None) -> type[FileBackend]:
             ".zgroup or .zarray in it)"
         )
     ext = os.path.splitext(path)[1].lower()
-    if ext not in _OWN_EXTENSIONS and not (variable or "").startswith("/"):
+    dataset_path = isinstance(variable, str) and variable.startswith("/")
+    if ext not in _OWN_EXTENSIONS and not dataset_path:
         if ext in rosetta.extensions():
             return RosettaBackend
         if ext in ROSETTA_EXTENSIONS:
@@ -302,4 +380,23 @@ def backend_for(path: str, variable: str | None = None) -> type[FileBackend]:
             )
     if zarr_.is_zarr_zip(path):
         return ZarrBackend
+    if ext in (".h5", ".hdf5") and not dataset_path and _rosetta_layout(path):
+        return RosettaBackend
     return Hdf5Backend
+
+
+def _rosetta_layout(path: str) -> bool:
+    """An HDF5 file with neither HyperSpy's nor netCDF's layout, but that of
+    a rosettasciio reader."""
+    import h5py
+
+    from . import rosetta
+
+    if not is_hdf5(path):
+        return False
+    try:
+        handle = h5py.File(path, "r")
+    except OSError:
+        return False  # damaged: Hdf5Backend says so
+    with handle:
+        return file_kind(handle) == "hdf5" and bool(rosetta.hdf5_readers(handle))

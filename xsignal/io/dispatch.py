@@ -58,17 +58,19 @@ def open_one(
     chunks: Mapping[Any, Any] | Sequence[int] | str | None = None,
     variable: str | None = None,
     allow_external: bool = False,
+    reader: str | None = None,
 ) -> xr.DataArray:
     """Open one file or store (see :func:`open`): its backend, then dask
     chunks as asked (one task per stored chunk by default)."""
     path = os.fspath(path)
     ds = xr.open_dataset(
         path,
-        engine=backend_for(path, variable),
+        engine=backend_for(path, variable, reader),
         chunks=None,
         cache=False,
         variable=variable,
         allow_external=allow_external,
+        reader=reader,
     )
     (name,) = ds.data_vars
     opened = _checked_marking(ds[name], path)
@@ -126,6 +128,7 @@ def open(  # noqa: A001  (xsignal.open mirrors xarray's open_* family)
     dim: str = "stack",
     variable: str | None = None,
     allow_external: bool = False,
+    reader: str | None = None,
 ) -> xr.DataArray | list[xr.DataArray]:
     """Open files or stores of any format xsignal reads as (lazy) DataArrays.
 
@@ -171,6 +174,16 @@ def open(  # noqa: A001  (xsignal.open mirrors xarray's open_* family)
         are refused (``ValueError`` naming the object and the other file)
         unless this is True, so a file from elsewhere cannot make xsignal
         (a conversion service, say) read ``/etc/passwd``.
+    reader : str, optional
+        The rosettasciio reader to read detector files with, by its name
+        (``"MRC"``, ``"MRCZ"``, ``"Hamamatsu"``, ``"JEOL"``...), as
+        HyperSpy's ``reader=``: needed when several readers share the
+        file's extension (``.mrc``, ``.img``, ``.xml``, ``.csv``), which is
+        an error naming them otherwise. ``.h5``/``.hdf5`` files are told
+        apart by their content (HyperSpy, netCDF, plain HDF5, or a
+        rosettasciio format: Delmic, Arina, EMD/py4DSTEM...). Readers
+        without a lazy mode (MSA, Renishaw, ``.jpg``...) read the file into
+        memory at opening, and the array is a dask array over it.
 
     Returns
     -------
@@ -188,7 +201,9 @@ def open(  # noqa: A001  (xsignal.open mirrors xarray's open_* family)
         A detector format without rosettasciio installed (names the extra).
     ValueError
         A file of no format xsignal reads, or a damaged one; several candidate variables
-        without ``variable=``; an unknown ``variable``; with
+        without ``variable=``; an unknown ``variable``, or a title several
+        signals share (the error lists their indices); several rosettasciio
+        readers for the extension without ``reader=``; with
         ``stack=True``, files that do not match (the first offender is
         named).
 
@@ -213,6 +228,7 @@ def open(  # noqa: A001  (xsignal.open mirrors xarray's open_* family)
             chunks=chunks,
             variable=variable,
             allow_external=allow_external,
+            reader=reader,
         )
         for f in files
     ]

@@ -170,3 +170,9 @@ __all__ += [
     "shift1D",
     "smooth_savitzky_golay",
 ]
+
+# --- model fitting (issue 25) ---------------------------------------------------
+from . import components  # noqa: E402
+from .fitting import FitResult, Model, create_model  # noqa: E402
+
+__all__ += ["FitResult", "Model", "components", "create_model"]

@@ -15,6 +15,7 @@ import xarray as xr
 
 from . import chunks as _chunks
 from . import dims as _dims
+from . import fitting as _fitting
 from . import fourier as _fourier
 from . import histograms as _histogram
 from . import images as _images
@@ -738,3 +739,13 @@ class SignalAccessor:
     ) -> xr.DataArray:
         """Call :func:`xsignal.align2D` on this DataArray."""
         return _images.align2D(self._da, shifts, fill_value, **kwargs)
+
+    # --- model fitting (issue 25) -----------------------------------------------
+    def create_model(
+        self,
+        components: Sequence[Any],
+        signal_range: tuple[float, float] | None = None,
+        dim: Hashable | None = None,
+    ) -> _fitting.Model:
+        """Call :func:`xsignal.create_model` on this DataArray."""
+        return _fitting.create_model(self._da, components, signal_range, dim)

@@ -423,10 +423,11 @@ def _range_indices(
     return min(lo, hi), max(lo, hi)
 
 
-def _power_law(
-    values: np.ndarray, x: np.ndarray, i1: int, i4: int, order: int
-) -> np.ndarray:
-    """Two-area power law on channels ``i1..i4`` of every spectrum."""
+def _power_law_parameters(
+    values: np.ndarray, x: np.ndarray, i1: int, i4: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(A, r) of ``A * x**-r`` for every spectrum, by the two-area method on
+    channels ``i1..i4`` (HyperSpy's ``PowerLaw.estimate_parameters``)."""
     from scipy.integrate import simpson
 
     if (i1 + i4) % 2:  # an even sum splits the channels at a channel
@@ -442,7 +443,15 @@ def _power_law(
         amp1 = k * area1 / (x2**k - x1**k)
         amp2 = k * area2 / (x4**k - x2**k)
         amp = (amp1 * area1 + amp2 * area2) / (area1 + area2)
-        r, amp = np.nan_to_num(r), np.nan_to_num(amp)
+    return np.nan_to_num(amp), np.nan_to_num(r)
+
+
+def _power_law(
+    values: np.ndarray, x: np.ndarray, i1: int, i4: int, order: int
+) -> np.ndarray:
+    """Two-area power law on channels ``i1..i4`` of every spectrum."""
+    amp, r = _power_law_parameters(values, x, i1, i4)
+    with np.errstate(divide="ignore", invalid="ignore"):
         curve = amp[..., None] * np.where(x > 0, x, np.nan) ** -r[..., None]
     out: np.ndarray = np.nan_to_num(curve)
     return out

@@ -1,0 +1,133 @@
+"""Least-squares solvers for a block of spectra at once (xsignal.fitting).
+
+Every function takes the spectra of a block as rows, (pixels, channels),
+and works on all rows together with numpy: the linear solve is one
+product (or one batched solve when each pixel has its own weights or
+design), the non-linear one a Levenberg-Marquardt iteration whose every
+step is a batched solve of small normal equations, one per pixel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+# an iteration stops improving a pixel when chi-square changes by less
+TOLERANCE = 1e-9
+MAX_LAMBDA = 1e12
+
+
+def covariance(normal: np.ndarray) -> np.ndarray:
+    """Inverses of the normal matrices (pixels, k, k); NaN where singular."""
+    out = np.full_like(normal, np.nan)
+    try:
+        return np.linalg.inv(normal)
+    except np.linalg.LinAlgError:
+        for i, matrix in enumerate(normal):
+            try:
+                out[i] = np.linalg.inv(matrix)
+            except np.linalg.LinAlgError:
+                pass
+        return out
+
+
+def _normal_equations(
+    jac: np.ndarray, w: np.ndarray, resid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``J^T W J`` (pixels, k, k) and ``J^T W r`` (pixels, k) from the
+    derivatives ``jac`` (pixels, k, n), by batched matrix products (BLAS)."""
+    weighted = jac * w[:, None, :]
+    normal = np.matmul(weighted, jac.transpose(0, 2, 1))
+    grad = np.matmul(weighted, resid[:, :, None])[..., 0]
+    return normal, grad
+
+
+def linear(
+    y: np.ndarray, design: np.ndarray, weights: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Least squares of ``y`` (pixels, n) on ``design``: one (n, k) matrix
+    for every pixel, or (pixels, n, k). Returns (coefficients (pixels, k),
+    their covariance without scaling (pixels, k, k), chi-square (pixels,))
+    with ``weights`` (pixels, n) the inverse variances, or unweighted."""
+    if design.ndim == 2 and weights is None:  # one matrix: one pseudo-inverse
+        normal = design.T @ design
+        beta = np.linalg.lstsq(design, y.T, rcond=None)[0].T
+        fitted = beta @ design.T
+        cov = np.broadcast_to(covariance(normal[None])[0], (y.shape[0], *normal.shape))
+    else:
+        d = np.broadcast_to(design, (y.shape[0], *design.shape[-2:]))
+        w = np.ones_like(y) if weights is None else weights
+        normal = np.einsum("pnk,pn,pnl->pkl", d, w, d)
+        rhs = np.einsum("pnk,pn,pn->pk", d, w, y)
+        cov = covariance(normal)
+        beta = np.einsum("pkl,pl->pk", cov, rhs)
+        fitted = np.einsum("pnk,pk->pn", d, beta)
+    resid = y - fitted
+    chisq = (resid * resid * (1.0 if weights is None else weights)).sum(-1)
+    return beta, np.asarray(cov), chisq
+
+
+def levenberg_marquardt(
+    y: np.ndarray,
+    model: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    jacobian: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    start: np.ndarray,
+    weights: np.ndarray | None,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    max_iterations: int = 100,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Levenberg-Marquardt (Marquardt's scaling of the diagonal) for every
+    pixel at once: ``model(theta, rows)`` gives the model (len(rows), n) of
+    the pixels ``rows`` (indices) from their parameters (len(rows), k),
+    ``jacobian(theta, rows)`` its derivatives (len(rows), k, n). Each pixel
+    has its own
+    damping; a step that lowers its chi-square is taken (then projected on
+    ``lower``/``upper``, the bounds), else its damping grows.
+
+    Returns (parameters, covariance of the parameters without scaling
+    (pixels, k, k), chi-square (pixels,), converged (pixels,) bool).
+    """
+    w = np.ones_like(y) if weights is None else weights
+    theta = np.clip(start, lower, upper)
+    every = np.arange(y.shape[0])
+    resid = y - model(theta, every)
+    chisq = (w * resid * resid).sum(-1)
+    damping = np.full(y.shape[0], 1e-3)
+    started = np.isfinite(chisq)
+    active = started.copy()
+    eye = np.eye(theta.shape[1])
+    for _ in range(max_iterations):
+        if not active.any():
+            break
+        idx = np.nonzero(active)[0]
+        jac = jacobian(theta[idx], idx)
+        wi = w[idx]
+        normal, grad = _normal_equations(jac, wi, resid[idx])
+        diag = np.einsum("pkk->pk", normal)
+        marquardt = diag[:, :, None] * eye + 1e-12 * eye
+        scaled = normal + damping[idx, None, None] * marquardt
+        try:
+            step = np.linalg.solve(scaled, grad[..., None])[..., 0]
+        except np.linalg.LinAlgError:
+            step = np.einsum("pkl,pl->pk", covariance(scaled), grad)
+        trial = np.clip(theta[idx] + step, lower, upper)
+        trial_resid = y[idx] - model(trial, idx)
+        trial_chisq = (wi * trial_resid * trial_resid).sum(-1)
+        better = np.isfinite(trial_chisq) & (trial_chisq <= chisq[idx])
+        gain = chisq[idx] - np.where(better, trial_chisq, chisq[idx])
+        take = idx[better]
+        theta[take] = trial[better]
+        resid[take] = trial_resid[better]
+        chisq[take] = trial_chisq[better]
+        damping[idx] = np.where(better, damping[idx] / 10, damping[idx] * 10)
+        # done: a taken step that hardly lowers chi-square, or no step that
+        # lowers it at all however small (at the minimum)
+        small = better & (gain <= TOLERANCE * np.maximum(chisq[idx], 1e-300))
+        stuck = damping[idx] > MAX_LAMBDA
+        active[idx[small | stuck]] = False
+    jac = jacobian(theta, every)
+    normal, _ = _normal_equations(jac, w, resid)
+    converged = started & ~active & np.isfinite(chisq)
+    return theta, covariance(normal), chisq, converged

@@ -1,0 +1,635 @@
+"""Model fitting on every pixel, lazily and vectorized: HyperSpy's
+``create_model`` and ``multifit`` without its per-pixel loop.
+
+A :class:`Model` is a sum of components (:mod:`xsignal.components`) over
+the signal dim. :meth:`Model.fit` builds one dask graph: each block of
+spectra is fitted at once by :mod:`xsignal.fit_solvers`, so the fit runs
+where the data is read, on the user's scheduler, and reads each block
+once.
+
+- ``"linear"``: every free parameter is linear (areas, polynomial
+  coefficients, offsets), the others fixed: one least-squares solve per
+  block, shared by all its pixels when the fixed parameters are the same
+  everywhere and the fit is unweighted (then a matrix product per block).
+- ``"lm"``: Levenberg-Marquardt for all pixels of a block at once, from
+  each component's estimate or the values given.
+- ``"trf"``: the same, each step projected on the bounds (``bmin``,
+  ``bmax``). (scipy's trust-region reflective method is not used; the
+  projected steps honour the bounds the same way.)
+- ``"auto"``: ``"linear"`` when it can, else ``"trf"`` when a free
+  non-linear parameter has bounds, else ``"lm"``.
+
+Standard errors are the square roots of the covariance's diagonal, the
+inverse of ``J^T W J`` at the solution: with ``variance`` given (or
+``"poisson"``) the weights are its inverse and the errors are the model's
+own; unweighted, the covariance is scaled by the reduced chi-square (the
+noise estimated from the residual), as scipy's ``curve_fit`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from . import components as _components
+from .components import Component
+from .dims import navigation_dims, signal_dims, with_marking
+from .fit_solvers import levenberg_marquardt, linear
+from .reductions import _check_one_dim
+
+__all__ = ["FitResult", "Model", "create_model"]
+
+METHODS = ("auto", "linear", "lm", "trf")
+Values = dict[str, np.ndarray]
+
+
+class Model:
+    """A sum of components over the signal dim of ``da`` (see the module
+    doc); made by :func:`create_model`.
+
+    Attributes
+    ----------
+    components : list of Component
+        Named uniquely: a repeated name gets ``_2``, ``_3``... in order.
+    signal_range : (float, float) or None
+        The part of the coordinate fitted (coordinate units, both ends in).
+    """
+
+    def __init__(
+        self,
+        da: xr.DataArray,
+        components: Sequence[Component],
+        signal_range: tuple[float, float] | None = None,
+        dim: Hashable | None = None,
+    ) -> None:
+        self.da = da
+        self.dim = _check_one_dim(da, dim)
+        if isinstance(components, Component):
+            components = [components]
+        if not components or not all(isinstance(c, Component) for c in components):
+            raise TypeError("components must be a list of xsignal.components objects")
+        self.components = list(components)
+        seen: dict[str, int] = {}
+        for comp in self.components:
+            base = comp.name.split("_")[0] if comp.name in seen else comp.name
+            seen[base] = seen.get(base, 0) + 1
+            if seen[base] > 1:
+                comp.name = f"{base}_{seen[base]}"
+        names = [c.name for c in self.components]
+        if len(set(names)) != len(names):
+            raise ValueError(f"component names must differ, not {names}")
+        self.signal_range = signal_range
+        x = _coordinate(da, self.dim)
+        keep = np.ones(x.size, dtype=bool)
+        if signal_range is not None:
+            lo, hi = sorted(float(v) for v in signal_range)
+            keep = (x >= lo) & (x <= hi)
+            if keep.sum() < 2:
+                raise ValueError(
+                    f"signal_range {signal_range!r} holds fewer than 2 channels of "
+                    f"{self.dim!r}"
+                )
+        self.channels = np.nonzero(keep)[0]
+
+    def __repr__(self) -> str:
+        parts = ", ".join(repr(c) for c in self.components)
+        return f"<Model of {self.dim!r}: {parts}>"
+
+    @property
+    def keys(self) -> list[str]:
+        """``"<component>.<parameter>"`` for every parameter, in order."""
+        return [f"{c.name}.{p.name}" for c in self.components for p in c.parameters]
+
+    def fit(
+        self,
+        method: str = "auto",
+        initial: dict[str, Any] | None = None,
+        variance: xr.DataArray | str | None = None,
+        progress: bool | None = None,
+        max_iterations: int = 100,
+    ) -> FitResult:
+        """Fit every pixel (lazily when the data is lazy): see the module
+        doc for the methods, starts and errors.
+
+        Parameters
+        ----------
+        method : {"auto", "linear", "lm", "trf"}
+        initial : dict, optional
+            Keyed like ``fit.parameters`` (``"Gaussian.centre"``): a number
+            or a DataArray over navigation dims, the start of that
+            parameter (its value when fixed).
+        variance : DataArray or "poisson", optional
+            The data's noise variance (like the data), or ``"poisson"``
+            (the data itself, at least 1): a weighted fit.
+        progress : bool, optional
+            Unused until the result is computed (kept for the API).
+        max_iterations : int
+            For ``"lm"``/``"trf"``; a pixel still improving then is marked
+            not converged.
+
+        Returns
+        -------
+        FitResult
+        """
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, not {method!r}")
+        plan = _Plan(self, method, initial or {})
+        plan.max_iterations = int(max_iterations)
+        return _run(self, plan, variance)
+
+
+def create_model(
+    da: xr.DataArray,
+    components: Sequence[Component],
+    signal_range: tuple[float, float] | None = None,
+    dim: Hashable | None = None,
+) -> Model:
+    """A model of ``da``'s signal dim as a sum of ``components``
+    (HyperSpy's ``create_model``); fit it with :meth:`Model.fit`.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xsignal
+    >>> from xsignal.components import Gaussian, Offset
+    >>> e = np.linspace(0, 10, 101)
+    >>> truth = 5 * np.exp(-0.5 * ((e - 4.0) / 0.8) ** 2) / (0.8 * np.sqrt(2 * np.pi))
+    >>> da = xr.DataArray(np.stack([truth + 1.0, 2 * truth + 0.5]), dims=("x", "e"),
+    ...                   coords={"e": e})
+    >>> fit = xsignal.create_model(da, [Gaussian(), Offset()]).fit()
+    >>> fit.parameters["Gaussian.A"].values.round(6)
+    array([ 5., 10.])
+    >>> fit.parameters["Gaussian.centre"].values.round(6)
+    array([4., 4.])
+    >>> bool(abs(fit.residual()).max() < 1e-6)
+    True
+    """
+    return Model(da, components, signal_range, dim)
+
+
+def _coordinate(da: xr.DataArray, dim: Hashable) -> np.ndarray:
+    if dim in da.coords and da.coords[dim].dtype.kind in "iuf":
+        return np.asarray(da.coords[dim].values, dtype=np.float64)
+    return np.arange(da.sizes[dim], dtype=np.float64)
+
+
+# --- what a fit computes --------------------------------------------------------------
+
+
+class _Plan:
+    """Which parameters are free, fixed or given per pixel, and how the
+    model is fitted; small and picklable (it goes into the graph)."""
+
+    def __init__(self, model: Model, method: str, initial: dict[str, Any]) -> None:
+        unknown = set(initial) - set(model.keys)
+        if unknown:
+            raise ValueError(
+                f"initial names {sorted(unknown)}, not parameters of the model "
+                f"{model.keys}"
+            )
+        self.components = model.components
+        self.x = _coordinate(model.da, model.dim)[model.channels]
+        self.keys = model.keys
+        self.free: list[str] = []
+        self.scalars: dict[str, float] = {}  # known values, the same everywhere
+        self._maps = {k: v for k, v in initial.items() if isinstance(v, xr.DataArray)}
+        self.maps = list(self._maps)
+        lower, upper, linear_free = [], [], []
+        for comp in self.components:
+            for param in comp.parameters:
+                key = f"{comp.name}.{param.name}"
+                if key in initial and not isinstance(initial[key], xr.DataArray):
+                    self.scalars[key] = float(initial[key])
+                elif param.set_by_user and param.value is not None:
+                    self.scalars[key] = float(param.value)
+                if param.free:
+                    self.free.append(key)
+                    linear_free.append(param.linear)
+                    lower.append(-np.inf if param.bmin is None else param.bmin)
+                    upper.append(np.inf if param.bmax is None else param.bmax)
+                elif key not in self.scalars and key not in self.maps:
+                    raise ValueError(
+                        f"{key} is fixed but has no value: set it or give it in "
+                        "initial="
+                    )
+        self.lower, self.upper = np.array(lower), np.array(upper)
+        self.max_iterations = 100
+        bounded = np.isfinite(self.lower) | np.isfinite(self.upper)
+        can_be_linear = all(linear_free) and not self._fixed_maps_nonlinear()
+        if method == "auto":
+            if can_be_linear and not bounded.any():
+                method = "linear"
+            else:
+                nonlinear_bounds = bounded & ~np.array(linear_free, dtype=bool)
+                method = "trf" if nonlinear_bounds.any() else "lm"
+        if method == "linear" and not all(linear_free):
+            raise ValueError(
+                "method='linear' needs every free parameter to be linear; free "
+                "non-linear parameters: "
+                f"{[k for k, lin in zip(self.free, linear_free) if not lin]}"
+            )
+        if method == "lm" and bounded.any():
+            method = "trf"  # bounds are honoured whatever the method asked
+        self.method = method
+
+    def _fixed_maps_nonlinear(self) -> bool:
+        return False  # per-pixel fixed values only change the design per pixel
+
+    # --- per block ------------------------------------------------------------------
+
+    def start(
+        self, y: np.ndarray, maps: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Every parameter (pixels, 1): known values, then estimates, the
+        backgrounds (components without a centre) first and the peaks on
+        what remains, each after the ones before it subtracted."""
+        n = y.shape[0]
+        values: dict[str, np.ndarray] = {}
+        for key, value in self.scalars.items():
+            values[key] = np.full((n, 1), value)
+        for key, given in maps.items():
+            values[key] = given.reshape(n, 1)
+        rest = y.copy()
+        order = sorted(self.components, key=lambda c: "centre" in c.names)
+        for comp in order:
+            known = {
+                p: values[f"{comp.name}.{p}"]
+                for p in comp.names
+                if f"{comp.name}.{p}" in values
+            }
+            guess = (
+                comp.estimate(self.x, rest, known)
+                if len(known) < len(comp.names)
+                else {}
+            )
+            for p in comp.names:
+                if f"{comp.name}.{p}" not in values:
+                    values[f"{comp.name}.{p}"] = guess[p]
+            own = {p: values[f"{comp.name}.{p}"] for p in comp.names}
+            rest = rest - comp.evaluate(self.x, own)
+        return values
+
+    def curve(self, values: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+        first = next(iter(values.values()))
+        out = np.zeros((first.shape[0], x.size))
+        for comp in self.components:
+            own = {p: values[f"{comp.name}.{p}"] for p in comp.names}
+            out = out + comp.evaluate(x, own)
+        return out
+
+    def fit_block(
+        self,
+        y: np.ndarray,
+        maps: dict[str, np.ndarray],
+        weights: np.ndarray | None,
+        poisson: bool = False,
+    ) -> np.ndarray:
+        """(values of every parameter, their errors, chi-square, reduced
+        chi-square, converged) for each row of ``y``: (pixels, 2P + 3).
+
+        ``poisson``: weights from the data first (``1 / max(y, 1)``), then
+        a second solve weighted by the first one's model: data-weighted
+        fits of low counts are biased low (Neyman's chi-square), model-
+        weighted ones are not (Pearson's)."""
+        with warnings.catch_warnings():  # all-NaN pixels: marked below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            values = self.start(y, maps)
+        if poisson:
+            weights = 1.0 / np.maximum(y, 1.0)
+            values, _, _, _ = self._solve(y, values, weights)
+            fitted = self.curve(values, self.x)
+            weights = 1.0 / np.maximum(np.nan_to_num(fitted, nan=1.0), 1e-3)
+        values, cov, chisq, converged = self._solve(y, values, weights)
+        dof = max(self.x.size - len(self.free), 1)
+        if weights is None:  # unweighted: the noise from the residual
+            cov = cov * (chisq / dof)[:, None, None]
+        errors = {key: np.full((y.shape[0], 1), np.nan) for key in self.keys}
+        diag = np.sqrt(np.abs(np.einsum("pkk->pk", cov)))
+        for i, key in enumerate(self.free):
+            errors[key] = np.where(converged[:, None], diag[:, i : i + 1], np.nan)
+        columns = [values[key] for key in self.keys]
+        columns += [errors[key] for key in self.keys]
+        columns += [chisq[:, None], (chisq / dof)[:, None], converged[:, None]]
+        return np.concatenate(
+            [np.broadcast_to(c, (y.shape[0], 1)).astype(np.float64) for c in columns],
+            axis=1,
+        )
+
+    def _solve(
+        self, y: np.ndarray, values: Values, weights: np.ndarray | None
+    ) -> tuple[Values, np.ndarray, np.ndarray, np.ndarray]:
+        """The fitted values from the start ``values``: (values, covariance
+        of the free ones without scaling, chi-square, converged)."""
+        free = self.free
+        values = dict(values)
+        if self.method == "linear":
+            zero = dict(values, **{key: np.zeros_like(values[key]) for key in free})
+            base = self.curve(zero, self.x)
+            design = self._jacobian(free, values).transpose(0, 2, 1)
+            shared = not self.maps and weights is None
+            beta, cov, chisq = linear(
+                y - base, design[0] if shared else design, weights
+            )
+            for i, key in enumerate(free):
+                values[key] = beta[:, i : i + 1]
+            return values, cov, chisq, np.isfinite(chisq)
+        start = np.concatenate([values[key] for key in free], axis=1)
+        start = np.where(np.isfinite(start), start, 0.0)
+
+        def at(theta: np.ndarray, rows: np.ndarray) -> Values:
+            out = {key: v[rows] for key, v in values.items()}
+            out.update({key: theta[:, i : i + 1] for i, key in enumerate(free)})
+            return out
+
+        def model(theta: np.ndarray, rows: np.ndarray) -> np.ndarray:
+            return self.curve(at(theta, rows), self.x)
+
+        def jacobian(theta: np.ndarray, rows: np.ndarray) -> np.ndarray:
+            return self._jacobian(free, at(theta, rows))
+
+        theta, cov, chisq, converged = levenberg_marquardt(
+            y,
+            model,
+            jacobian,
+            start,
+            weights,
+            self.lower,
+            self.upper,
+            self.max_iterations,
+        )
+        ended = at(theta, np.arange(y.shape[0]))
+        for comp in self.components:
+            own = {p: ended[f"{comp.name}.{p}"] for p in comp.names}
+            converged &= comp.valid(self.x, own)
+        for i, key in enumerate(free):
+            values[key] = np.where(converged[:, None], theta[:, i : i + 1], np.nan)
+        return values, cov, chisq, converged
+
+    def _jacobian(self, free: list[str], values: Values) -> np.ndarray:
+        """The model's derivatives by the ``free`` parameters, (pixels, k,
+        channels): each component computes its own at once."""
+        n = next(iter(values.values())).shape[0]
+        out = np.empty((n, len(free), self.x.size))
+        for comp in self.components:
+            mine = [
+                (i, key.rsplit(".", 1)[1])
+                for i, key in enumerate(free)
+                if key.rsplit(".", 1)[0] == comp.name
+            ]
+            if not mine:
+                continue
+            own = {p: values[f"{comp.name}.{p}"] for p in comp.names}
+            grads = comp.gradients(self.x, [name for _, name in mine], own)
+            for (i, _), grad in zip(mine, grads):
+                out[:, i, :] = grad
+        return out
+
+
+def _run(model: Model, plan: _Plan, variance: xr.DataArray | str | None) -> FitResult:
+    """The fit's graph: every block of spectra fitted by ``plan``."""
+    dim = model.dim
+    window = model.da.isel({dim: model.channels})
+    nav = [d for d in window.dims if d != dim]
+    if window.chunks is not None:
+        window = window.chunk({dim: -1})
+    maps = [_over(nav, value, key) for key, value in plan._maps.items()]
+    poisson = isinstance(variance, str)
+    if poisson and variance != "poisson":
+        raise ValueError(f"variance must be a DataArray or 'poisson', not {variance!r}")
+    inputs = [window, *maps]
+    cores: list[list[Hashable]] = [[dim]] + [[] for _ in maps]
+    if isinstance(variance, xr.DataArray):
+        var = variance.isel({dim: model.channels}) if dim in variance.dims else variance
+        var = var.broadcast_like(window)
+        if var.chunks is not None or window.chunks is not None:
+            var = var.chunk({dim: -1})
+        inputs.append(var)
+        cores.append([dim])
+    keys = list(plan.maps)
+    n_out = 2 * len(plan.keys) + 3
+
+    def block(y: np.ndarray, *rest: np.ndarray) -> np.ndarray:
+        lead = y.shape[:-1]
+        rows = np.asarray(y, dtype=np.float64).reshape(-1, y.shape[-1])
+        given = {
+            k: np.broadcast_to(m, lead).reshape(-1).astype(np.float64)
+            for k, m in zip(keys, rest)
+        }
+        weights = None
+        if len(rest) > len(keys):
+            v = np.broadcast_to(rest[-1], y.shape).reshape(rows.shape)
+            weights = 1.0 / np.asarray(v, dtype=np.float64)
+        if not rows.size:
+            return np.zeros((*lead, n_out))
+        out = plan.fit_block(rows, given, weights, poisson=poisson)
+        return out.reshape(*lead, n_out)
+
+    out = xr.apply_ufunc(
+        block,
+        *inputs,
+        input_core_dims=cores,
+        output_core_dims=[["fit_output"]],
+        dask="parallelized",
+        output_dtypes=[np.float64],
+        dask_gufunc_kwargs={"output_sizes": {"fit_output": n_out}},
+    )
+    return FitResult(model, plan, out, weighted=variance is not None)
+
+
+def _over(nav: list[Hashable], value: xr.DataArray, key: str) -> xr.DataArray:
+    extra = [d for d in value.dims if d not in nav]
+    if extra:
+        raise ValueError(
+            f"initial[{key!r}] has dims {value.dims}; it must be over the "
+            f"navigation dims {tuple(nav)}"
+        )
+    return value
+
+
+class FitResult:
+    """The result of :meth:`Model.fit`: parameter maps and their errors,
+    lazy when the data is.
+
+    Attributes
+    ----------
+    parameters : xarray.Dataset
+        One DataArray per parameter, ``"<component>.<parameter>"``, over
+        the navigation dims (NaN where the fit did not converge).
+    errors : xarray.Dataset
+        Their standard errors (NaN for fixed parameters).
+    chisq, reduced_chisq : xarray.DataArray
+        Chi-square (weighted when a variance was given) and divided by the
+        degrees of freedom.
+    converged : xarray.DataArray
+        Boolean map.
+    method : str
+        The method used.
+    """
+
+    def __init__(
+        self, model: Model, plan: _Plan, out: xr.DataArray, weighted: bool
+    ) -> None:
+        self.model_ = model
+        self.plan = plan
+        self.method = plan.method
+        self.weighted = weighted
+        n = len(plan.keys)
+        pick = {i: out.isel(fit_output=i, drop=True) for i in range(2 * n + 3)}
+        self.parameters = xr.Dataset({k: pick[i] for i, k in enumerate(plan.keys)})
+        self.errors = xr.Dataset({k: pick[n + i] for i, k in enumerate(plan.keys)})
+        self.chisq = pick[2 * n].rename("chisq")
+        self.reduced_chisq = pick[2 * n + 1].rename("reduced_chisq")
+        self.converged = (pick[2 * n + 2] > 0.5).rename("converged")
+
+    def __repr__(self) -> str:
+        lazy = self.chisq.chunks is not None
+        return (
+            f"<FitResult {self.method}{' (weighted)' if self.weighted else ''}, "
+            f"{len(self.plan.free)} free of {len(self.plan.keys)} parameters, "
+            f"{'lazy' if lazy else 'computed'}>"
+        )
+
+    def model(self, component: str | None = None) -> xr.DataArray:
+        """The fitted model (or one component of it) over the whole signal
+        coordinate, shaped like the data; lazy when the fit is."""
+        da = self.model_.da
+        dim = self.model_.dim
+        x = _coordinate(da, dim)
+        comps = self.plan.components
+        if component is not None:
+            comps = [c for c in comps if c.name == component]
+            if not comps:
+                raise ValueError(
+                    f"no component {component!r}; the model has "
+                    f"{[c.name for c in self.plan.components]}"
+                )
+        params = self.parameters[[f"{c.name}.{p}" for c in comps for p in c.names]]
+        stacked = params.to_array("parameter")
+        if stacked.chunks is not None:
+            stacked = stacked.chunk({"parameter": -1})
+        names = list(stacked["parameter"].values)
+
+        def curve(values: np.ndarray) -> np.ndarray:
+            lead = values.shape[:-1]
+            rows = values.reshape(-1, values.shape[-1])
+            p = {name: rows[:, i : i + 1] for i, name in enumerate(names)}
+            total = np.zeros((rows.shape[0], x.size))
+            for comp in comps:
+                own = {q: p[f"{comp.name}.{q}"] for q in comp.names}
+                total = total + comp.evaluate(x, own)
+            return total.reshape(*lead, x.size)
+
+        out = xr.apply_ufunc(
+            curve,
+            stacked,
+            input_core_dims=[["parameter"]],
+            output_core_dims=[[dim]],
+            dask="parallelized",
+            output_dtypes=[np.float64],
+            dask_gufunc_kwargs={"output_sizes": {dim: x.size}},
+        )
+        out = out.assign_coords({dim: da.coords[dim]} if dim in da.coords else {})
+        out = out.transpose(*da.dims)
+        out.attrs = dict(da.attrs)
+        return with_marking(out, signal_dims(da))
+
+    def residual(self) -> xr.DataArray:
+        """The data minus the model, shaped like the data; lazy when both are."""
+        out = self.model_.da - self.model()
+        out.attrs = dict(self.model_.da.attrs)
+        return with_marking(out, signal_dims(self.model_.da))
+
+    def to_dataset(self) -> xr.Dataset:
+        """Parameters, errors (``"<key> error"``), chi-squares and the
+        convergence map in one Dataset, the model described in its attrs
+        (JSON), to save with ``to_netcdf``/``to_zarr``."""
+        ds = self.parameters.copy()
+        for key in self.plan.keys:
+            ds[f"{key} error"] = self.errors[key]
+        ds["chisq"] = self.chisq
+        ds["reduced_chisq"] = self.reduced_chisq
+        ds["converged"] = self.converged
+        ds.attrs["model"] = json.dumps(
+            {
+                "dim": str(self.model_.dim),
+                "method": self.method,
+                "weighted": self.weighted,
+                "components": [
+                    {
+                        "class": type(c).__name__,
+                        "name": c.name,
+                        "order": getattr(c, "order", None),
+                        "free": [p.name for p in c.parameters if p.free],
+                    }
+                    for c in self.plan.components
+                ],
+            }
+        )
+        return ds
+
+    @classmethod
+    def from_dataset(cls, ds: xr.Dataset, da: xr.DataArray) -> FitResult:
+        """A FitResult from :meth:`to_dataset`'s Dataset and the data it was
+        fitted on (for ``model()`` and ``residual()``); built-in components
+        only."""
+        desc = json.loads(ds.attrs["model"])
+        comps: list[Component] = []
+        for entry in desc["components"]:
+            kind = getattr(_components, entry["class"], None)
+            if kind is None or entry["class"] == "Component":
+                raise ValueError(
+                    f"component {entry['name']!r} is a user's function: it cannot "
+                    "be rebuilt from a Dataset"
+                )
+            comp = kind(entry["order"]) if entry["class"] == "Polynomial" else kind()
+            comp.name = entry["name"]
+            for param in comp.parameters:
+                param.free = param.name in entry["free"]
+                if not param.free:
+                    param.value = 0.0
+            comps.append(comp)
+        model = Model(da, comps, dim=desc["dim"])
+        model.components = comps
+        plan = _Plan.__new__(_Plan)
+        plan.components = comps
+        plan.keys = model.keys
+        plan.free = [
+            f"{c.name}.{p.name}" for c in comps for p in c.parameters if p.free
+        ]
+        plan.method = desc["method"]
+        out = xr.concat(
+            [ds[k] for k in plan.keys]
+            + [ds[f"{k} error"] for k in plan.keys]
+            + [ds["chisq"], ds["reduced_chisq"], ds["converged"].astype(float)],
+            dim="fit_output",
+        )
+        return cls(model, plan, out.transpose(..., "fit_output"), desc["weighted"])
+
+    def plot(self, pixel: dict[Hashable, int] | None = None) -> Any:
+        """The data, the model and each component at ``pixel`` (navigation
+        indices; default the first), on one axes; returns the Figure."""
+        import matplotlib.pyplot as plt
+
+        from .lazy import compute_all
+
+        da = self.model_.da
+        where = {d: 0 for d in navigation_dims(da)}
+        where.update(pixel or {})
+        parts = [da.isel(where), self.model().isel(where)] + [
+            self.model(c.name).isel(where) for c in self.plan.components
+        ]
+        values = compute_all(*parts, progress=False)
+        x = _coordinate(da, self.model_.dim)
+        figure, ax = plt.subplots(figsize=(6, 3.6), layout="constrained")
+        ax.plot(x, values[0], ".", ms=3, color="0.4", label="data")
+        ax.plot(x, values[1], "-", lw=2, label="model")
+        for comp, part in zip(self.plan.components, values[2:]):
+            ax.plot(x, part, "--", lw=1, label=comp.name)
+        ax.legend(fontsize="small")
+        ax.set_xlabel(str(self.model_.dim))
+        ax.set_title(", ".join(f"{d}={i}" for d, i in where.items()) or "fit")
+        return figure

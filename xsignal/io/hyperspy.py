@@ -42,6 +42,7 @@ import xarray as xr
 
 from ..dims import SIGNAL_DIMS_ATTR, encode_signal_dims, signal_dims
 from .common import ANONYMOUS, choose, clean_attr, source_variable
+from .uniform_index import lazy_coordinate, uniform_axis
 
 NONE = "_None_"
 FILE_FORMAT_VERSION = "3.3"
@@ -61,6 +62,14 @@ _PREFIXES = (
 )
 # attrs that the layout stores in its own places
 _LAYOUT_ATTRS = {"title", "signal_type", "metadata", "original_metadata"}
+# a uniform axis longer than this gets a coordinate computed on demand
+# (xsignal.io.uniform_index) instead of its values in memory: a file of a
+# few KB can declare 10^12 points (8 TB of float64); real axes of HyperSpy
+# signals stay far below, and an axis of 10^7 points is still only 80 MB
+LAZY_AXIS_SIZE = 10**7
+# metadata trees are read this many groups deep, no deeper (with a warning):
+# HyperSpy writes a few levels; a damaged or hostile file can nest thousands
+MAX_METADATA_DEPTH = 64
 
 
 def members(group: Any) -> Iterator[tuple[str, Any]]:
@@ -194,20 +203,47 @@ def axis_values(axis: dict[str, Any], size: int, where: str = "") -> np.ndarray 
                 stacklevel=4,
             )
             return None
-    numbers = {}
+    numbers = offset_scale(axis, where)
+    if numbers is None:
+        return None
+    offset, scale = numbers
+    return offset + scale * np.arange(size, dtype=float)
+
+
+def is_uniform(axis: dict[str, Any]) -> bool:
+    """True for an axis dict of a uniform axis (offset and scale, no values
+    and no expression)."""
+    kind = value(axis.get("_type", "UniformDataAxis"))
+    return (
+        axis.get("axis") is None
+        and kind != "FunctionalDataAxis"
+        and axis.get("expression") is None
+    )
+
+
+def offset_scale(axis: dict[str, Any], where: str = "") -> tuple[float, float] | None:
+    """``(offset, scale)`` of a uniform axis dict, or None (with a warning)
+    when either is not a number.
+
+    Examples
+    --------
+    >>> offset_scale({"offset": 280.0, "scale": 0.5})
+    (280.0, 0.5)
+    """
+    numbers = []
     for key, default in (("offset", 0.0), ("scale", 1.0)):
         given = value(axis.get(key, default))
         try:
-            numbers[key] = default if given is None else float(given)
+            numbers.append(default if given is None else float(given))
         except (TypeError, ValueError):
             warnings.warn(
                 f"axis {where}: its {key} {given!r} is not a number (damaged "
                 "axis metadata); it gets no coordinate",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
             return None
-    return numbers["offset"] + numbers["scale"] * np.arange(size, dtype=float)
+    return numbers[0], numbers[1]
 
 
 def _axis_dict(group: Any, size: int) -> dict[str, Any]:
@@ -218,7 +254,8 @@ def _axis_dict(group: Any, size: int) -> dict[str, Any]:
     if "x" in group:
         x = group["x"]
         if is_group(x):  # the x of a functional axis is itself an axis
-            axis["x"] = axis_values(_axis_dict(x, size), size, x.name)
+            if size <= LAZY_AXIS_SIZE:  # (a longer one gets no coordinate)
+                axis["x"] = axis_values(_axis_dict(x, size), size, x.name)
         else:
             axis["x"] = np.asarray(x[...])
     return axis
@@ -227,13 +264,36 @@ def _axis_dict(group: Any, size: int) -> dict[str, Any]:
 def axes_coords(
     axes: Sequence[dict[str, Any] | None], shape: tuple[int, ...], where: str = ""
 ) -> tuple[tuple[str, ...], dict[str, xr.Variable], list[str] | None]:
+    """Dims, coordinate variables and signal dims of axis dicts in array
+    order, as :func:`axes_coordinates` gives them but as plain variables
+    (a Dataset made of them holds every coordinate in memory)."""
+    dims, coords, sig = axes_coordinates(axes, shape, where)
+    return dims, {str(name): coords[name].variable for name in coords}, sig
+
+
+def axes_coordinates(
+    axes: Sequence[dict[str, Any] | None], shape: tuple[int, ...], where: str = ""
+) -> tuple[tuple[str, ...], xr.Coordinates, list[str] | None]:
     """Dims, coordinates and signal dims of axis dicts in array order.
 
     The signal dims are the axes with ``navigate`` False, or None when no
-    axis says (the caller decides then).
+    axis says (the caller decides then). A uniform axis longer than
+    ``LAZY_AXIS_SIZE`` gets a coordinate computed on demand
+    (:class:`~xsignal.io.uniform_index.UniformIndex`), a functional one that
+    long none (with a warning): a file of a few KB can declare any size.
+
+    Examples
+    --------
+    >>> dims, coords, sig = axes_coordinates(
+    ...     [{"name": "y", "scale": 2.0}, {"name": "e", "navigate": False}],
+    ...     (10**12, 3),
+    ... )
+    >>> dims, sig, type(coords.xindexes["y"]).__name__, float(coords["y"][-1])
+    (('y', 'e'), ['e'], 'UniformIndex', 1999999999998.0)
     """
     dims: list[str] = []
     coords: dict[str, xr.Variable] = {}
+    lazy: list[xr.Coordinates] = []
     flags: list[bool | None] = []
     for i, size in enumerate(shape):
         given = axes[i] if i < len(axes) else None
@@ -244,16 +304,56 @@ def axes_coords(
         dims.append(name)
         navigate = value(axis.get("navigate"))
         flags.append(None if navigate is None else bool(navigate))
-        values = axis_values(axis, size, f"{where} {name}".strip()) if axis else None
+        if not axis:
+            continue
+        label = f"{where} {name}".strip()
+        units = value(axis.get("units"))
+        attrs = {"units": units} if isinstance(units, str) and units else {}
+        if size > LAZY_AXIS_SIZE and axis.get("axis") is None:
+            found = _long_axis(axis, size, name, label, attrs)
+            if found is not None:
+                lazy.append(found)
+            continue
+        values = axis_values(axis, size, label)
         if values is not None and values.shape == (size,):
-            units = value(axis.get("units"))
-            attrs = {"units": units} if isinstance(units, str) and units else {}
             coords[name] = xr.Variable(name, values, attrs)
     if any(f is not None for f in flags):
         sig = [d for d, f in zip(dims, flags) if f is False]
     else:
         sig = None
-    return tuple(dims), coords, sig
+    out = xr.Coordinates(coords)
+    for one in lazy:
+        out.update(one)
+    return tuple(dims), out, sig
+
+
+def _long_axis(
+    axis: dict[str, Any], size: int, name: str, where: str, attrs: dict[str, Any]
+) -> xr.Coordinates | None:
+    """The lazily computed coordinate of a uniform axis longer than
+    ``LAZY_AXIS_SIZE``, or None (with a warning) for a functional axis
+    (not evaluated) or a uniform one whose values are not evenly spaced."""
+    if not is_uniform(axis):
+        warnings.warn(
+            f"axis {where}: a functional axis of {size:,} points (over "
+            f"{LAZY_AXIS_SIZE:,}) is not evaluated at open; it gets no coordinate",
+            UserWarning,
+            stacklevel=5,
+        )
+        return None
+    numbers = offset_scale(axis, where)
+    if numbers is None:
+        return None
+    offset, scale = numbers
+    if not (math.isfinite(offset) and math.isfinite(scale) and scale != 0):
+        warnings.warn(
+            f"axis {where}: {size:,} points of offset {offset!r} and scale "
+            f"{scale!r} are not evenly spaced values; it gets no coordinate",
+            UserWarning,
+            stacklevel=5,
+        )
+        return None
+    return lazy_coordinate(offset, scale, size, name, attrs)
 
 
 # --- metadata --------------------------------------------------------------------
@@ -282,18 +382,43 @@ def jsonable(raw: Any) -> Any:
     return out
 
 
-def read_tree(group: Any) -> dict[str, Any]:
-    """A metadata group as a JSON-able dict."""
+def read_tree(group: Any, where: str = "") -> dict[str, Any]:
+    """A metadata group as a JSON-able dict.
+
+    The walk keeps its own stack (no recursion) and visits each group once,
+    opening children by their names in their parent; groups deeper than
+    ``MAX_METADATA_DEPTH`` are left out, with one warning naming the file
+    (``where``) and the first group cut.
+    """
     out: dict[str, Any] = {}
-    for k, v in group.attrs.items():
-        out[_key(k)] = jsonable(v)
-    for k, v in members(group):
-        if is_group(v):
-            out[_key(k)] = read_tree(v)
-        elif v.dtype.kind in "biufcSUO" and v.size <= 10_000:
-            out[_key(k)] = jsonable(np.asarray(v[...]))
-        else:
-            out[_key(k)] = f"<{v.dtype} array of shape {v.shape}>"
+    path = str(getattr(group, "name", "") or "").rstrip("/")
+    stack: list[tuple[Any, dict[str, Any], str, int]] = [(group, out, path, 0)]
+    cut: list[str] = []
+    while stack:
+        node, into, path, depth = stack.pop()
+        for k, v in node.attrs.items():
+            into[_key(k)] = jsonable(v)
+        for k, v in members(node):
+            if is_group(v):
+                if depth >= MAX_METADATA_DEPTH:
+                    cut.append(f"{path}/{k}")
+                    continue
+                child: dict[str, Any] = {}
+                into[_key(k)] = child
+                stack.append((v, child, f"{path}/{k}", depth + 1))
+            elif v.dtype.kind in "biufcSUO" and v.size <= 10_000:
+                into[_key(k)] = jsonable(np.asarray(v[...]))
+            else:
+                into[_key(k)] = f"<{v.dtype} array of shape {v.shape}>"
+    if cut:
+        others = f" (and {len(cut) - 1} other groups)" if len(cut) > 1 else ""
+        warnings.warn(
+            f"{where or 'the file'}: its metadata is nested more than "
+            f"{MAX_METADATA_DEPTH} groups deep; what is under {cut[0]}{others} "
+            "is left out",
+            UserWarning,
+            stacklevel=2,
+        )
     return out
 
 
@@ -318,15 +443,17 @@ def metadata_attrs(
     return attrs
 
 
-def _tree_attrs(group: Any) -> dict[str, Any]:
-    metadata = read_tree(group["metadata"]) if "metadata" in group else {}
+def _tree_attrs(group: Any, where: str) -> dict[str, Any]:
+    metadata = read_tree(group["metadata"], where) if "metadata" in group else {}
     if "mapped_parameters" in group:  # format 1.x: the title lives here
-        old = read_tree(group["mapped_parameters"])
+        old = read_tree(group["mapped_parameters"], where)
         metadata.setdefault("General", {}).setdefault("title", old.get("title"))
         if "record_by" in old:
             metadata.setdefault("Signal", {}).setdefault("record_by", old["record_by"])
     original = (
-        read_tree(group["original_metadata"]) if "original_metadata" in group else {}
+        read_tree(group["original_metadata"], where)
+        if "original_metadata" in group
+        else {}
     )
     return metadata_attrs(metadata, original)
 
@@ -334,12 +461,13 @@ def _tree_attrs(group: Any) -> dict[str, Any]:
 # --- reading -----------------------------------------------------------------------
 
 
-def apply_coord_hints(coords: dict[str, xr.Variable], attrs: dict[str, Any]) -> None:
+def apply_coord_hints(coords: xr.Coordinates, attrs: dict[str, Any]) -> None:
     """Give back the coordinates xsignal wrote beside HyperSpy's axes:
     exact values where the axis' offset and scale round them, none where
     the array had none."""
     for dim in attrs.pop("_no_coords", None) or []:
-        coords.pop(dim, None)
+        if dim in coords:
+            del coords[dim]
     for dim, values in (attrs.pop("_coords", None) or {}).items():
         if dim in coords:
             old = coords[dim]
@@ -348,9 +476,7 @@ def apply_coord_hints(coords: dict[str, xr.Variable], attrs: dict[str, Any]) -> 
 
 def read_layout(
     root: Any, variable: str | None, where: str
-) -> tuple[
-    str, Any, tuple[str, ...], dict[str, xr.Variable], dict[str, Any], list[str]
-]:
+) -> tuple[str, Any, tuple[str, ...], xr.Coordinates, dict[str, Any], list[str]]:
     """(name, data array, dims, coords, attrs, signal dims) of one signal."""
     name, group = choose_signal(root, variable, where)
     if "attributes" in group and bool(group["attributes"].attrs.get("ragged", False)):
@@ -363,8 +489,8 @@ def read_layout(
         _axis_dict(group[f"axis-{i}"], n) if f"axis-{i}" in group else None
         for i, n in enumerate(data.shape)
     ]
-    dims, coords, sig = axes_coords(axes, tuple(data.shape), where)
-    attrs = _tree_attrs(group)
+    dims, coords, sig = axes_coordinates(axes, tuple(data.shape), where)
+    attrs = _tree_attrs(group, where)
     apply_coord_hints(coords, attrs)
     if attrs.pop("_no_signal_dims", False):  # written by xsignal as an image
         sig = []
@@ -410,7 +536,10 @@ def hyperspy_axes(da: xr.DataArray) -> list[dict[str, Any]]:
 
     A dim whose coordinate is evenly spaced becomes a uniform axis (offset,
     scale), another numeric coordinate a non-uniform axis (its values in
-    ``axis``), a dim without one a uniform axis of step 1 from 0.
+    ``axis``), a dim without one a uniform axis of step 1 from 0. A
+    computed coordinate (:class:`~xsignal.io.uniform_index.UniformIndex`)
+    longer than ``LAZY_AXIS_SIZE`` gives its offset and scale, none of
+    its values computed.
 
     Examples
     --------
@@ -434,7 +563,13 @@ def hyperspy_axes(da: xr.DataArray) -> list[dict[str, Any]]:
             "scale": 1.0,
         }
         coord = da.coords[dim] if dim in da.coords else None
-        if coord is not None and coord.dtype.kind in "iuf" and size:
+        # a long computed coordinate: its offset and scale, no values made
+        lazy = uniform_axis(da.xindexes.get(dim)) if size > LAZY_AXIS_SIZE else None
+        if coord is not None and lazy is not None:
+            units = coord.attrs.get("units")
+            axis["units"] = str(units) if units else NONE
+            axis["offset"], axis["scale"] = lazy
+        elif coord is not None and coord.dtype.kind in "iuf" and size:
             values = np.asarray(coord.values, dtype=float)
             units = coord.attrs.get("units")
             axis["units"] = str(units) if units else NONE

@@ -145,10 +145,12 @@ class Component:
         out: np.ndarray = (up - down) / (2 * step)
         return out
 
-    def gradients(self, x: np.ndarray, names: list[str], p: Arrays) -> list[np.ndarray]:
-        """The derivatives by each of ``names`` (a component may share the
-        work between them)."""
-        return [self.gradient(x, name, p) for name in names]
+    def evaluate_and_gradients(
+        self, x: np.ndarray, names: list[str], p: Arrays
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The component and its derivatives by each of ``names``, together
+        (a component may share the work between them)."""
+        return self.evaluate(x, p), [self.gradient(x, name, p) for name in names]
 
     def valid(self, x: np.ndarray, p: Arrays) -> np.ndarray:
         """Which pixels' fitted parameters make sense (pixels,): a fit that
@@ -254,16 +256,19 @@ class Gaussian(Component):
         out: np.ndarray = value * (z if name == "centre" else z * z - 1) / p["sigma"]
         return out
 
-    def gradients(self, x: np.ndarray, names: list[str], p: Arrays) -> list[np.ndarray]:
+    def evaluate_and_gradients(
+        self, x: np.ndarray, names: list[str], p: Arrays
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
         z = (x - p["centre"]) / p["sigma"]
         unit = np.exp(-0.5 * z * z) / (p["sigma"] * SQRT2PI)
-        value = p["A"] * unit / p["sigma"]
+        value = p["A"] * unit
+        scaled = value / p["sigma"]
         found = {
             "A": lambda: unit,
-            "centre": lambda: value * z,
-            "sigma": lambda: value * (z * z - 1),
+            "centre": lambda: scaled * z,
+            "sigma": lambda: scaled * (z * z - 1),
         }
-        return [found[name]() for name in names]
+        return value, [found[name]() for name in names]
 
     def estimate(self, x: np.ndarray, y: np.ndarray, known: Arrays) -> Arrays:
         return _peak_estimate(x, y, known, "sigma", "A")

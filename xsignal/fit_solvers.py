@@ -33,14 +33,16 @@ def covariance(normal: np.ndarray) -> np.ndarray:
 
 
 def _normal_equations(
-    jac: np.ndarray, w: np.ndarray, resid: np.ndarray
+    jac: np.ndarray, w: np.ndarray, resid: np.ndarray, dtype: type
 ) -> tuple[np.ndarray, np.ndarray]:
     """``J^T W J`` (pixels, k, k) and ``J^T W r`` (pixels, k) from the
-    derivatives ``jac`` (pixels, k, n), by batched matrix products (BLAS)."""
-    weighted = jac * w[:, None, :]
-    normal = np.matmul(weighted, jac.transpose(0, 2, 1))
-    grad = np.matmul(weighted, resid[:, :, None])[..., 0]
-    return normal, grad
+    derivatives ``jac`` (pixels, k, n), by batched matrix products (BLAS)
+    in ``dtype``; returned in float64."""
+    j: np.ndarray = jac.astype(dtype, copy=False)
+    weighted = j * w.astype(dtype, copy=False)[:, None, :]
+    normal = np.matmul(weighted, j.transpose(0, 2, 1))
+    grad = np.matmul(weighted, resid.astype(dtype, copy=False)[:, :, None])[..., 0]
+    return normal.astype(np.float64), grad.astype(np.float64)
 
 
 def linear(
@@ -70,8 +72,7 @@ def linear(
 
 def levenberg_marquardt(
     y: np.ndarray,
-    model: Callable[[np.ndarray, np.ndarray], np.ndarray],
-    jacobian: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    evaluate: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
     start: np.ndarray,
     weights: np.ndarray | None,
     lower: np.ndarray,
@@ -79,12 +80,15 @@ def levenberg_marquardt(
     max_iterations: int = 100,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Levenberg-Marquardt (Marquardt's scaling of the diagonal) for every
-    pixel at once: ``model(theta, rows)`` gives the model (len(rows), n) of
-    the pixels ``rows`` (indices) from their parameters (len(rows), k),
-    ``jacobian(theta, rows)`` its derivatives (len(rows), k, n). Each pixel
-    has its own
-    damping; a step that lowers its chi-square is taken (then projected on
-    ``lower``/``upper``, the bounds), else its damping grows.
+    pixel at once. ``evaluate(theta, rows)`` gives, for the pixels ``rows``
+    (indices) with parameters ``theta`` (len(rows), k), the model
+    (len(rows), n) and its derivatives (len(rows), k, n), computed together
+    (a component shares its exponentials between them): a trial step's
+    derivatives are the next iteration's when it is taken. Each pixel has
+    its own damping; a step that lowers its chi-square is taken (projected
+    on ``lower``/``upper``, the bounds), else its damping grows. The normal
+    equations are formed in float32 (a step's direction needs no more; the
+    chi-squares deciding the steps and the final covariance are float64).
 
     Returns (parameters, covariance of the parameters without scaling
     (pixels, k, k), chi-square (pixels,), converged (pixels,) bool).
@@ -92,19 +96,20 @@ def levenberg_marquardt(
     w = np.ones_like(y) if weights is None else weights
     theta = np.clip(start, lower, upper)
     every = np.arange(y.shape[0])
-    resid = y - model(theta, every)
+    fitted, jac = evaluate(theta, every)
+    resid = y - fitted
     chisq = (w * resid * resid).sum(-1)
     damping = np.full(y.shape[0], 1e-3)
     started = np.isfinite(chisq)
     active = started.copy()
     eye = np.eye(theta.shape[1])
+    jac32 = jac.astype(np.float32)
     for _ in range(max_iterations):
         if not active.any():
             break
         idx = np.nonzero(active)[0]
-        jac = jacobian(theta[idx], idx)
         wi = w[idx]
-        normal, grad = _normal_equations(jac, wi, resid[idx])
+        normal, grad = _normal_equations(jac32[idx], wi, resid[idx], np.float32)
         diag = np.einsum("pkk->pk", normal)
         marquardt = diag[:, :, None] * eye + 1e-12 * eye
         scaled = normal + damping[idx, None, None] * marquardt
@@ -113,7 +118,8 @@ def levenberg_marquardt(
         except np.linalg.LinAlgError:
             step = np.einsum("pkl,pl->pk", covariance(scaled), grad)
         trial = np.clip(theta[idx] + step, lower, upper)
-        trial_resid = y[idx] - model(trial, idx)
+        trial_fit, trial_jac = evaluate(trial, idx)
+        trial_resid = y[idx] - trial_fit
         trial_chisq = (wi * trial_resid * trial_resid).sum(-1)
         better = np.isfinite(trial_chisq) & (trial_chisq <= chisq[idx])
         gain = chisq[idx] - np.where(better, trial_chisq, chisq[idx])
@@ -121,13 +127,14 @@ def levenberg_marquardt(
         theta[take] = trial[better]
         resid[take] = trial_resid[better]
         chisq[take] = trial_chisq[better]
+        jac32[take] = trial_jac[better]
         damping[idx] = np.where(better, damping[idx] / 10, damping[idx] * 10)
         # done: a taken step that hardly lowers chi-square, or no step that
         # lowers it at all however small (at the minimum)
         small = better & (gain <= TOLERANCE * np.maximum(chisq[idx], 1e-300))
         stuck = damping[idx] > MAX_LAMBDA
         active[idx[small | stuck]] = False
-    jac = jacobian(theta, every)
-    normal, _ = _normal_equations(jac, w, resid)
+    _, jac = evaluate(theta, every)
+    normal, _ = _normal_equations(jac, w, resid, np.float64)
     converged = started & ~active & np.isfinite(chisq)
     return theta, covariance(normal), chisq, converged

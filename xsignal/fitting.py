@@ -345,16 +345,14 @@ class _Plan:
             out.update({key: theta[:, i : i + 1] for i, key in enumerate(free)})
             return out
 
-        def model(theta: np.ndarray, rows: np.ndarray) -> np.ndarray:
-            return self.curve(at(theta, rows), self.x)
-
-        def jacobian(theta: np.ndarray, rows: np.ndarray) -> np.ndarray:
-            return self._jacobian(free, at(theta, rows))
+        def evaluate(
+            theta: np.ndarray, rows: np.ndarray
+        ) -> tuple[np.ndarray, np.ndarray]:
+            return self._model_and_jacobian(free, at(theta, rows))
 
         theta, cov, chisq, converged = levenberg_marquardt(
             y,
-            model,
-            jacobian,
+            evaluate,
             start,
             weights,
             self.lower,
@@ -371,22 +369,27 @@ class _Plan:
 
     def _jacobian(self, free: list[str], values: Values) -> np.ndarray:
         """The model's derivatives by the ``free`` parameters, (pixels, k,
-        channels): each component computes its own at once."""
+        channels)."""
+        return self._model_and_jacobian(free, values)[1]
+
+    def _model_and_jacobian(
+        self, free: list[str], values: Values
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The model (pixels, channels) and its derivatives by the ``free``
+        parameters (pixels, k, channels): each component computes both at
+        once."""
         n = next(iter(values.values())).shape[0]
-        out = np.empty((n, len(free), self.x.size))
+        total = np.zeros((n, self.x.size))
+        jac = np.empty((n, len(free), self.x.size))
+        where = {key: i for i, key in enumerate(free)}
         for comp in self.components:
-            mine = [
-                (i, key.rsplit(".", 1)[1])
-                for i, key in enumerate(free)
-                if key.rsplit(".", 1)[0] == comp.name
-            ]
-            if not mine:
-                continue
+            names = [p for p in comp.names if f"{comp.name}.{p}" in where]
             own = {p: values[f"{comp.name}.{p}"] for p in comp.names}
-            grads = comp.gradients(self.x, [name for _, name in mine], own)
-            for (i, _), grad in zip(mine, grads):
-                out[:, i, :] = grad
-        return out
+            value, grads = comp.evaluate_and_gradients(self.x, names, own)
+            total += value
+            for name, grad in zip(names, grads):
+                jac[:, where[f"{comp.name}.{name}"], :] = grad
+        return total, jac
 
 
 def _run(model: Model, plan: _Plan, variance: xr.DataArray | str | None) -> FitResult:

@@ -22,6 +22,7 @@ import zarr
 import xsignal
 from xsignal.io import hyperspy
 from xsignal.io.uniform_index import UniformIndex
+from xsignal.testing import raise_if_dask_computes
 
 SIGNAL = "Experiments/__unnamed__"
 
@@ -218,6 +219,16 @@ def test_a_label_not_on_the_axis_is_a_key_error_naming_it(
 
 
 @pytest.mark.parametrize("ext", ["hspy", "zspy"])
+def test_a_computed_coordinate_is_not_made_a_dask_array(tmp_path, monkeypatch, opened):
+    """xarray's chunk() would make the computed coordinate a dask array,
+    computed at every look at its values: xsignal.open chunks the data only."""
+    da, _ = lazily_opened(tmp_path, monkeypatch, -2.5, 0.25)
+    opened.append(da)
+    assert da.chunks is not None and da.coords["y"].chunks is None
+    with raise_if_dask_computes():
+        assert float(da.y[3]) == -2.5 + 0.25 * 3
+
+
 def test_positions_keep_the_coordinate_computed(tmp_path, monkeypatch, opened, ext):
     da, src = lazily_opened(tmp_path, monkeypatch, -2.5, 0.25, ext=ext)
     opened.append(da)

@@ -86,6 +86,9 @@ def open_one(
     # layers named by the token: close_file finds the files by name
     token = opened.encoding["xsignal_token"]
     da = opened.chunk(dict(zip(opened.dims, spec)), name_prefix=layer_prefix(token))
+    # the data only: xarray would make computed coordinates (a huge axis'
+    # UniformIndex) dask arrays too, computed at every look at their values
+    da = da.assign_coords(opened.coords)
     if name == ANONYMOUS:
         da = da.rename(None)
     if not lazy:

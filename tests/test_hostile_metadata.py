@@ -218,7 +218,6 @@ def test_a_label_not_on_the_axis_is_a_key_error_naming_it(
     same(da.sel(y=0.3), src.isel(y=3))
 
 
-@pytest.mark.parametrize("ext", ["hspy", "zspy"])
 def test_a_computed_coordinate_is_not_made_a_dask_array(tmp_path, monkeypatch, opened):
     """xarray's chunk() would make the computed coordinate a dask array,
     computed at every look at its values: xsignal.open chunks the data only."""
@@ -229,6 +228,7 @@ def test_a_computed_coordinate_is_not_made_a_dask_array(tmp_path, monkeypatch, o
         assert float(da.y[3]) == -2.5 + 0.25 * 3
 
 
+@pytest.mark.parametrize("ext", ["hspy", "zspy"])
 def test_positions_keep_the_coordinate_computed(tmp_path, monkeypatch, opened, ext):
     da, src = lazily_opened(tmp_path, monkeypatch, -2.5, 0.25, ext=ext)
     opened.append(da)

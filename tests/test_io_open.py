@@ -552,3 +552,25 @@ def test_a_virtual_dataset_within_its_own_file_is_read(tmp_path, opened):
     da = xsignal.open(path, variable="/view")
     opened.append(da)
     np.testing.assert_array_equal(da.values, [[0, 1], [4, 5], [2, 3], [6, 7]])
+
+
+@pytest.mark.parametrize("ext", ["nc", "zarr", "h5"])
+def test_variable_may_be_an_index(tmp_path, ext, opened):
+    """``variable=1`` picks the second signal in the file's order, for every
+    format (it raised AttributeError: 'int' object has no attribute 'strip')."""
+    path = tmp_path / f"two.{ext}"
+    ds = xr.Dataset(
+        {"a": (("y", "e"), np.ones((2, 3))), "b": (("t", "e"), np.zeros((4, 3)))}
+    )
+    if ext == "nc":
+        ds.to_netcdf(path, engine="h5netcdf")
+    elif ext == "zarr":
+        ds.to_zarr(path, zarr_format=3)
+    else:
+        with h5py.File(path, "w") as f:
+            f["a"], f["b"] = ds["a"].values, ds["b"].values
+    second = xsignal.open(path, variable=1)
+    opened.append(second)
+    assert second.shape == (4, 3)
+    with pytest.raises(ValueError, match="variable=7 is not an index"):
+        xsignal.open(path, variable=7)

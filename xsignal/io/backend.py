@@ -65,7 +65,7 @@ class FileBackend(BackendEntrypoint):
         filename_or_obj: Any,
         *,
         drop_variables: str | Iterable[str] | None = None,
-        variable: str | None = None,
+        variable: str | int | None = None,
         allow_external: bool = False,
         reader: str | None = None,
     ) -> xr.Dataset:
@@ -103,7 +103,7 @@ class FileBackend(BackendEntrypoint):
         """Every signal of the file, one group each (``"/"`` alone for a
         file of one signal), for ``xr.open_groups``/``xr.open_datatree``."""
 
-        def one(variable: str | None) -> xr.Dataset:
+        def one(variable: str | int | None) -> xr.Dataset:
             return self.open_dataset(
                 filename_or_obj,
                 drop_variables=drop_variables,
@@ -136,7 +136,7 @@ class FileBackend(BackendEntrypoint):
         return xr.DataTree.from_dict(groups)
 
     def read(
-        self, path: str, variable: str | None, token: str, allow_external: bool
+        self, path: str, variable: str | int | None, token: str, allow_external: bool
     ) -> xr.Dataset:
         raise NotImplementedError
 
@@ -144,7 +144,7 @@ class FileBackend(BackendEntrypoint):
         self,
         reader: str,
         path: str,
-        variable: str | None,
+        variable: str | int | None,
         token: str,
         allow_external: bool,
     ) -> xr.Dataset:
@@ -169,7 +169,7 @@ class Hdf5Backend(FileBackend):
     }
 
     def read(
-        self, path: str, variable: str | None, token: str, allow_external: bool
+        self, path: str, variable: str | int | None, token: str, allow_external: bool
     ) -> xr.Dataset:
         from . import hdf5, hspy, netcdf
 
@@ -221,7 +221,7 @@ class ZarrBackend(FileBackend):
     description = "zarr stores and HyperSpy .zspy stores, read by xsignal"
 
     def read(
-        self, path: str, variable: str | None, token: str, allow_external: bool
+        self, path: str, variable: str | int | None, token: str, allow_external: bool
     ) -> xr.Dataset:
         from .zarr_ import read_zarr
 
@@ -234,7 +234,7 @@ class RosettaBackend(FileBackend):
     description = "every format rosettasciio reads, through xsignal"
 
     def read(
-        self, path: str, variable: str | None, token: str, allow_external: bool
+        self, path: str, variable: str | int | None, token: str, allow_external: bool
     ) -> xr.Dataset:
         return self.read_with(None, path, variable, token, allow_external)
 
@@ -242,7 +242,7 @@ class RosettaBackend(FileBackend):
         self,
         reader: str | None,
         path: str,
-        variable: str | None,
+        variable: str | int | None,
         token: str,
         allow_external: bool,
     ) -> xr.Dataset:
@@ -272,7 +272,7 @@ class XsignalBackend(FileBackend):
     description = "Open every format xsignal reads (HyperSpy, zarr, netCDF...)"
 
     def read(
-        self, path: str, variable: str | None, token: str, allow_external: bool
+        self, path: str, variable: str | int | None, token: str, allow_external: bool
     ) -> xr.Dataset:
         backend = backend_for(path, variable)()
         return backend.read(path, variable, token, allow_external)
@@ -281,7 +281,7 @@ class XsignalBackend(FileBackend):
         self,
         reader: str,
         path: str,
-        variable: str | None,
+        variable: str | int | None,
         token: str,
         allow_external: bool,
     ) -> xr.Dataset:

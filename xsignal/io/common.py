@@ -173,12 +173,13 @@ class SeveralSignals(ValueError):
 # what h5py's messages say, and what to tell the user
 def choose(
     names: Sequence[str],
-    variable: str | None,
+    variable: str | int | None,
     where: str,
     what: str = "data variables",
     one: str = "variable",
 ) -> str:
-    """The one of ``names`` that ``variable`` asks for (None: the only one).
+    """The one of ``names`` that ``variable`` asks for (None: the only one;
+    an int: that index in the file's order).
 
     Errors name ``where`` and list ``names``.
 
@@ -186,8 +187,18 @@ def choose(
     --------
     >>> choose(["a"], None, "f.nc"), choose(["a", "b"], "/b", "f.nc")
     ('a', 'b')
+    >>> choose(["a", "b"], 1, "f.nc")
+    'b'
+
     """
     names = list(names)
+    if isinstance(variable, int | np.integer) and not isinstance(variable, bool):
+        if not -len(names) <= variable < len(names):
+            raise ValueError(
+                f"{where} has {len(names)} {what} {names}; variable={variable} is "
+                "not an index of them"
+            )
+        return names[variable]
     if variable is None:
         if not names:
             raise ValueError(f"{where} has no {what}")
@@ -197,6 +208,10 @@ def choose(
                 names,
             )
         return names[0]
+    if not isinstance(variable, str):
+        raise TypeError(
+            f"variable must be a name or an int index, not {variable!r} ({where})"
+        )
     key = variable.strip("/")
     if key not in names:
         raise ValueError(f"{where} has no {one} {variable!r}; its {what} are {names}")

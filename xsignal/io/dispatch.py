@@ -56,7 +56,7 @@ def open_one(
     *,
     lazy: bool = True,
     chunks: Mapping[Any, Any] | Sequence[int] | str | None = None,
-    variable: str | None = None,
+    variable: str | int | None = None,
     allow_external: bool = False,
     reader: str | None = None,
 ) -> xr.DataArray:
@@ -129,7 +129,7 @@ def open(  # noqa: A001  (xsignal.open mirrors xarray's open_* family)
     chunks: Mapping[Any, Any] | Sequence[int] | str | None = None,
     stack: bool = False,
     dim: str = "stack",
-    variable: str | None = None,
+    variable: str | int | None = None,
     allow_external: bool = False,
     reader: str | None = None,
 ) -> xr.DataArray | list[xr.DataArray]:

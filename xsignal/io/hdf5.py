@@ -6,7 +6,7 @@ from typing import Any
 
 import xarray as xr
 
-from .common import SeveralSignals, clean_attr, source_for, source_variable
+from .common import SeveralSignals, choose, clean_attr, source_for, source_variable
 
 
 def datasets(handle: Any) -> list[str]:
@@ -41,7 +41,7 @@ def datasets(handle: Any) -> list[str]:
     return found
 
 
-def read_hdf5(handle: Any, variable: str | None, *, token: str) -> xr.Dataset:
+def read_hdf5(handle: Any, variable: str | int | None, *, token: str) -> xr.Dataset:
     """One dataset of an open HDF5 file as a lazily indexed Dataset.
 
     Dims are named after attached dimension scales when there are any,
@@ -63,6 +63,8 @@ def read_hdf5(handle: Any, variable: str | None, *, token: str) -> xr.Dataset:
                 ["/" + name.lstrip("/") for name in found],
             )
         variable = found[0]
+    if not isinstance(variable, str):  # an index into the file's datasets
+        variable = choose(found, variable, path, "datasets", "dataset")
     key = "/" + variable.lstrip("/")
     obj = handle.get(key)
     if not isinstance(obj, h5py.Dataset):

@@ -20,7 +20,7 @@ def is_hspy(handle: Any) -> bool:
     return hyperspy.is_hyperspy(handle)
 
 
-def read_hspy(handle: Any, variable: str | None, *, token: str) -> xr.Dataset:
+def read_hspy(handle: Any, variable: str | int | None, *, token: str) -> xr.Dataset:
     """One signal of an open ``.hspy`` file as a lazily indexed Dataset."""
     ds = hyperspy.read_signal(
         handle,

@@ -100,12 +100,12 @@ def experiments(root: Any) -> dict[str, Any]:
     return {k: g for k, g in members(group) if is_group(g) and "data" in g}
 
 
-def choose_signal(root: Any, variable: str | None, where: str) -> tuple[str, Any]:
+def choose_signal(root: Any, variable: str | int | None, where: str) -> tuple[str, Any]:
     """(name, group) of the signal asked for; errors name ``where``."""
     found = experiments(root)
     if not found:
         raise ValueError(f"{where} is a HyperSpy file without any signal")
-    if variable is not None:
+    if isinstance(variable, str):
         variable = variable.strip("/").removeprefix("Experiments/")
     key = choose(list(found), variable, where, "signals", "signal")
     return key, found[key]
@@ -475,7 +475,7 @@ def apply_coord_hints(coords: xr.Coordinates, attrs: dict[str, Any]) -> None:
 
 
 def read_layout(
-    root: Any, variable: str | None, where: str
+    root: Any, variable: str | int | None, where: str
 ) -> tuple[str, Any, tuple[str, ...], xr.Coordinates, dict[str, Any], list[str]]:
     """(name, data array, dims, coords, attrs, signal dims) of one signal."""
     name, group = choose_signal(root, variable, where)
@@ -503,7 +503,11 @@ def read_layout(
 
 
 def read_signal(
-    root: Any, variable: str | None, where: str, *, to_source: Callable[[Any], Any]
+    root: Any,
+    variable: str | int | None,
+    where: str,
+    *,
+    to_source: Callable[[Any], Any],
 ) -> xr.Dataset:
     """One signal as a lazily indexed Dataset (the signal its one data
     variable, ``"__xarray_dataarray_variable__"`` when unnamed);

@@ -90,13 +90,13 @@ def candidates(handle: Any) -> list[str]:
     return [k for k, v in datasets.items() if not _is_scale(v) and k not in coords]
 
 
-def read_netcdf(handle: Any, variable: str | None, *, token: str) -> xr.Dataset:
+def read_netcdf(handle: Any, variable: str | int | None, *, token: str) -> xr.Dataset:
     """One data variable of an open netCDF4 file, with its coordinates, as a
     lazily indexed Dataset (CF decoding applied lazily by xarray)."""
     path = handle.filename
     names = candidates(handle)
     # any array of the file may be asked for by name, not only data variables
-    if variable is not None and hasattr(handle.get(variable.strip("/")), "shape"):
+    if isinstance(variable, str) and hasattr(handle.get(variable.strip("/")), "shape"):
         key = variable.strip("/")
     else:
         key = choose(names, variable, path)

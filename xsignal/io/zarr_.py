@@ -80,7 +80,7 @@ def _root(store: Store, path: str) -> zarr.Group:
 
 
 def read_zarr(
-    path: str, variable: str | None, *, token: str, allow_external: bool = False
+    path: str, variable: str | int | None, *, token: str, allow_external: bool = False
 ) -> xr.Dataset:
     """One array of a zarr store (HyperSpy's layout or xarray's) as a lazily
     indexed Dataset; each read first checks that the store is unchanged and,
@@ -109,7 +109,7 @@ def _read_xarray(
     store: Store,
     root: zarr.Group,
     path: str,
-    variable: str | None,
+    variable: str | int | None,
     token: str,
 ) -> xr.Dataset:
     """Through xarray's zarr backend (coords, attrs, consolidated metadata),

@@ -332,3 +332,28 @@ def test_decompose_with_a_mask_file_and_a_scree_plot(tmp_path):
         loadings = ds["loadings"].load()
     assert loadings.isel(y=0, x=slice(0, 3)).isnull().all()
     assert loadings.isel(y=slice(1, None)).notnull().all()
+
+
+def test_decompose_to_hspy_gives_hyperspy_its_factors_and_loadings(tmp_path):
+    """``-o out.hspy`` writes HyperSpy's layout (it wrote netCDF under that
+    name): rosettasciio's own reader gives two signals, the factors a
+    spectrum per component, the loadings an image per component."""
+    pytest.importorskip("rsciio")
+    from rsciio.hspy import file_reader
+
+    import xsignal
+
+    data = write_spectrum_image(tmp_path / "si.nc", (8, 6, 32), rank=2)
+    out = tmp_path / "dec.hspy"
+    done = run("decompose", str(data), "-k", "3", "-o", str(out), "--no-progress")
+    assert "wrote" in done.stdout
+    factors, loadings = file_reader(str(out))
+    assert factors["data"].shape == (3, 32) and loadings["data"].shape == (3, 8, 6)
+    assert [a["navigate"] for a in factors["axes"]] == [True, False]
+    assert [a["navigate"] for a in loadings["axes"]] == [True, False, False]
+    assert factors["metadata"]["General"]["title"] == "factors"
+    back = xsignal.open(out, variable="loadings")
+    assert back.signal.signal_dims == ("y", "x") and back.sizes["component"] == 3
+    refused = run("decompose", str(data), "-o", str(tmp_path / "d.zarr"), check=False)
+    assert refused.returncode == 2 and ".nc or .hspy" in refused.stderr
+    assert not (tmp_path / "d.zarr").exists()

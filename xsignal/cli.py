@@ -24,6 +24,7 @@ from .io.common import is_url
 from .io.save import format_for
 
 DEFAULT_COMPONENTS = 10
+DECOMPOSITION_OUTPUTS = (".nc", ".hspy")
 
 
 def _check_output(out: Path, overwrite: bool, source: str | None = None) -> None:
@@ -61,12 +62,20 @@ def _open_one(
 
 def run_decompose(args: argparse.Namespace) -> int:
     """``xsignal decompose FILE -a ALGO -k N -o OUT``: decompose a file lazily
-    and write the result (``Decomposition.to_dataset``) as netCDF."""
+    and write the result: ``OUT.nc`` the Dataset of ``Decomposition.to_dataset``
+    (netCDF), ``OUT.hspy`` HyperSpy's layout, the factors and the loadings as
+    two signals (``hs.load`` gives a list: the factors a spectrum per
+    component, the loadings an image per component)."""
     path = args.file
     if not is_url(path) and not Path(path).exists():
         raise FileNotFoundError(f"no such file: {path}")
     stem = Path(path.rstrip("/")).name.split(".")[0]
     out = Path(args.output or f"{stem}_decomposition.nc")
+    if out.suffix.lower() not in DECOMPOSITION_OUTPUTS:
+        raise ValueError(
+            f"{out}: decompose writes {' or '.join(DECOMPOSITION_OUTPUTS)} "
+            "(netCDF, or HyperSpy's factors and loadings)"
+        )
     _check_output(out, args.overwrite, path)
     if args.plot:
         _check_output(Path(args.plot), True, path)
@@ -100,7 +109,10 @@ def run_decompose(args: argparse.Namespace) -> int:
     (ds,) = xsignal.compute(result.to_dataset(), progress=progress)
     tmp = out.with_name(f".{out.name}.tmp")
     try:
-        ds.to_netcdf(tmp, engine="h5netcdf")
+        if out.suffix.lower() == ".hspy":
+            _write_hyperspy_decomposition(ds, da, tmp)
+        else:
+            ds.to_netcdf(tmp, engine="h5netcdf")
         tmp.replace(out)  # never a half-written result
     finally:
         tmp.unlink(missing_ok=True)
@@ -113,6 +125,20 @@ def run_decompose(args: argparse.Namespace) -> int:
         result.plot_explained_variance_ratio().figure.savefig(args.plot, dpi=100)
         print(f"  scree plot: {args.plot}")
     return 0
+
+
+def _write_hyperspy_decomposition(ds: xr.Dataset, da: xr.DataArray, path: Path) -> None:
+    """The factors and loadings of ``ds`` as two HyperSpy signals: factors
+    over the data's signal dims, loadings over its navigation dims (images
+    for a 2D scan), each with ``component`` as navigation."""
+    from .io.hspy import write_hspy_signals
+
+    sig, nav = da.signal.signal_dims, da.signal.navigation_dims
+    factors = xsignal.set_signal_dims(ds["factors"].rename("factors"), *sig)
+    loadings = xsignal.set_signal_dims(ds["loadings"].rename("loadings"), *nav)
+    write_hspy_signals(
+        [(part, part.shape) for part in (factors, loadings)], path, compression=None
+    )
 
 
 def add_allow_external(cmd: argparse.ArgumentParser) -> None:
@@ -141,8 +167,9 @@ def add_decompose_parser(sub: Any) -> None:
     cmd.add_argument(
         "-o",
         "--output",
-        help="netCDF file for the result (default: FILE's name + "
-        "_decomposition.nc in the current folder)",
+        help="the result: .nc (netCDF) or .hspy (HyperSpy: the factors and the "
+        "loadings as two signals); default FILE's name + _decomposition.nc in "
+        "the current folder",
     )
     cmd.add_argument(
         "--dtype",

@@ -37,21 +37,36 @@ def write_hspy(
     da: xr.DataArray, path: str | Path, *, chunks: tuple[int, ...], compression: Any
 ) -> None:
     """Write ``da`` (signal dims last) to a new ``.hspy`` file ``path``."""
+    write_hspy_signals([(da, chunks)], path, compression=compression)
+
+
+def write_hspy_signals(
+    signals: list[tuple[xr.DataArray, tuple[int, ...]]],
+    path: str | Path,
+    *,
+    compression: Any,
+) -> None:
+    """Write several signals (each with its stored chunks, signal dims
+    last, named by ``name``) to a new ``.hspy`` file, as HyperSpy writes a
+    list of signals: ``hs.load`` gives them as a list."""
 
     def put(group: Any, name: str, values: np.ndarray) -> None:
         group.create_dataset(name, data=values)
 
-    options = compression_encoding(compression) if da.ndim else {}
-    hyperspy.check_writable(da, ".hspy")
+    datasets = []
     with new_hdf5(path) as f:
-        group = hyperspy.write_signal(f, da, put=put, json_attrs=False)
-        dset = group.create_dataset(
-            "data",
-            shape=da.shape,
-            dtype=da.dtype,
-            chunks=chunks if da.ndim and da.size else None,
-            **({} if not da.size else options),
-        )
-        name = dset.name
-    if da.size:
-        fill(path, name, da)
+        for da, chunks in signals:
+            hyperspy.check_writable(da, ".hspy")
+            options = compression_encoding(compression) if da.ndim else {}
+            group = hyperspy.write_signal(f, da, put=put, json_attrs=False)
+            dset = group.create_dataset(
+                "data",
+                shape=da.shape,
+                dtype=da.dtype,
+                chunks=chunks if da.ndim and da.size else None,
+                **({} if not da.size else options),
+            )
+            datasets.append((dset.name, da))
+    for name, da in datasets:
+        if da.size:
+            fill(path, name, da)

@@ -696,7 +696,8 @@ def write_signal(
     root.attrs["file_format"] = file_format
     root.attrs["file_format_version"] = FILE_FORMAT_VERSION
     name = str(da.name) if da.name is not None else UNNAMED
-    group = root.create_group("Experiments").create_group(name.replace("/", "_"))
+    # several signals of one file share Experiments (HyperSpy reads a list)
+    group = root.require_group("Experiments").create_group(name.replace("/", "_"))
     attributes = group.create_group("attributes")
     attributes.attrs["_lazy"] = False
     attributes.attrs["ragged"] = False

@@ -336,3 +336,26 @@ def test_a_file_of_several_signals_opens_as_a_tree(tmp_path):
     single = xr.open_datatree(tmp_path / "b.hspy", engine="xsignal")
     assert not single.children and len(single.data_vars) == 1
     single.close()
+
+
+def test_a_zspy_with_markers_opens(opened):
+    """HyperSpy's markers are object arrays that zarr 3 cannot open; they
+    stopped the whole metadata walk (and the open). The data and the rest
+    of the metadata are read, the markers' arrays noted."""
+    from pathlib import Path
+
+    path = (
+        Path(__file__).parent
+        / "data"
+        / "rosetta"
+        / "signal2d_20x10x10-ragged_markers.zspy"
+    )
+    da = xsignal.open(path)
+    opened.append(da)
+    assert da.shape == (20, 10, 10) and da.signal.signal_dims == (
+        da.dims[1],
+        da.dims[2],
+    )
+    markers = json.loads(da.attrs["metadata"])["Markers"]["Points"]
+    assert markers["kwargs"]["offsets"] == "<an array zarr cannot read (object dtype)>"
+    assert int(da.sum()) == 1999000

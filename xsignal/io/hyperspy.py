@@ -73,10 +73,48 @@ MAX_METADATA_DEPTH = 64
 
 
 def members(group: Any) -> Iterator[tuple[str, Any]]:
-    """(name, child) pairs of an h5py or zarr group."""
-    if hasattr(group, "members"):  # zarr
-        return iter(group.members())
-    return iter(group.items())
+    """(name, child) pairs of an h5py or zarr group; a child zarr cannot
+    open (an object array, HyperSpy's markers) is ``None``, not an error:
+    the data may be fine."""
+    if not hasattr(group, "members"):  # h5py
+        return iter(group.items())
+
+    def each() -> Iterator[tuple[str, Any]]:
+        for name in _zarr_names(group):
+            try:
+                child = group[name]
+            except (ValueError, TypeError, KeyError):  # zarr 3: no such dtype
+                child = None
+            yield name, child
+
+    return each()
+
+
+def _zarr_names(group: Any) -> list[str]:
+    """The children of a zarr group: from its consolidated metadata, else
+    from the store's listing (zarr's own ``keys()`` opens every child, and
+    one it cannot open, an object array, fails them all), else zarr's."""
+    from zarr.core.sync import sync
+
+    consolidated = getattr(group.metadata, "consolidated_metadata", None)
+    if consolidated is not None:  # one read opened it all: no listing
+        return list(consolidated.metadata)
+    store = group.store
+    if getattr(store, "supports_listing", False):
+        try:
+
+            async def listing() -> list[str]:
+                return [n async for n in store.list_dir(group.path)]
+
+            listed = {n.rstrip("/") for n in sync(listing())}  # http: "dir/"
+            return sorted(n for n in listed if n and not n.startswith("."))
+        except (OSError, NotImplementedError):
+            pass
+    try:
+        names: list[str] = list(group.keys())
+        return names
+    except (ValueError, TypeError):
+        return []
 
 
 def is_group(obj: Any) -> bool:
@@ -97,7 +135,9 @@ def experiments(root: Any) -> dict[str, Any]:
     group = root.get("Experiments")
     if group is None or not is_group(group):
         return {}
-    return {k: g for k, g in members(group) if is_group(g) and "data" in g}
+    return {
+        k: g for k, g in members(group) if g is not None and is_group(g) and "data" in g
+    }
 
 
 def choose_signal(root: Any, variable: str | int | None, where: str) -> tuple[str, Any]:
@@ -399,7 +439,9 @@ def read_tree(group: Any, where: str = "") -> dict[str, Any]:
         for k, v in node.attrs.items():
             into[_key(k)] = jsonable(v)
         for k, v in members(node):
-            if is_group(v):
+            if v is None:
+                into[_key(k)] = "<an array zarr cannot read (object dtype)>"
+            elif is_group(v):
                 if depth >= MAX_METADATA_DEPTH:
                     cut.append(f"{path}/{k}")
                     continue

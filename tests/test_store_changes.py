@@ -23,6 +23,7 @@ import zarr
 
 import xsignal
 from xsignal import ExternalReadError, FileChangedError
+from xsignal.testing import raise_if_dask_computes
 
 
 def small(seed: int = 0) -> xr.DataArray:
@@ -221,3 +222,28 @@ def test_s3_store_saved_over_raises_and_overwrite_false_names_the_url(s3_bucket)
     with pytest.raises(FileChangedError, match=f"the store {url} was changed"):
         old.values  # noqa: B018
     np.testing.assert_array_equal(xsignal.open(url).values, small(2).values)
+
+
+# --- HDF5 files behind URLs --------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["eels.hspy", "eels.nc"])
+@pytest.mark.parametrize("scheduler", ["threads", "processes"])
+def test_hdf5_files_open_lazily_over_http(http_folder, name, scheduler):
+    """.hspy and .nc over HTTP (they were taken for zarr stores): lazily, by
+    ranges of the file, in any process; a file saved over raises."""
+    pytest.importorskip("aiohttp")
+    folder, url = http_folder
+    xsignal.save(small(1), folder / name)
+    with raise_if_dask_computes():
+        da = xsignal.open(f"{url}/{name}")
+    assert da.chunks == ((2, 2, 2), (5,), (16,))
+    assert da.encoding["source"] == f"{url}/{name}"
+    np.testing.assert_array_equal(
+        da.compute(scheduler=scheduler).values, small(1).values
+    )
+    time.sleep(1.1)  # Last-Modified counts seconds
+    xsignal.save(small(2), folder / name, overwrite=True)
+    with pytest.raises(FileChangedError, match=f"{url}/{name} was replaced"):
+        da.values  # noqa: B018
+    xsignal.close_file(da)

@@ -51,11 +51,33 @@ class ExternalReadError(ValueError):
     refused without ``allow_external=True``."""
 
 
-def file_identity(path: str) -> tuple[int, int, int, int]:
+def file_identity(path: str) -> tuple[Any, ...]:
     """(device, inode, size, modification time in ns) of ``path``: changes
-    when the file is replaced, and when it is rewritten in place."""
+    when the file is replaced, and when it is rewritten in place. For a URL
+    (``http://``, ``s3://``...), what its server says of it: size, ETag and
+    Last-Modified (one HEAD request)."""
+    if "://" in str(path):
+        return _url_identity(str(path))
     st = os.stat(path)
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+_URL_FIELDS = ("size", "ETag", "LastModified", "Last-Modified")
+
+
+def _url_identity(url: str) -> tuple[Any, ...]:
+    import fsspec
+
+    fs, where = fsspec.core.url_to_fs(url)
+    fs.invalidate_cache(where)  # s3fs answers from its listings
+    try:
+        info = fs.info(where)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"the file {url} no longer exists; it was removed or renamed since "
+            "it was opened"
+        ) from err
+    return tuple(str(info.get(field)) for field in _URL_FIELDS)
 
 
 def check_identity(path: str, identity: tuple[int, ...] | None) -> None:

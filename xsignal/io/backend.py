@@ -315,6 +315,9 @@ _NATIVE_READERS: dict[str, type[FileBackend]] = {
 }
 
 
+URL_HDF5_EXTENSIONS = (".hspy", ".nc", ".h5", ".hdf5", ".he5", ".nc4", ".cdf")
+
+
 def backend_for(
     path: str, variable: str | int | None = None, reader: str | None = None
 ) -> type[FileBackend]:
@@ -354,7 +357,10 @@ def backend_for(
     from . import rosetta, zarr_
 
     if is_url(path):
-        return ZarrBackend
+        # HDF5 files (HyperSpy, netCDF, plain) through a file object, by
+        # their extension (a URL is not looked into to choose); the rest zarr
+        suffix = os.path.splitext(path.rstrip("/"))[1].lower()
+        return Hdf5Backend if suffix in URL_HDF5_EXTENSIONS else ZarrBackend
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such file: {path}")
     if reader is not None:

@@ -17,7 +17,7 @@ from xarray.core import indexing
 from ..chunks import WHOLE, navigation_chunks, per_dim, target_chunk_bytes
 from ..dims import SIGNAL_DIMS_ATTR, Dims, signal_dims
 from ..sources import Source, file_identity
-from .h5source import H5Source, open_source_handle
+from .h5source import H5Source, h5_file, open_binary, open_source_handle, url_of
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # the name xarray gives an unnamed DataArray's variable in a file
@@ -25,8 +25,9 @@ ANONYMOUS = "__xarray_dataarray_variable__"
 
 
 def is_hdf5(path: str) -> bool:
-    """True when ``path`` starts with the HDF5 signature (at 0 or a user block)."""
-    with open(path, "rb") as f:
+    """True when ``path`` (a file or URL) starts with the HDF5 signature (at
+    0 or a user block)."""
+    with open_binary(path) as f:
         offset = 0
         while True:
             f.seek(offset)
@@ -47,9 +48,18 @@ READABLE = (
 
 
 def open_h5(path: str, *, allow_external: bool) -> Any:
-    """``h5py.File(path, "r")`` with errors that name the path and the
-    problem; without ``allow_external``, files whose reads reach other
-    files are refused (:func:`check_no_external`)."""
+    """``h5py.File(path, "r")`` (a file or a URL) with errors that name the
+    path and the problem; without ``allow_external``, files whose reads
+    reach other files are refused (:func:`check_no_external`)."""
+    if is_url(path):
+        handle = h5_file(path)
+        if not allow_external:
+            try:
+                check_no_external(handle, path)
+            except BaseException:
+                handle.close()
+                raise
+        return handle
     import h5py
 
     if not os.path.exists(path):
@@ -271,7 +281,8 @@ def source_for(handle: Any, name: str, token: str) -> H5Source:
     The handle is registered under ``token`` so this process reuses it.
     """
     dset = handle[name]
-    path = os.path.abspath(handle.filename)
+    path = url_of(handle)
+    path = path if is_url(path) else os.path.abspath(path)
     direct = None
     if (
         dset.chunks is not None

@@ -394,11 +394,46 @@ def _rebuild(
     return H5Source(path, name, shape, dtype, identity, token, direct_chunks)
 
 
-def _open_checked(path: str, identity: tuple[int, ...] | None) -> Any:
+def open_binary(path: str) -> Any:
+    """A binary file object for a local path or an fsspec URL (``http://``,
+    ``s3://``...: read in blocks as HDF5 asks for them)."""
+    if "://" in str(path):
+        import fsspec
+
+        return fsspec.open(path, "rb", block_size=URL_BLOCK).open()
+    return open(path, "rb")
+
+
+# bytes fetched per request from a URL: HDF5 reads small pieces of metadata
+# at many places, then whole chunks
+URL_BLOCK = 4 * 2**20
+
+
+def h5_file(path: str) -> Any:
+    """``h5py.File`` of a local path, or of a URL through a file object
+    (the handle keeps it; ``url_of(handle)`` gives the URL back)."""
     import h5py
 
+    if "://" not in str(path):
+        return h5py.File(path, "r")
+    fileobj = open_binary(path)
+    handle = h5py.File(fileobj, "r")
+    _URL_FILES[id(handle)] = (path, fileobj)
+    return handle
+
+
+_URL_FILES: dict[int, tuple[str, Any]] = {}
+
+
+def url_of(handle: Any) -> str:
+    """The path or URL a handle of :func:`h5_file` was opened from."""
+    found = _URL_FILES.get(id(handle))
+    return found[0] if found else str(handle.filename)
+
+
+def _open_checked(path: str, identity: tuple[int, ...] | None) -> Any:
     try:  # (H5Source._get has just checked the identity)
-        handle = h5py.File(path, "r")
+        handle = h5_file(path)
     except FileNotFoundError as err:
         raise FileNotFoundError(f"the file {path} no longer exists") from err
     try:  # the file just opened, not one that replaced it in between

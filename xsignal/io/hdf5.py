@@ -6,7 +6,14 @@ from typing import Any
 
 import xarray as xr
 
-from .common import SeveralSignals, choose, clean_attr, source_for, source_variable
+from .common import (
+    SeveralSignals,
+    choose,
+    clean_attr,
+    source_for,
+    source_variable,
+)
+from .h5source import url_of
 
 
 def datasets(handle: Any) -> list[str]:
@@ -50,7 +57,7 @@ def read_hdf5(handle: Any, variable: str | int | None, *, token: str) -> xr.Data
     """
     import h5py
 
-    path = handle.filename
+    path = url_of(handle)
     found = datasets(handle)
     if variable is None:
         if not found:

@@ -12,6 +12,7 @@ import xarray as xr
 
 from . import hyperspy
 from .common import source_for
+from .h5source import url_of
 from .hdf5_write import compression_encoding, fill, new_hdf5
 
 
@@ -25,7 +26,7 @@ def read_hspy(handle: Any, variable: str | int | None, *, token: str) -> xr.Data
     ds = hyperspy.read_signal(
         handle,
         variable,
-        handle.filename,
+        url_of(handle),
         to_source=lambda dset: source_for(handle, dset.name, token),
     )
     for var in ds.data_vars.values():

@@ -23,6 +23,7 @@ from .common import (
     source_for,
     source_variable,
 )
+from .h5source import url_of
 from .hdf5_write import compression_encoding, fill
 
 # attributes of the netCDF4/HDF5 machinery, never shown to users
@@ -93,7 +94,7 @@ def candidates(handle: Any) -> list[str]:
 def read_netcdf(handle: Any, variable: str | int | None, *, token: str) -> xr.Dataset:
     """One data variable of an open netCDF4 file, with its coordinates, as a
     lazily indexed Dataset (CF decoding applied lazily by xarray)."""
-    path = handle.filename
+    path = url_of(handle)
     names = candidates(handle)
     # any array of the file may be asked for by name, not only data variables
     if isinstance(variable, str) and hasattr(handle.get(variable.strip("/")), "shape"):

@@ -190,6 +190,17 @@ def _pixels(p: Arrays) -> int:
     return max((np.shape(v)[0] for v in p.values() if np.ndim(v)), default=1)
 
 
+def _median(y: np.ndarray) -> np.ndarray:
+    """Each row's median (NaN ignored; numpy's nanmedian goes row by row,
+    four times slower, so only where there is NaN)."""
+    found: np.ndarray = (
+        np.nanmedian(y, axis=-1, keepdims=True)
+        if np.isnan(y).any()
+        else np.median(y, axis=-1, keepdims=True)
+    )
+    return found
+
+
 def _near(x: np.ndarray, centre: np.ndarray) -> np.ndarray:
     """The channel nearest each pixel's ``centre`` (pixels, 1)."""
     found: np.ndarray = np.abs(x[None, :] - centre).argmin(-1)[:, None]
@@ -210,7 +221,7 @@ def _peak_estimate(
     if centre is None:
         centre = (w * x).sum(-1, keepdims=True) / np.where(total > 0, total, 1.0)
     at = _near(x, centre)
-    base = np.nanmedian(y, axis=-1, keepdims=True)  # most channels: background
+    base = _median(y)  # most channels: background
     height = np.take_along_axis(np.nan_to_num(y), at, -1) - base
     width = known.get(width_name)
     if width is None:  # the run of channels above half maximum through the centre
@@ -488,4 +499,4 @@ class Offset(Component):
         return np.ones((_pixels(p), x.size))
 
     def estimate(self, x: np.ndarray, y: np.ndarray, known: Arrays) -> Arrays:
-        return {"offset": np.nanmedian(y, axis=-1, keepdims=True)}
+        return {"offset": _median(y)}

@@ -182,6 +182,31 @@ def one_bar(progress: bool | None, desc: str) -> Any:
     return _progress.one_bar(progress, desc)
 
 
+_BLAS: Any = None
+
+
+def blas_one_thread() -> Any:
+    """A context limiting BLAS to one thread: work already spread over the
+    scheduler's threads (a product per block) would otherwise start BLAS
+    threads on every core from every task. (threadpoolctl comes with
+    scikit-learn; its controller, made once, makes entering cheap.)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xsignal import engine
+    >>> with engine.blas_one_thread():
+    ...     float((np.ones((2, 2)) @ np.ones((2, 2)))[0, 0])
+    2.0
+    """
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
+
+
 def _compute_on_client(client: Any, objs: tuple[Any, ...]) -> tuple[Any, ...]:
     from distributed import progress as distributed_progress
 

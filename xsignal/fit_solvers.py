@@ -54,7 +54,7 @@ def linear(
     with ``weights`` (pixels, n) the inverse variances, or unweighted."""
     if design.ndim == 2 and weights is None:  # one matrix: one pseudo-inverse
         normal = design.T @ design
-        beta = np.linalg.lstsq(design, y.T, rcond=None)[0].T
+        beta = y @ np.linalg.pinv(design).T  # one pseudo-inverse, one product
         fitted = beta @ design.T
         cov = np.broadcast_to(covariance(normal[None])[0], (y.shape[0], *normal.shape))
     else:

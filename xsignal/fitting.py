@@ -253,6 +253,10 @@ class _Plan:
             values[key] = np.full((n, 1), value)
         for key, given in maps.items():
             values[key] = given.reshape(n, 1)
+        if self.method == "linear":  # one solve from the design: no start
+            for key in self.free:
+                values.setdefault(key, np.zeros((n, 1)))
+            return values
         rest = y.copy()
         order = sorted(self.components, key=lambda c: "centre" in c.names)
         for comp in order:
@@ -327,13 +331,16 @@ class _Plan:
         free = self.free
         values = dict(values)
         if self.method == "linear":
-            zero = dict(values, **{key: np.zeros_like(values[key]) for key in free})
+            # the same design for every pixel unless fixed values are maps:
+            # then built from one pixel, one solve for the block
+            same = not self.maps
+            one = {k: v[:1] for k, v in values.items()} if same else values
+            zero = dict(one, **{key: np.zeros_like(one[key]) for key in free})
             base = self.curve(zero, self.x)
-            design = self._jacobian(free, values).transpose(0, 2, 1)
-            shared = not self.maps and weights is None
-            beta, cov, chisq = linear(
-                y - base, design[0] if shared else design, weights
-            )
+            design = self._jacobian(free, one).transpose(0, 2, 1)
+            if same and weights is None:
+                design = design[0]
+            beta, cov, chisq = linear(y - base, design, weights)
             for i, key in enumerate(free):
                 values[key] = beta[:, i : i + 1]
             return values, cov, chisq, np.isfinite(chisq)

@@ -323,8 +323,10 @@ def _reduce(
     if row.fast is not None and da.dtype.kind in row.fast_kinds and not kwargs:
         out = da.reduce(row.fast, dim=names, keep_attrs=True)
     else:
+        # integers hold no NaN: skipping it would only add a masking pass
+        skipna = row.skipna and da.dtype.kind not in "iub"
         out = getattr(da, row.method)(
-            dim=names, skipna=row.skipna, keep_attrs=True, **kwargs
+            dim=names, skipna=skipna, keep_attrs=True, **kwargs
         )
     return _finish(out, da, _keep_attrs(keep_attrs))
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from . import engine
 from .dims import _check_dataarray, navigation_dims, signal_dims, with_marking
 from .rois import _ROI, CircleROI, RectangularROI
 
@@ -80,7 +81,8 @@ def _apply_weights(
         frames = block.reshape(-1, block.shape[-2] * block.shape[-1])
         if frames.dtype != dtype:
             frames = frames.astype(dtype)
-        out = (w.T @ frames.T).T if sparse else frames @ w
+        with engine.blas_one_thread():  # the scheduler's threads share the cores
+            out = (w.T @ frames.T).T if sparse else frames @ w
         return np.asarray(out).reshape(*block.shape[:-2], n_out)
 
     data = da

@@ -324,11 +324,7 @@ def _on_block(
     return fn(_kept(tile, n_sig, rows, keep_signal), *args)
 
 
-def blas_one_thread() -> Any:
-    """A context limiting BLAS to one thread (threadpoolctl comes with sklearn)."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(1, user_api="blas")
+blas_one_thread = engine.blas_one_thread
 
 
 def compute_pass(graph: Any, problem: Problem, desc: str) -> Any:

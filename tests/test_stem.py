@@ -175,7 +175,10 @@ def test_center_of_mass_with_a_mask_and_a_threshold():
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_azimuthal_integral_is_the_mean_in_each_annulus(kind):
+@pytest.mark.parametrize("weights", ["dense", "sparse"])
+def test_azimuthal_integral_is_the_mean_in_each_annulus(kind, weights, monkeypatch):
+    if weights == "sparse":  # the product for frames too large for dense weights
+        monkeypatch.setattr(xsignal.stem, "DENSE_WEIGHTS", 0)
     da = stem("float64")
     out = run(
         xsignal.azimuthal_integral1d,

@@ -26,6 +26,10 @@ from . import engine
 from .dims import _check_dataarray, navigation_dims, signal_dims, with_marking
 from .rois import _ROI, CircleROI, RectangularROI
 
+# weight matrices up to this many entries (64 MiB of float32) are dense: a
+# BLAS product of a block of frames is then about 3x faster than a sparse one
+DENSE_WEIGHTS = 2**24
+
 __all__ = [
     "azimuthal_integral1d",
     "center_of_mass",
@@ -304,8 +308,9 @@ def azimuthal_integral1d(
     -------
     xarray.DataArray
         Dims navigation + ``radius`` (the annuli's mid radii, in the
-        coordinate units), NaN for an annulus without pixels. One sparse
-        product per block. Lazy when ``da`` is.
+        coordinate units), NaN for an annulus without pixels. One product
+        per block (dense weights, or sparse ones for frames too large).
+        Lazy when ``da`` is.
 
     Examples
     --------
@@ -349,6 +354,8 @@ def azimuthal_integral1d(
     weights = sparse.csr_matrix(
         (share[index[pixels]], (pixels, index[pixels])), shape=(radius.size, npt)
     )
+    if radius.size * npt <= DENSE_WEIGHTS:  # BLAS beats scipy.sparse here
+        weights = weights.toarray()
     mids = lo + width * (np.arange(npt) + 0.5)
     out = _apply_weights(da, weights, "radius", mids)
     out = out.where(xr.DataArray(counts > 0, dims="radius"))

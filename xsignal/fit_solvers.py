@@ -52,11 +52,19 @@ def linear(
     for every pixel, or (pixels, n, k). Returns (coefficients (pixels, k),
     their covariance without scaling (pixels, k, k), chi-square (pixels,))
     with ``weights`` (pixels, n) the inverse variances, or unweighted."""
-    if design.ndim == 2 and weights is None:  # one matrix: one pseudo-inverse
+    if design.ndim == 2 and weights is None:  # one matrix for every pixel
         normal = design.T @ design
-        beta = y @ np.linalg.pinv(design).T  # one pseudo-inverse, one product
-        fitted = beta @ design.T
-        cov = np.broadcast_to(covariance(normal[None])[0], (y.shape[0], *normal.shape))
+        inverse = covariance(normal[None])[0]
+        projected = y @ design  # X^T y of every pixel: the one pass over y
+        beta = projected @ inverse
+        # |y - X b|^2 = |y|^2 - 2 b.X^T y + b X^T X b: no residual array
+        chisq = (
+            np.einsum("pn,pn->p", y, y)
+            - 2 * np.einsum("pk,pk->p", beta, projected)
+            + np.einsum("pk,kl,pl->p", beta, normal, beta)
+        )
+        cov = np.broadcast_to(inverse, (y.shape[0], *normal.shape))
+        return beta, np.asarray(cov), np.maximum(chisq, 0.0)
     else:
         d = np.broadcast_to(design, (y.shape[0], *design.shape[-2:]))
         w = np.ones_like(y) if weights is None else weights

@@ -236,8 +236,8 @@ def _peak_estimate(
 
 
 class Gaussian(Component):
-    """``A / (sigma sqrt(2 pi)) exp(-(x - centre)^2 / (2 sigma^2))``, of
-    area ``A``."""
+    """A Gaussian of area ``A``: ``A / (sigma sqrt(2 pi)) exp(-(x -
+    centre)^2 / (2 sigma^2))``."""
 
     A: Parameter
     centre: Parameter
@@ -286,8 +286,8 @@ class Gaussian(Component):
 
 
 class Lorentzian(Component):
-    """``A / pi * gamma / ((x - centre)^2 + gamma^2)``, of area ``A`` and
-    half width at half maximum ``gamma``."""
+    """A Lorentzian of area ``A`` and half width at half maximum ``gamma``:
+    ``A / pi * gamma / ((x - centre)^2 + gamma^2)``."""
 
     A: Parameter
     centre: Parameter
@@ -327,7 +327,7 @@ class Lorentzian(Component):
 
 
 class Voigt(Component):
-    """``area`` times the Voigt profile at ``x - centre`` (a Gaussian of
+    """A Voigt profile of area ``area`` at ``x - centre`` (a Gaussian of
     ``sigma`` convolved with a Lorentzian of half width ``gamma``,
     :func:`scipy.special.voigt_profile`)."""
 
@@ -367,7 +367,7 @@ class Voigt(Component):
 
 
 class PowerLaw(Component):
-    """``A * (x - origin)^-r`` above ``origin``, 0 below; ``origin`` fixed
+    """A power law, ``A * (x - origin)^-r`` above ``origin``, 0 below; ``origin`` fixed
     unless freed. Estimated by the two-area method on the fitting range, as
     :func:`xsignal.remove_background` (HyperSpy's estimate)."""
 
@@ -414,7 +414,8 @@ class PowerLaw(Component):
 
 
 class Exponential(Component):
-    """``A * exp(-x / tau)``; estimated by a line through ``log(y)``."""
+    """An exponential decay, ``A * exp(-x / tau)``; estimated by a line
+    through ``log(y)``."""
 
     A: Parameter
     tau: Parameter
@@ -452,7 +453,8 @@ class Exponential(Component):
 
 
 class Polynomial(Component):
-    """``a0 + a1 x + ... + a_order x^order``, linear in every coefficient;
+    """A polynomial, ``a0 + a1 x + a2 x^2`` up to ``order``, linear in every
+    coefficient;
     estimated by least squares."""
 
     def __init__(self, order: int = 2, **coefficients: float) -> None:

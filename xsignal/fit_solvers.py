@@ -55,7 +55,9 @@ def linear(
     if design.ndim == 2 and weights is None:  # one matrix for every pixel
         normal = design.T @ design
         inverse = covariance(normal[None])[0]
-        projected = y @ design  # X^T y of every pixel: the one pass over y
+        # X^T y of every pixel, the one pass over y (as (X^T y^T)^T: BLAS
+        # takes that shape 5-30x faster than y @ X with X three columns wide)
+        projected = (design.T @ y.T).T
         beta = projected @ inverse
         # |y - X b|^2 = |y|^2 - 2 b.X^T y + b X^T X b: no residual array
         chisq = (

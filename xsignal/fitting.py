@@ -37,6 +37,7 @@ import numpy as np
 import xarray as xr
 
 from . import components as _components
+from . import engine
 from .components import Component
 from .dims import navigation_dims, signal_dims, with_marking
 from .fit_solvers import levenberg_marquardt, linear
@@ -435,7 +436,8 @@ def _run(model: Model, plan: _Plan, variance: xr.DataArray | str | None) -> FitR
             weights = 1.0 / np.asarray(v, dtype=np.float64)
         if not rows.size:
             return np.zeros((*lead, n_out))
-        out = plan.fit_block(rows, given, weights, poisson=poisson)
+        with engine.blas_one_thread():  # blocks run on every core already
+            out = plan.fit_block(rows, given, weights, poisson=poisson)
         return out.reshape(*lead, n_out)
 
     out = xr.apply_ufunc(

@@ -71,13 +71,19 @@ def _work_dtype(dtype: np.dtype) -> np.dtype:
 
 
 def _apply_weights(
-    da: xr.DataArray, weights: Any, out_dim: str, out_coords: Any
+    da: xr.DataArray,
+    weights: Any,
+    out_dim: str,
+    out_coords: Any,
+    finish: Any = None,
 ) -> xr.DataArray:
     """Every frame of ``da`` times ``weights`` (pixels x outputs, dense or
-    scipy sparse): one product per block; dims navigation + ``out_dim``."""
+    scipy sparse): one product per block; dims navigation + ``out_dim``.
+    ``finish`` turns a block's products (frames, outputs) into the results
+    (frames, len(out_coords)) in the same task."""
     ydim, xdim = _frame_dims(da)
     dtype = _work_dtype(da.dtype)
-    n_out = weights.shape[1]
+    n_out = len(out_coords)
     sparse = hasattr(weights, "tocsr")
     w = weights.astype(dtype) if sparse else np.asarray(weights, dtype=dtype)
 
@@ -86,8 +92,10 @@ def _apply_weights(
         if frames.dtype != dtype:
             frames = frames.astype(dtype)
         with engine.blas_one_thread():  # the scheduler's threads share the cores
-            out = (w.T @ frames.T).T if sparse else frames @ w
-        return np.asarray(out).reshape(*block.shape[:-2], n_out)
+            out = np.asarray((w.T @ frames.T).T if sparse else frames @ w)
+        if finish is not None:
+            out = finish(out)
+        return out.reshape(*block.shape[:-2], n_out)
 
     data = da
     if da.chunks is not None:  # whole frames per block
@@ -260,15 +268,14 @@ def center_of_mass(
             raise ValueError(f"threshold must be non-negative, not {threshold!r}")
         mean = da.mean([ydim, xdim])
         data = da.where(da >= threshold * mean, 0)
-    sums = _apply_weights(data, weights, "moment", ["total", "x", "y"])
-    total = sums.sel(moment="total", drop=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        com = xr.concat(
-            [sums.sel(moment=m, drop=True) / total for m in ("x", "y")],
-            dim=xr.DataArray(["x", "y"], dims="vector", name="vector"),
-        )
-    dims = [d for d in da.dims if d not in (ydim, xdim)]
-    com = com.transpose(*dims, "vector")
+
+    def divide(sums: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            moments: np.ndarray = sums[:, 1:] / sums[:, :1]
+        return moments
+
+    # the moments and their division in one task per block
+    com = _apply_weights(data, weights, "vector", ["x", "y"], finish=divide)
     units = da.coords[xdim].attrs.get("units") if xdim in da.coords else None
     com.attrs = {"long_name": "centre of mass"}
     if units:

@@ -62,7 +62,13 @@ def file_identity(path: str) -> tuple[Any, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+# what a server says of an object that changes when it is written again
 _URL_FIELDS = ("size", "ETag", "LastModified", "Last-Modified")
+
+
+def url_stamp(info: dict[str, Any]) -> tuple[str, ...]:
+    """The identity of an object at a URL from fsspec's ``info`` of it."""
+    return tuple(str(info.get(field)) for field in _URL_FIELDS)
 
 
 def _url_identity(url: str) -> tuple[Any, ...]:
@@ -77,7 +83,7 @@ def _url_identity(url: str) -> tuple[Any, ...]:
             f"the file {url} no longer exists; it was removed or renamed since "
             "it was opened"
         ) from err
-    return tuple(str(info.get(field)) for field in _URL_FIELDS)
+    return url_stamp(info)
 
 
 def check_identity(path: str, identity: tuple[int, ...] | None) -> None:

@@ -51,28 +51,20 @@ def open_h5(path: str, *, allow_external: bool) -> Any:
     """``h5py.File(path, "r")`` (a file or a URL) with errors that name the
     path and the problem; without ``allow_external``, files whose reads
     reach other files are refused (:func:`check_no_external`)."""
-    if is_url(path):
-        handle = h5_file(path)
-        if not allow_external:
-            try:
-                check_no_external(handle, path)
-            except BaseException:
-                handle.close()
-                raise
-        return handle
-    import h5py
-
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such file: {path}")
-    if os.path.isdir(path):
-        raise ValueError(f"{path} is a folder, not a file")
-    if not is_hdf5(path):
-        raise ValueError(
-            f"{path} is not an HDF5/netCDF4 file (no HDF5 signature), nor a "
-            f"format known by its extension; {READABLE}"
-        )
+    if not is_url(path):  # a URL is not fetched twice: h5py tells
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no such file: {path}")
+        if os.path.isdir(path):
+            raise ValueError(f"{path} is a folder, not a file")
+        if not is_hdf5(path):
+            raise ValueError(
+                f"{path} is not an HDF5/netCDF4 file (no HDF5 signature), nor a "
+                f"format known by its extension; {READABLE}"
+            )
     try:
-        handle = h5py.File(path, "r")
+        handle = h5_file(path)
+    except FileNotFoundError:
+        raise  # a URL that is not there
     except OSError as err:
         raise ValueError(
             f"cannot read {path}: the HDF5 file is damaged or truncated ({err})"

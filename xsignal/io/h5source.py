@@ -411,24 +411,20 @@ URL_BLOCK = 4 * 2**20
 
 def h5_file(path: str) -> Any:
     """``h5py.File`` of a local path, or of a URL through a file object
-    (the handle keeps it; ``url_of(handle)`` gives the URL back)."""
+    (the handle holds it and the URL: ``url_of(handle)`` gives it back)."""
     import h5py
 
     if "://" not in str(path):
         return h5py.File(path, "r")
     fileobj = open_binary(path)
     handle = h5py.File(fileobj, "r")
-    _URL_FILES[id(handle)] = (path, fileobj)
+    handle._xsignal_url, handle._xsignal_fileobj = path, fileobj
     return handle
-
-
-_URL_FILES: dict[int, tuple[str, Any]] = {}
 
 
 def url_of(handle: Any) -> str:
     """The path or URL a handle of :func:`h5_file` was opened from."""
-    found = _URL_FILES.get(id(handle))
-    return found[0] if found else str(handle.filename)
+    return str(getattr(handle, "_xsignal_url", handle.filename))
 
 
 def _open_checked(path: str, identity: tuple[int, ...] | None) -> Any:

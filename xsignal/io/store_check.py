@@ -34,7 +34,13 @@ from typing import TYPE_CHECKING, Any
 
 from zarr.storage import WrapperStore
 
-from ..sources import ExternalReadError, FileChangedError, check_identity, file_identity
+from ..sources import (
+    ExternalReadError,
+    FileChangedError,
+    check_identity,
+    file_identity,
+    url_stamp,
+)
 from .common import ALLOW_EXTERNAL_HINT
 
 if TYPE_CHECKING:
@@ -43,7 +49,6 @@ if TYPE_CHECKING:
 
 # the root metadata object of a store, in the order looked for
 _ROOT_METADATA = ("zarr.json", ".zmetadata", ".zgroup", ".zarray")
-_URL_FIELDS = ("ETag", "LastModified", "Last-Modified", "size")
 
 
 class CheckedStore(WrapperStore[Any]):
@@ -131,7 +136,7 @@ class CheckedStore(WrapperStore[Any]):
                 f"the store {self.path} no longer exists; it was removed or "
                 "renamed since it was opened"
             ) from err
-        stamp = tuple(str(info.get(field)) for field in _URL_FIELDS)
+        stamp = url_stamp(info)
         if self.stamp is None:
             self.stamp = stamp
         elif stamp != self.stamp:

@@ -108,6 +108,25 @@ def _entry(value: Any, dim: Hashable, what: str, auto: bool) -> Any:
     raise ValueError(f"{what} for {dim!r} must be {kinds}, not {value!r}")
 
 
+def whole(da: xr.DataArray, dims: Sequence[Hashable]) -> xr.DataArray:
+    """``da`` with each of ``dims`` in one chunk, for tools that take whole
+    signals or frames per block (in-memory arrays, and dims already whole,
+    as they are).
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from xsignal.chunks import whole
+    >>> da = xr.DataArray(np.ones((4, 6)), dims=("x", "e")).chunk({"e": 2})
+    >>> whole(da, ["e"]).chunks
+    ((4,), (6,))
+    """
+    if da.chunks is None:
+        return da
+    split = {d: -1 for d in dims if len(da.chunksizes[d]) > 1}
+    return da.chunk(split) if split else da
+
+
 def target_chunk_bytes() -> int:
     """Dask's ``array.chunk-size`` in bytes."""
     return parse_bytes(dask.config.get("array.chunk-size"))

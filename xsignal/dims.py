@@ -145,6 +145,22 @@ def with_marking(out: xr.DataArray, signal: Sequence[Hashable]) -> xr.DataArray:
     return out
 
 
+def coordinate_values(da: xr.DataArray, dim: Hashable) -> np.ndarray:
+    """The coordinate of ``dim`` as float64: its values when numeric, else
+    (or without one) the index positions ``0, 1, 2...``.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> from xsignal.dims import coordinate_values
+    >>> coordinate_values(xr.DataArray([1, 2], dims="e", coords={"e": [5, 7]}), "e")
+    array([5., 7.])
+    """
+    if dim in da.coords and da.coords[dim].dtype.kind in "iuf":
+        return np.asarray(da.coords[dim].values, dtype=np.float64)
+    return np.arange(da.sizes[dim], dtype=np.float64)
+
+
 def signal_shape(da: xr.DataArray) -> tuple[int, ...]:
     """Sizes of the signal dims, in order."""
     return tuple(da.sizes[d] for d in signal_dims(da))

@@ -38,8 +38,9 @@ import xarray as xr
 
 from . import components as _components
 from . import engine
+from .chunks import whole
 from .components import Component
-from .dims import navigation_dims, signal_dims, with_marking
+from .dims import coordinate_values, navigation_dims, signal_dims, with_marking
 from .fit_solvers import levenberg_marquardt, linear
 from .reductions import _check_one_dim
 
@@ -85,7 +86,7 @@ class Model:
         if len(set(names)) != len(names):
             raise ValueError(f"component names must differ, not {names}")
         self.signal_range = signal_range
-        x = _coordinate(da, self.dim)
+        x = coordinate_values(da, self.dim)
         keep = np.ones(x.size, dtype=bool)
         if signal_range is not None:
             lo, hi = sorted(float(v) for v in signal_range)
@@ -172,12 +173,6 @@ def create_model(
     return Model(da, components, signal_range, dim)
 
 
-def _coordinate(da: xr.DataArray, dim: Hashable) -> np.ndarray:
-    if dim in da.coords and da.coords[dim].dtype.kind in "iuf":
-        return np.asarray(da.coords[dim].values, dtype=np.float64)
-    return np.arange(da.sizes[dim], dtype=np.float64)
-
-
 # --- what a fit computes --------------------------------------------------------------
 
 
@@ -193,7 +188,7 @@ class _Plan:
                 f"{model.keys}"
             )
         self.components = model.components
-        self.x = _coordinate(model.da, model.dim)[model.channels]
+        self.x = coordinate_values(model.da, model.dim)[model.channels]
         self.keys = model.keys
         self.free: list[str] = []
         self.scalars: dict[str, float] = {}  # known values, the same everywhere
@@ -405,8 +400,7 @@ def _run(model: Model, plan: _Plan, variance: xr.DataArray | str | None) -> FitR
     dim = model.dim
     window = model.da.isel({dim: model.channels})
     nav = [d for d in window.dims if d != dim]
-    if window.chunks is not None:
-        window = window.chunk({dim: -1})
+    window = whole(window, [dim])
     maps = [_over(nav, value, key) for key, value in plan._maps.items()]
     poisson = isinstance(variance, str)
     if poisson and variance != "poisson":
@@ -416,8 +410,9 @@ def _run(model: Model, plan: _Plan, variance: xr.DataArray | str | None) -> FitR
     if isinstance(variance, xr.DataArray):
         var = variance.isel({dim: model.channels}) if dim in variance.dims else variance
         var = var.broadcast_like(window)
-        if var.chunks is not None or window.chunks is not None:
-            var = var.chunk({dim: -1})
+        if var.chunks is None and window.chunks is not None:
+            var = var.chunk()  # a numpy variance beside lazy data
+        var = whole(var, [dim])
         inputs.append(var)
         cores.append([dim])
     keys = list(plan.maps)
@@ -510,7 +505,7 @@ class FitResult:
         coordinate, shaped like the data; lazy when the fit is."""
         da = self.model_.da
         dim = self.model_.dim
-        x = _coordinate(da, dim)
+        x = coordinate_values(da, dim)
         comps = self.plan.components
         if component is not None:
             comps = [c for c in comps if c.name == component]
@@ -635,7 +630,7 @@ class FitResult:
             self.model(c.name).isel(where) for c in self.plan.components
         ]
         values = compute_all(*parts, progress=False)
-        x = _coordinate(da, self.model_.dim)
+        x = coordinate_values(da, self.model_.dim)
         figure, ax = plt.subplots(figsize=(6, 3.6), layout="constrained")
         ax.plot(x, values[0], ".", ms=3, color="0.4", label="data")
         ax.plot(x, values[1], "-", lw=2, label="model")

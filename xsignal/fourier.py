@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .chunks import whole
 from .dims import _check_dataarray, signal_dims, with_marking
 
 __all__ = ["fft", "ifft"]
@@ -52,7 +53,7 @@ def _step(da: xr.DataArray, dim: Hashable) -> tuple[float, float]:
 def _transform(
     da: xr.DataArray, sig: tuple[Hashable, ...], fn: Any, dtype: Any
 ) -> xr.DataArray:
-    data = da.chunk({d: -1 for d in sig}) if da.chunks is not None else da
+    data = whole(da, sig)
     axes = tuple(range(-len(sig), 0))
     out = xr.apply_ufunc(
         lambda block: fn(block, axes=axes),

@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .dims import _check_dataarray, navigation_dims, signal_dims, with_marking
+from .chunks import whole
+from .dims import (
+    _check_dataarray,
+    coordinate_values,
+    navigation_dims,
+    signal_dims,
+    with_marking,
+)
 
 __all__ = ["align2D", "estimate_shift2D", "find_peaks2D"]
 
@@ -31,16 +38,6 @@ def _frame_dims(da: xr.DataArray) -> tuple[Hashable, Hashable]:
             f"image tools need two signal dims and the array has {len(sig)} {sig}"
         )
     return sig[0], sig[1]
-
-
-def _whole_frames(da: xr.DataArray, ydim: Hashable, xdim: Hashable) -> xr.DataArray:
-    return da.chunk({ydim: -1, xdim: -1}) if da.chunks is not None else da
-
-
-def _coordinate(da: xr.DataArray, dim: Hashable) -> np.ndarray:
-    if dim in da.coords and da.coords[dim].dtype.kind in "iuf":
-        return np.asarray(da.coords[dim].values, dtype=np.float64)
-    return np.arange(da.sizes[dim], dtype=np.float64)
 
 
 # --- peaks ------------------------------------------------------------------------
@@ -95,7 +92,7 @@ def find_peaks2D(
     ydim, xdim = _frame_dims(da)
     if method not in PEAK_METHODS:
         raise ValueError(f"method must be one of {PEAK_METHODS}, not {method!r}")
-    y, x = _coordinate(da, ydim), _coordinate(da, xdim)
+    y, x = coordinate_values(da, ydim), coordinate_values(da, xdim)
 
     def block_peaks(block: np.ndarray) -> np.ndarray:
         frames = np.asarray(block, dtype=np.float64)
@@ -111,7 +108,7 @@ def find_peaks2D(
 
     out = xr.apply_ufunc(
         block_peaks,
-        _whole_frames(da, ydim, xdim),
+        whole(da, (ydim, xdim)),
         input_core_dims=[[ydim, xdim]],
         dask="parallelized",
         output_dtypes=[object],
@@ -298,7 +295,7 @@ def estimate_shift2D(
             f"sub_pixel_factor must be at least 1, not {sub_pixel_factor!r}"
         )
     nav = navigation_dims(da)
-    data = _whole_frames(da, ydim, xdim).astype(np.float64)
+    data = whole(da, (ydim, xdim)).astype(np.float64)
     if reference == "current":
         where = {d: 0 for d in nav}
         where.update(reference_indices or {})
@@ -391,7 +388,7 @@ def align2D(
 
     out = xr.apply_ufunc(
         move,
-        _whole_frames(da, ydim, xdim),
+        whole(da, (ydim, xdim)),
         shifts,
         input_core_dims=[[ydim, xdim], ["vector"]],
         output_core_dims=[[ydim, xdim]],

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .dims import _check_dataarray, navigation_dims, signal_dims
+from .dims import _check_dataarray, coordinate_values, navigation_dims, signal_dims
 from .lazy import compute, compute_all
 from .reductions import navigator as summed
 
@@ -97,19 +97,12 @@ def _label(da: xr.DataArray, dim: Hashable) -> str:
     return f"{dim} ({units})" if units else str(dim)
 
 
-def _values(da: xr.DataArray, dim: Hashable) -> np.ndarray:
-    """The coordinate of ``dim`` as numbers (the index when it has none)."""
-    if dim in da.coords and da.coords[dim].dtype.kind in "iuf":
-        return np.asarray(da.coords[dim].values, dtype=float)
-    return np.arange(da.sizes[dim], dtype=float)
-
-
 def _extent(da: xr.DataArray, xdim: Hashable, ydim: Hashable) -> list[float]:
     """imshow's extent putting pixel centres on their coordinates, the first
     row at the top (as HyperSpy draws images)."""
 
     def edges(dim: Hashable) -> tuple[float, float]:
-        v = _values(da, dim)
+        v = coordinate_values(da, dim)
         half = (v[-1] - v[0]) / (len(v) - 1) / 2 if len(v) > 1 else 0.5
         return v[0] - half, v[-1] + half
 
@@ -219,7 +212,7 @@ class SignalPlot:
             (self._marker,) = ax.plot([], [], "s", mfc="none", mec="red", ms=10, mew=2)
         else:
             (xdim,) = shown
-            ax.plot(_values(nav, xdim), np.asarray(nav.values, dtype=float))
+            ax.plot(coordinate_values(nav, xdim), np.asarray(nav.values, dtype=float))
             ax.set_xlabel(_label(nav, xdim))
             ax.set_ylabel(label)
             self._marker = ax.axvline(0, color="red")
@@ -250,12 +243,12 @@ class SignalPlot:
             return
         if len(shown) == 2:
             ydim, xdim = shown
-            x = _values(self.da, xdim)[self.pixel[xdim]]
-            y = _values(self.da, ydim)[self.pixel[ydim]]
+            x = coordinate_values(self.da, xdim)[self.pixel[xdim]]
+            y = coordinate_values(self.da, ydim)[self.pixel[ydim]]
             self._marker.set_data([x], [y])
         else:
             (xdim,) = shown
-            x = _values(self.da, xdim)[self.pixel[xdim]]
+            x = coordinate_values(self.da, xdim)[self.pixel[xdim]]
             self._marker.set_xdata([x, x])
 
     def current_signal(self) -> xr.DataArray:
@@ -276,7 +269,7 @@ class SignalPlot:
         elif len(shown) == 1:
             (xdim,) = shown
             (self._artist,) = ax.plot(
-                _values(signal, xdim), np.asarray(signal.values, dtype=float)
+                coordinate_values(signal, xdim), np.asarray(signal.values, dtype=float)
             )
             ax.set_xlabel(_label(signal, xdim))
             ax.set_ylabel(_intensity_label(self.da))
@@ -348,7 +341,7 @@ class SignalPlot:
             images[0].set_data(np.asarray(self._navigator_view().values, float))
 
     def _nearest(self, dim: Hashable, value: float) -> int:
-        return int(np.nanargmin(np.abs(_values(self.da, dim) - value)))
+        return int(np.nanargmin(np.abs(coordinate_values(self.da, dim) - value)))
 
     def _on_press(self, event: Any) -> None:
         if event.inaxes is not self.navigator_axes or event.button != 1:
@@ -570,7 +563,7 @@ def _draw_component(figure: Any, ax: Any, part: xr.DataArray, title: str) -> Non
         _draw_image(figure, ax, image, ydim, xdim, title.split()[0])
     elif len(dims) == 1:
         (xdim,) = dims
-        ax.plot(_values(part, xdim), np.asarray(part.values, dtype=float))
+        ax.plot(coordinate_values(part, xdim), np.asarray(part.values, dtype=float))
         ax.set_xlabel(_label(part, xdim))
         ax.set_ylabel(title.split()[0])  # "factor" or "loading"
     else:

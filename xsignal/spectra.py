@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .dims import signal_dims, with_marking
+from .chunks import whole
+from .dims import coordinate_values, signal_dims, with_marking
 from .reductions import _check_one_dim
 
 __all__ = [
@@ -43,23 +44,9 @@ __all__ = [
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
-def _one_chunk(da: xr.DataArray, dim: Hashable) -> xr.DataArray:
-    """``da`` with ``dim`` in one chunk (lazy arrays only)."""
-    if da.chunks is None:
-        return da
-    return da.chunk({dim: -1}) if len(da.chunksizes[dim]) > 1 else da
-
-
-def _axis(da: xr.DataArray, dim: Hashable) -> np.ndarray:
-    """The coordinate of ``dim`` as float64 (the index without one)."""
-    if dim in da.coords and da.coords[dim].dtype.kind in "iuf":
-        return np.asarray(da.coords[dim].values, dtype=np.float64)
-    return np.arange(da.sizes[dim], dtype=np.float64)
-
-
 def _uniform_step(da: xr.DataArray, dim: Hashable, tool: str) -> float:
     """The step of a uniform coordinate; a clear error otherwise."""
-    x = _axis(da, dim)
+    x = coordinate_values(da, dim)
     if x.size < 2:
         return 1.0
     steps = np.diff(x)
@@ -85,7 +72,7 @@ def _along(
     """``fn`` applied to whole blocks along ``dim`` (last axis), same shape."""
     out = xr.apply_ufunc(
         fn,
-        _one_chunk(da, dim),
+        whole(da, [dim]),
         input_core_dims=[[dim]],
         output_core_dims=[[dim]],
         dask="parallelized",
@@ -127,11 +114,11 @@ def integrate_simpson(da: xr.DataArray, dim: Hashable | None = None) -> xr.DataA
     from scipy.integrate import simpson
 
     dim = _check_one_dim(da, dim)
-    x = _axis(da, dim)
+    x = coordinate_values(da, dim)
     dtype = _float_dtype(da)
     out = xr.apply_ufunc(
         lambda block: simpson(block, x=x, axis=-1).astype(dtype, copy=False),
-        _one_chunk(da, dim),
+        whole(da, [dim]),
         input_core_dims=[[dim]],
         dask="parallelized",
         output_dtypes=[dtype],
@@ -178,7 +165,7 @@ def derivative(
     dim = _check_one_dim(da, dim)
     if isinstance(order, bool) or not isinstance(order, int | np.integer) or order < 1:
         raise ValueError(f"order must be a positive int, not {order!r}")
-    x = _axis(da, dim)
+    x = coordinate_values(da, dim)
 
     def gradient(block: np.ndarray) -> np.ndarray:
         out = block
@@ -376,7 +363,7 @@ def remove_background(
         raise ValueError(
             f"background_type must be one of {BACKGROUNDS}, not {background_type!r}"
         )
-    x = _axis(da, dim)
+    x = coordinate_values(da, dim)
     lo, hi = _range_indices(x, signal_range, dim)
     dtype = np.result_type(_float_dtype(da), np.float32)
     fit = _BACKGROUND_FITS[background_type]
@@ -550,7 +537,7 @@ def find_peaks1D(
     from scipy.signal import find_peaks
 
     dim = _check_one_dim(da, dim)
-    x = _axis(da, dim)
+    x = coordinate_values(da, dim)
     peak = {k: v for k, v in (("distance", distance), ("width", width)) if v}
     if peak:  # coordinate units to channels
         step = abs(_uniform_step(da, dim, "find_peaks1D distance and width"))
@@ -565,7 +552,7 @@ def find_peaks1D(
             out[i] = x[where]
         return out.reshape(lanes.shape[:-1])
 
-    data = _one_chunk(da, dim)
+    data = whole(da, [dim])
     out = xr.apply_ufunc(
         block_peaks,
         data,
@@ -669,7 +656,7 @@ def estimate_shift1D(
     """
     dim = _check_one_dim(da, dim)
     step = _uniform_step(da, dim, "estimate_shift1D")
-    x = _axis(da, dim)
+    x = coordinate_values(da, dim)
     i1 = 0 if start is None else int(np.abs(x - start).argmin())
     i2 = x.size if end is None else int(np.abs(x - end).argmin())
     if i2 - i1 < 2:
@@ -690,11 +677,11 @@ def estimate_shift1D(
         target = target - target.mean()
         return _best_lags(window, target, max_lag) / factor * step
 
-    data = _one_chunk(da, dim)
+    data = whole(da, [dim])
     out = xr.apply_ufunc(
         shifts,
         data,
-        _one_chunk(ref, dim),
+        whole(ref, [dim]),
         input_core_dims=[[dim], [dim]],
         dask="parallelized",
         output_dtypes=[np.float64],
@@ -761,7 +748,7 @@ def shift1D(
 
     out = xr.apply_ufunc(
         move,
-        _one_chunk(da, dim),
+        whole(da, [dim]),
         moves,
         input_core_dims=[[dim], []],
         output_core_dims=[[dim]],

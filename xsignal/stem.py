@@ -23,7 +23,14 @@ import numpy as np
 import xarray as xr
 
 from . import engine
-from .dims import _check_dataarray, navigation_dims, signal_dims, with_marking
+from .chunks import whole
+from .dims import (
+    _check_dataarray,
+    coordinate_values,
+    navigation_dims,
+    signal_dims,
+    with_marking,
+)
 from .rois import _ROI, CircleROI, RectangularROI
 
 # weight matrices up to this many entries (64 MiB of float32) are dense: a
@@ -50,16 +57,12 @@ def _frame_dims(da: xr.DataArray) -> tuple[Hashable, Hashable]:
     return sig[-2], sig[-1]
 
 
-def _coordinate(da: xr.DataArray, dim: Hashable) -> np.ndarray:
-    if dim in da.coords and da.coords[dim].dtype.kind in "iuf":
-        return np.asarray(da.coords[dim].values, dtype=np.float64)
-    return np.arange(da.sizes[dim], dtype=np.float64)
-
-
 def _grid(da: xr.DataArray) -> tuple[Hashable, Hashable, np.ndarray, np.ndarray]:
     """(y_dim, x_dim, y, x): the frame's pixel centres as 2-D arrays."""
     ydim, xdim = _frame_dims(da)
-    y, x = np.meshgrid(_coordinate(da, ydim), _coordinate(da, xdim), indexing="ij")
+    y, x = np.meshgrid(
+        coordinate_values(da, ydim), coordinate_values(da, xdim), indexing="ij"
+    )
     return ydim, xdim, y, x
 
 
@@ -97,12 +100,9 @@ def _apply_weights(
             out = finish(out)
         return out.reshape(*block.shape[:-2], n_out)
 
-    data = da
-    if da.chunks is not None:  # whole frames per block
-        data = da.chunk({ydim: -1, xdim: -1})
     out = xr.apply_ufunc(
         product,
-        data,
+        whole(da, (ydim, xdim)),
         input_core_dims=[[ydim, xdim]],
         output_core_dims=[[out_dim]],
         dask="parallelized",

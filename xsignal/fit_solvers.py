@@ -20,10 +20,10 @@ MAX_LAMBDA = 1e12
 
 def covariance(normal: np.ndarray) -> np.ndarray:
     """Inverses of the normal matrices (pixels, k, k); NaN where singular."""
-    out = np.full_like(normal, np.nan)
     try:
         return np.linalg.inv(normal)
-    except np.linalg.LinAlgError:
+    except np.linalg.LinAlgError:  # one singular: the others one by one
+        out = np.full_like(normal, np.nan)
         for i, matrix in enumerate(normal):
             try:
                 out[i] = np.linalg.inv(matrix)

@@ -215,7 +215,8 @@ class _Plan:
         self.lower, self.upper = np.array(lower), np.array(upper)
         self.max_iterations = 100
         bounded = np.isfinite(self.lower) | np.isfinite(self.upper)
-        can_be_linear = all(linear_free) and not self._fixed_maps_nonlinear()
+        # (fixed values given per pixel only make the design per pixel)
+        can_be_linear = all(linear_free)
         if method == "auto":
             if can_be_linear and not bounded.any():
                 method = "linear"
@@ -231,9 +232,6 @@ class _Plan:
         if method == "lm" and bounded.any():
             method = "trf"  # bounds are honoured whatever the method asked
         self.method = method
-
-    def _fixed_maps_nonlinear(self) -> bool:
-        return False  # per-pixel fixed values only change the design per pixel
 
     # --- per block ------------------------------------------------------------------
 

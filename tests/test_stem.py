@@ -216,3 +216,40 @@ def test_frames_need_two_signal_dims():
     spectra = xr.DataArray(np.ones((3, 8)), dims=("x", "e"))
     with pytest.raises(ValueError, match="two signal dims"):
         xsignal.center_of_mass(spectra)
+
+
+@pytest.mark.parametrize("n_out", [1, 3, 12])
+@pytest.mark.parametrize("layout", ["window", "full", "sparse"])
+@pytest.mark.parametrize("dtype", ["uint16", "float32", "float64"])
+def test_frame_product_equals_the_plain_product(n_out, layout, dtype, monkeypatch):
+    """Every path of the per-block product (conversion in small buffers
+    with a short last one, the used-pixel window, per-output products,
+    bands of rows, sparse weights, frames used in place) gives frames @ w."""
+    from scipy import sparse
+
+    from xsignal.stem import _FrameProduct
+
+    monkeypatch.setattr(_FrameProduct, "BUFFER", 3 * 40 * 24)  # 3 frames a step
+    monkeypatch.setattr(_FrameProduct, "BAND", 4)
+    rng = np.random.default_rng(n_out)
+    frames = rng.poisson(50, (2, 5, 40, 24)).astype(dtype)
+    weights = rng.uniform(-1, 1, (40, 24, n_out))
+    if layout != "full":  # a window of the frame, each output its own rows
+        weights[:6] = weights[35:] = weights[:, :3] = 0
+        for j in range(n_out):
+            weights[np.arange(40) // 3 % n_out != j, :, j] = 0
+    w = weights.reshape(-1, n_out)
+    work = np.dtype("float64" if dtype == "float64" else "float32")
+    product = _FrameProduct(
+        sparse.csr_matrix(w) if layout == "sparse" else w, (40, 24), work
+    )
+    if layout == "window":
+        assert product.window == (slice(6, 35), slice(3, 24))
+        if n_out > _FrameProduct.FEW:
+            assert len(product.bands) > 1
+    out = product(frames[:, :, ::1])
+    assert out.shape == (10, n_out) and out.dtype == work
+    flat = frames.reshape(10, -1).astype("f8")
+    scale = flat @ abs(w)  # rounding bound: the sum of the terms' sizes
+    err = abs(out - flat @ w) / scale.clip(1e-300)
+    assert err.max() < (1e-6 if work == np.float32 else 1e-14)

@@ -183,13 +183,22 @@ def one_bar(progress: bool | None, desc: str) -> Any:
 
 
 _BLAS: Any = None
+_BLAS_LOCK = threading.Lock()
+_BLAS_USERS = 0
+_BLAS_LIMIT: Any = None
 
 
-def blas_one_thread() -> Any:
+@contextlib.contextmanager
+def blas_one_thread() -> Iterator[None]:
     """A context limiting BLAS to one thread: work already spread over the
     scheduler's threads (a product per block) would otherwise start BLAS
-    threads on every core from every task. (threadpoolctl comes with
-    scikit-learn; its controller, made once, makes entering cheap.)
+    threads on every core from every task.
+
+    BLAS's thread count is one setting for the whole process, so the
+    contexts of concurrent tasks share one limit: the first to enter sets
+    it, the last to leave restores it (each restoring its own would leave
+    BLAS on all cores in a task still running, or on one after the pass).
+    threadpoolctl comes with scikit-learn; its controller is made once.
 
     Examples
     --------
@@ -199,12 +208,23 @@ def blas_one_thread() -> Any:
     ...     float((np.ones((2, 2)) @ np.ones((2, 2)))[0, 0])
     2.0
     """
-    global _BLAS
-    if _BLAS is None:
-        from threadpoolctl import ThreadpoolController
+    global _BLAS, _BLAS_USERS, _BLAS_LIMIT
+    with _BLAS_LOCK:
+        if _BLAS is None:
+            from threadpoolctl import ThreadpoolController
 
-        _BLAS = ThreadpoolController()
-    return _BLAS.limit(limits=1, user_api="blas")
+            _BLAS = ThreadpoolController()
+        if _BLAS_USERS == 0:
+            _BLAS_LIMIT = _BLAS.limit(limits=1, user_api="blas")
+        _BLAS_USERS += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_USERS -= 1
+            if _BLAS_USERS == 0:
+                _BLAS_LIMIT.restore_original_limits()
+                _BLAS_LIMIT = None
 
 
 def _compute_on_client(client: Any, objs: tuple[Any, ...]) -> tuple[Any, ...]:

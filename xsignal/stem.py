@@ -16,6 +16,7 @@ x (the image's columns, as :func:`xsignal.roi` with ``dims="signal"``).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -73,6 +74,112 @@ def _work_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float64)
 
 
+def _support(weights: Any, shape: tuple[int, int]) -> tuple[slice, slice]:
+    """The smallest (rows, columns) window of the frame holding every pixel
+    with a weight: the rest of the frame is never converted or multiplied
+    (a bright-field disc is a few percent of the frame)."""
+    used = np.asarray(
+        weights.getnnz(axis=1)
+        if hasattr(weights, "tocsr")
+        else np.any(weights != 0, axis=1)
+    ).reshape(shape)
+    rows, cols = np.nonzero(used.any(1))[0], np.nonzero(used.any(0))[0]
+    if not rows.size:  # no weight at all (every pixel masked): one pixel
+        return slice(0, 1), slice(0, 1)
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+class _FrameProduct:
+    """Frames (any leading dims, two trailing pixel dims) times a weight
+    matrix, as the rows of one (frames x outputs) array.
+
+    The frames' window of used pixels is converted to the working dtype a
+    few frames at a time into a per-thread buffer that stays in the CPU's
+    cache, never as one block-sized float copy; a few outputs are one
+    matrix-vector product each (BLAS's matrix-matrix product is several
+    times slower for 2-4 columns). More outputs are one matrix product per
+    band of frame rows, each with only the outputs weighted in its band
+    (annuli: about half the products of one dense matrix).
+    """
+
+    BUFFER = 2**20  # values per conversion buffer: 4 MiB of float32
+    FEW = 4  # up to this many outputs, one matrix-vector product each
+    BAND = 16  # frame rows per band
+    _local = threading.local()
+
+    def __init__(self, weights: Any, shape: tuple[int, int], dtype: np.dtype):
+        self.window = _support(weights, shape)
+        ys, xs = self.window
+        inside = (
+            np.arange(shape[0])[ys, None] * shape[1] + np.arange(shape[1])[xs]
+        ).ravel()
+        self.full = inside.size == shape[0] * shape[1]
+        self.sparse = hasattr(weights, "tocsr")
+        w = weights.tocsr()[inside] if self.sparse else np.asarray(weights)[inside]
+        self.dtype = dtype
+        self.n_out = w.shape[1]
+        self.pixels = inside.size
+        if self.sparse:
+            self.w = w.T.tocsr().astype(dtype)  # outputs x pixels
+        elif self.n_out <= self.FEW:
+            self.w = np.ascontiguousarray(w.T, dtype=dtype)
+        else:
+            self.bands = self._bands(w, xs.stop - xs.start)
+
+    def _bands(self, w: np.ndarray, width: int) -> list[tuple[slice, slice, Any]]:
+        """(pixels, outputs, weights) per band of rows, or one band for all
+        when bands would save less than a quarter of the products."""
+        bands, cost = [], 0
+        for start in range(0, w.shape[0], self.BAND * width):
+            pixels = slice(start, min(start + self.BAND * width, w.shape[0]))
+            used = np.nonzero(np.any(w[pixels] != 0, axis=0))[0]
+            if used.size:
+                outs = slice(used[0], used[-1] + 1)
+                bands.append((pixels, outs, np.asarray(w[pixels, outs], self.dtype)))
+                cost += (pixels.stop - pixels.start) * (outs.stop - outs.start)
+        if cost > 0.75 * w.size:
+            return [(slice(None), slice(None), np.asarray(w, self.dtype))]
+        return bands
+
+    def _multiply(self, frames: np.ndarray, out: np.ndarray) -> None:
+        """``out`` (outputs x frames) = weights^T @ frames^T."""
+        if self.sparse:
+            out[...] = self.w @ frames.T
+        elif self.n_out <= self.FEW:
+            for j in range(self.n_out):
+                np.matmul(frames, self.w[j], out=out[j])
+        else:
+            rows = out.T  # frames x outputs
+            rows[...] = 0
+            for pixels, outs, w in self.bands:
+                rows[:, outs] += frames[:, pixels] @ w
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        frames = block.reshape(-1, *block.shape[-2:])
+        n = frames.shape[0]
+        out = np.empty((self.n_out, n), self.dtype)
+        with engine.blas_one_thread():  # the scheduler's threads share the cores
+            if self.full and frames.dtype == self.dtype:
+                self._multiply(frames.reshape(n, -1), out)
+                return out.T
+            window = frames[(slice(None), *self.window)]
+            step = max(1, self.BUFFER // self.pixels)
+            buffer = getattr(self._local, "buffer", None)
+            if (
+                buffer is None
+                or buffer.dtype != self.dtype
+                or buffer.size < step * self.pixels
+            ):
+                buffer = np.empty(step * self.pixels, self.dtype)
+                self._local.buffer = buffer
+            for i in range(0, n, step):
+                m = min(step, n - i)
+                part = buffer[: m * self.pixels].reshape(m, *window.shape[1:])
+                np.copyto(part, window[i : i + m], casting="unsafe")
+                self._multiply(part.reshape(m, -1), out[:, i : i + m])
+        return out.T
+
+
 def _apply_weights(
     da: xr.DataArray,
     weights: Any,
@@ -87,15 +194,10 @@ def _apply_weights(
     ydim, xdim = _frame_dims(da)
     dtype = _work_dtype(da.dtype)
     n_out = len(out_coords)
-    sparse = hasattr(weights, "tocsr")
-    w = weights.astype(dtype) if sparse else np.asarray(weights, dtype=dtype)
+    multiply = _FrameProduct(weights, (da.sizes[ydim], da.sizes[xdim]), dtype)
 
     def product(block: np.ndarray) -> np.ndarray:
-        frames = block.reshape(-1, block.shape[-2] * block.shape[-1])
-        if frames.dtype != dtype:
-            frames = frames.astype(dtype)
-        with engine.blas_one_thread():  # the scheduler's threads share the cores
-            out = np.asarray((w.T @ frames.T).T if sparse else frames @ w)
+        out = multiply(block)
         if finish is not None:
             out = finish(out)
         return out.reshape(*block.shape[:-2], n_out)

@@ -10,6 +10,7 @@ step is a batched solve of small normal equations, one per pixel.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +44,74 @@ def _normal_equations(
     normal = np.matmul(weighted, j.transpose(0, 2, 1))
     grad = np.matmul(weighted, resid.astype(dtype, copy=False)[:, :, None])[..., 0]
     return normal.astype(np.float64), grad.astype(np.float64)
+
+
+# a shared linear fit recomputes a pixel's chi-square from its residual in
+# float64 when rounding in |y|^2 - b.X^T y could exceed this share of it
+CHISQ_RTOL = 1e-3
+
+
+def work_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
+    """The dtype a block is multiplied in: float32 data (and integers that
+    float32 holds exactly) in float32, anything else in float64."""
+    if dtype == np.float32 or (dtype.kind in "biu" and dtype.itemsize <= 2):
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def shared_linear(
+    y: np.ndarray, design: np.ndarray, base: np.ndarray, inverse: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Least squares of every row of ``y`` (pixels, n), the block as read,
+    on one ``design`` (n, k) after the fixed part ``base`` (n,), with
+    ``inverse`` the inverse of ``design.T @ design``. Returns (coefficients
+    (pixels, k), chi-square (pixels,)), in float64.
+
+    One pass over ``y`` in its own precision (float32 data stays float32:
+    no converted copy): ``y @ [X, base]`` by one BLAS product and ``|y|^2``,
+    then ``b = (X^T X)^-1 X^T (y - base)`` and ``chi^2 = |y - base|^2 -
+    b.X^T (y - base)``, all (pixels, k) work. That difference loses the
+    digits the two terms share: where the rounding of float32 sums (about
+    ``eps * sqrt(n)`` of ``|y|^2``) could exceed ``CHISQ_RTOL`` of the
+    chi-square (high counts, little noise), those pixels are solved again
+    in float64 from their residual.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.linspace(0, 1, 50)
+    >>> design = np.stack([np.ones(50), x], axis=1)
+    >>> inverse = np.linalg.inv(design.T @ design)
+    >>> y = np.stack([2 + 3 * x, 1 - x]).astype(np.float32)
+    >>> beta, chisq = shared_linear(y, design, np.zeros(50), inverse)
+    >>> beta.round(5).tolist(), bool(chisq.max() < 1e-8)
+    ([[2.0, 3.0], [1.0, -1.0]], True)
+    """
+    work = work_dtype(y.dtype)
+    rows = y.astype(work, copy=False)
+    k = design.shape[1]
+    shifted = bool(np.any(base))
+    columns = np.concatenate([design, base[:, None]], axis=1) if shifted else design
+    # (X^T y^T)^T: a shape BLAS takes as fast as y @ X or faster
+    projected = (columns.T.astype(work) @ rows.T).T.astype(np.float64)
+    square = np.einsum("pn,pn->p", rows, rows).astype(np.float64)
+    xty = projected[:, :k]
+    size = square.copy()  # the magnitude the rounding is relative to
+    if shifted:
+        xty = xty - design.T @ base
+        along = projected[:, k]
+        square += float(base @ base) - 2 * along
+        size += float(base @ base) + 2 * np.abs(along)
+    beta = xty @ inverse
+    chisq = square - np.einsum("pk,pk->p", beta, xty)
+    rounding = np.finfo(work).eps * np.sqrt(y.shape[1]) * size
+    redo = np.nonzero(chisq * CHISQ_RTOL < rounding)[0]  # (NaN rows stay NaN)
+    if redo.size:
+        exact = y[redo].astype(np.float64) - base
+        beta[redo] = (exact @ design) @ inverse
+        resid = exact - beta[redo] @ design.T
+        chisq[redo] = np.einsum("pn,pn->p", resid, resid)
+    return beta, chisq
 
 
 def linear(

@@ -41,7 +41,7 @@ from . import engine
 from .chunks import whole
 from .components import Component
 from .dims import coordinate_values, navigation_dims, signal_dims, with_marking
-from .fit_solvers import levenberg_marquardt, linear
+from .fit_solvers import covariance, levenberg_marquardt, linear, shared_linear
 from .reductions import _check_one_dim
 
 __all__ = ["FitResult", "Model", "create_model"]
@@ -232,6 +232,16 @@ class _Plan:
         if method == "lm" and bounded.any():
             method = "trf"  # bounds are honoured whatever the method asked
         self.method = method
+        # a linear fit with every fixed value the same everywhere: one design
+        # for every pixel, its normal matrix inverted once here
+        self.shared: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        if method == "linear" and not self.maps:
+            one = {k: np.full((1, 1), v) for k, v in self.scalars.items()}
+            one.update({key: np.zeros((1, 1)) for key in self.free})
+            design = self._jacobian(self.free, one)[0].T
+            base = self.curve(one, self.x)[0]
+            inverse = covariance((design.T @ design)[None])[0]
+            self.shared = (design, base, inverse)
 
     # --- per block ------------------------------------------------------------------
 
@@ -293,6 +303,9 @@ class _Plan:
         a second solve weighted by the first one's model: data-weighted
         fits of low counts are biased low (Neyman's chi-square), model-
         weighted ones are not (Pearson's)."""
+        if self.shared is not None and weights is None and not poisson:
+            return self._shared_linear(y)
+        y = np.asarray(y, dtype=np.float64)
         with warnings.catch_warnings():  # all-NaN pixels: marked below
             warnings.simplefilter("ignore", RuntimeWarning)
             values = self.start(y, maps)
@@ -316,6 +329,36 @@ class _Plan:
             [np.broadcast_to(c, (y.shape[0], 1)).astype(np.float64) for c in columns],
             axis=1,
         )
+
+    def _shared_linear(self, y: np.ndarray) -> np.ndarray:
+        """:meth:`fit_block` of a linear fit with one design for every pixel,
+        unweighted: :func:`~xsignal.fit_solvers.shared_linear` on the rows
+        as read; the errors are the design's, scaled by each pixel's
+        reduced chi-square."""
+        assert self.shared is not None
+        design, base, inverse = self.shared
+        with warnings.catch_warnings():  # NaN pixels: NaN chi-square, marked
+            warnings.simplefilter("ignore", RuntimeWarning)
+            beta, chisq = shared_linear(y, design, base, inverse)
+            dof = max(self.x.size - len(self.free), 1)
+            reduced = chisq / dof
+            converged = np.isfinite(chisq)
+            beta[~converged] = np.nan
+            unit = np.sqrt(np.abs(np.diag(inverse)))
+            errors = np.sqrt(np.maximum(reduced, 0.0))[:, None] * unit
+        n = len(self.keys)
+        out = np.full((y.shape[0], 2 * n + 3), np.nan)
+        where = {key: i for i, key in enumerate(self.free)}
+        for j, key in enumerate(self.keys):
+            if key in where:
+                out[:, j] = beta[:, where[key]]
+                out[:, n + j] = errors[:, where[key]]
+            else:
+                out[:, j] = self.scalars[key]
+        out[:, 2 * n] = chisq
+        out[:, 2 * n + 1] = reduced
+        out[:, 2 * n + 2] = converged
+        return out
 
     def _solve(
         self, y: np.ndarray, values: Values, weights: np.ndarray | None
@@ -393,56 +436,151 @@ class _Plan:
         return total, jac
 
 
+# a shared linear fit takes about this much of the data a task (several
+# stored chunks, each multiplied as read): its tasks are quick, and fewer
+# of them mean fewer outputs for the scheduler (one a parameter a task)
+GROUP_BYTES = 32 * 2**20
+
+
 def _run(model: Model, plan: _Plan, variance: xr.DataArray | str | None) -> FitResult:
-    """The fit's graph: every block of spectra fitted by ``plan``."""
+    """The fit's graph: every block of spectra fitted by ``plan``; several
+    stored chunks a task for a shared linear fit (``GROUP_BYTES``)."""
     dim = model.dim
-    window = model.da.isel({dim: model.channels})
+    window = model.da.isel({dim: _as_slice(model.channels)})
     nav = [d for d in window.dims if d != dim]
-    window = whole(window, [dim])
-    maps = [_over(nav, value, key) for key, value in plan._maps.items()]
+    window = whole(window, [dim]).transpose(*nav, dim)
+    template = window.isel({dim: 0}, drop=True)
     poisson = isinstance(variance, str)
     if poisson and variance != "poisson":
         raise ValueError(f"variance must be a DataArray or 'poisson', not {variance!r}")
-    inputs = [window, *maps]
-    cores: list[list[Hashable]] = [[dim]] + [[] for _ in maps]
+    maps = []
+    for key, value in plan._maps.items():
+        value = xr.align(template, _over(nav, value, key), join="exact")[1]
+        maps.append(value.broadcast_like(template).transpose(*nav))
+    var = None
     if isinstance(variance, xr.DataArray):
         var = variance.isel({dim: model.channels}) if dim in variance.dims else variance
-        var = var.broadcast_like(window)
-        if var.chunks is None and window.chunks is not None:
-            var = var.chunk()  # a numpy variance beside lazy data
-        var = whole(var, [dim])
-        inputs.append(var)
-        cores.append([dim])
-    keys = list(plan.maps)
+        var = var.broadcast_like(window).transpose(*nav, dim)
     n_out = 2 * len(plan.keys) + 3
-
-    def block(y: np.ndarray, *rest: np.ndarray) -> np.ndarray:
-        lead = y.shape[:-1]
-        rows = np.asarray(y, dtype=np.float64).reshape(-1, y.shape[-1])
-        given = {
-            k: np.broadcast_to(m, lead).reshape(-1).astype(np.float64)
-            for k, m in zip(keys, rest)
-        }
-        weights = None
-        if len(rest) > len(keys):
-            v = np.broadcast_to(rest[-1], y.shape).reshape(rows.shape)
-            weights = 1.0 / np.asarray(v, dtype=np.float64)
-        if not rows.size:
-            return np.zeros((*lead, n_out))
-        with engine.blas_one_thread():  # blocks run on every core already
-            out = plan.fit_block(rows, given, weights, poisson=poisson)
-        return out.reshape(*lead, n_out)
-
-    out = xr.apply_ufunc(
-        block,
-        *inputs,
-        input_core_dims=cores,
-        output_core_dims=[["fit_output"]],
-        dask="parallelized",
-        output_dtypes=[np.float64],
-        dask_gufunc_kwargs={"output_sizes": {"fit_output": n_out}},
+    fit = _Block(plan, poisson, n_out)
+    inputs = [window, *maps] + ([] if var is None else [var])
+    coords = {k: c for k, c in window.coords.items() if dim not in c.dims}
+    dims = [*nav, "fit_output"]
+    if all(a.chunks is None for a in inputs):
+        v = None if var is None else var.values
+        found = fit(window.values, [m.values for m in maps], v)
+        return FitResult(
+            model, plan, xr.DataArray(found, dims=dims, coords=coords), var is not None
+        )
+    if window.chunks is None:
+        window = window.chunk()
+    y = window.data
+    nav_chunks = dict(zip(nav, y.chunks[:-1]))
+    lazy_maps = [m.chunk(nav_chunks).data for m in maps]
+    v = None if var is None else var.chunk({**nav_chunks, dim: -1}).data
+    shared = plan.shared is not None and var is None and not poisson
+    group = GROUP_BYTES if shared else 0
+    out = _grouped(fit, y, lazy_maps, v, n_out, group)
+    return FitResult(
+        model, plan, xr.DataArray(out, dims=dims, coords=coords), var is not None
     )
-    return FitResult(model, plan, out, weighted=variance is not None)
+
+
+def _as_slice(channels: np.ndarray) -> slice | np.ndarray:
+    """Contiguous channels as a slice (a view per block, not a copy)."""
+    first, last = int(channels[0]), int(channels[-1])
+    if last - first + 1 == channels.size:
+        return slice(first, last + 1)
+    return channels
+
+
+class _Block:
+    """A block's fit: spectra (..., channels), per-pixel maps (...) and the
+    variance (..., channels) or None, to (..., n_out)."""
+
+    def __init__(self, plan: _Plan, poisson: bool, n_out: int) -> None:
+        self.plan, self.poisson, self.n_out = plan, poisson, n_out
+
+    def __call__(
+        self, y: np.ndarray, maps: list[np.ndarray], var: np.ndarray | None
+    ) -> np.ndarray:
+        lead = y.shape[:-1]
+        if not y.size:
+            return np.zeros((*lead, self.n_out))
+        rows = y.reshape(-1, y.shape[-1])
+        given = {
+            k: np.asarray(m, dtype=np.float64).reshape(-1)
+            for k, m in zip(self.plan.maps, maps)
+        }
+        weights = None if var is None else 1.0 / np.asarray(var, np.float64)
+        if weights is not None:
+            weights = weights.reshape(rows.shape)
+        with engine.blas_one_thread():  # blocks run on every core already
+            out = self.plan.fit_block(rows, given, weights, poisson=self.poisson)
+        return out.reshape(*lead, self.n_out)
+
+
+def _fit_group(
+    fit: _Block,
+    ys: list[np.ndarray],
+    maps: list[list[np.ndarray]],
+    vs: list[np.ndarray] | None,
+) -> np.ndarray:
+    """One task: the chunks of a group fitted one by one (no joined copy of
+    the data), their results joined along the first axis."""
+    found = [
+        fit(y, [m[i] for m in maps], None if vs is None else vs[i])
+        for i, y in enumerate(ys)
+    ]
+    return found[0] if len(found) == 1 else np.concatenate(found, axis=0)
+
+
+def _grouped(
+    fit: _Block,
+    y: Any,
+    maps: list[Any],
+    var: Any,
+    n_out: int,
+    group_bytes: int,
+) -> Any:
+    """A dask array (..., n_out): ``fit`` on the chunks of ``y`` (the signal
+    in one chunk), consecutive chunks along the first axis grouped into one
+    task up to ``group_bytes`` of ``y``; ``maps`` chunked like ``y``'s
+    navigation and ``var`` like ``y``."""
+    import uuid
+
+    import dask.array as dsa
+    from dask.highlevelgraph import HighLevelGraph
+
+    first = y.chunks[0]
+    per_row = (
+        y.dtype.itemsize
+        * y.shape[-1]
+        * max((int(np.prod([max(c) for c in y.chunks[1:-1]])), 1))
+    )
+    groups: list[tuple[int, int]] = []
+    for i in range(len(first)):
+        if groups and sum(first[groups[-1][0] : i + 1]) * per_row <= group_bytes:
+            groups[-1] = (groups[-1][0], i + 1)
+        else:
+            groups.append((i, i + 1))
+    name = f"fit-{uuid.uuid4().hex}"
+    counts = [len(c) for c in y.chunks[1:-1]]
+    graph: dict[Any, Any] = {}
+    for g, (a, b) in enumerate(groups):
+        for idx in np.ndindex(*counts):
+            ys = [(y.name, i, *idx, 0) for i in range(a, b)]
+            ms = [[(m.name, i, *idx) for i in range(a, b)] for m in maps]
+            vs = None if var is None else [(var.name, i, *idx, 0) for i in range(a, b)]
+            graph[(name, g, *idx, 0)] = (_fit_group, fit, ys, ms, vs)
+    deps = [y, *maps] + ([] if var is None else [var])
+    hlg = HighLevelGraph.from_collections(name, graph, dependencies=deps)
+    chunks = (
+        tuple(sum(first[a:b]) for a, b in groups),
+        *y.chunks[1:-1],
+        (n_out,),
+    )
+    return dsa.Array(hlg, name, chunks, dtype=np.float64)
 
 
 def _over(nav: list[Hashable], value: xr.DataArray, key: str) -> xr.DataArray:
@@ -453,6 +591,30 @@ def _over(nav: list[Hashable], value: xr.DataArray, key: str) -> xr.DataArray:
             f"navigation dims {tuple(nav)}"
         )
     return value
+
+
+def _columns(out: Any, n: int) -> list[Any]:
+    """The ``n`` columns of the last axis of ``out`` (numpy or dask): for
+    dask, one getitem task a block and column, its graph built directly
+    (dask's slicing costs about a millisecond a column to set up)."""
+    if not hasattr(out, "__dask_graph__"):
+        return [out[..., i] for i in range(n)]
+    import operator
+
+    import dask.array as dsa
+    from dask.core import flatten
+    from dask.highlevelgraph import HighLevelGraph
+
+    keys = list(flatten(out.__dask_keys__()))
+    found = []
+    for i in range(n):
+        name = f"{out.name}-{i}"
+        graph: dict[Any, Any] = {
+            (name, *key[1:-1]): (operator.getitem, key, (Ellipsis, i)) for key in keys
+        }
+        hlg = HighLevelGraph.from_collections(name, graph, dependencies=[out])
+        found.append(dsa.Array(hlg, name, out.chunks[:-1], dtype=out.dtype))
+    return found
 
 
 class FitResult:
@@ -483,7 +645,16 @@ class FitResult:
         self.method = plan.method
         self.weighted = weighted
         n = len(plan.keys)
-        pick = {i: out.isel(fit_output=i, drop=True) for i in range(2 * n + 3)}
+        # each output sliced from the array (xarray's isel costs more, and
+        # a fit has 2 P + 3 of them)
+        nav = [d for d in out.dims if d != "fit_output"]
+        values = out.transpose(*nav, "fit_output")
+        coords = {k: c for k, c in out.coords.items() if "fit_output" not in c.dims}
+        columns = _columns(values.data, 2 * n + 3)
+        pick = {
+            i: xr.DataArray(column, dims=nav, coords=coords)
+            for i, column in enumerate(columns)
+        }
         self.parameters = xr.Dataset({k: pick[i] for i, k in enumerate(plan.keys)})
         self.errors = xr.Dataset({k: pick[n + i] for i, k in enumerate(plan.keys)})
         self.chisq = pick[2 * n].rename("chisq")

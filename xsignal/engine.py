@@ -4,13 +4,17 @@ Every computation of xsignal is a dask graph run by the scheduler the user
 chose, the xarray way: dask's threads by default, ``dask.config.set(
 scheduler=...)``, or a ``dask.distributed.Client``. This module is the one
 place that asks which one is active (:func:`where`, never importing
-``distributed`` unless it is already imported), computes with a progress
-bar (:func:`compute`), keeps a window of blocks in flight for loops over
-blocks (:func:`stream`), runs a function on every cluster worker
-(:func:`on_workers`), and holds the one route the user can opt into for
-Python code that holds the GIL: worker processes for :func:`xsignal.map`
-(``xsignal.set_options(map_processes=True)``, :class:`ProcessRoute`).
-Nothing else in the package probes the scheduler or starts processes.
+``distributed`` unless it is already imported) and what it has
+(:func:`resources`: workers, threads, memory per worker), estimates what a
+graph needs there (:func:`footprint`, warning before a compute that would
+not fit: :func:`check_memory`), computes with a progress bar or a callback
+fed with partial results (:func:`compute`), keeps a window of blocks in
+flight for loops over blocks (:func:`stream`), runs a function on every
+cluster worker (:func:`on_workers`), and holds the one route the user can
+opt into for Python code that holds the GIL: worker processes for
+:func:`xsignal.map` (``xsignal.set_options(map_processes=True)``,
+:class:`ProcessRoute`). Nothing else in the package probes the scheduler
+or starts processes.
 """
 
 from __future__ import annotations
@@ -20,22 +24,31 @@ import atexit
 import collections
 import concurrent.futures
 import contextlib
+import importlib
 import itertools
 import math
 import multiprocessing
 import os
+import queue
+import re
 import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import dask
+import dask.array as dsa
 import dask.local
 import dask.multiprocessing
 import dask.threaded
 import numpy as np
+import xarray as xr
+from dask.blockwise import Blockwise
+from dask.highlevelgraph import HighLevelGraph
 
 from . import progress as _progress
 
@@ -127,6 +140,454 @@ def pickles_tasks() -> bool:
     return where() in ("processes", "distributed")
 
 
+# --- what the scheduler has, and what a graph needs there ------------------------
+
+
+class MemoryWarning(UserWarning):
+    """A compute or save estimated to need more memory than the scheduler has.
+
+    Raised as a warning (``warnings.warn``) before any work starts; the
+    message names the arrays and a chunking that fits. A ``UserWarning``
+    (not a ``ResourceWarning``, which Python hides by default), so it shows
+    once per call site; ``warnings.simplefilter("error", MemoryWarning)``
+    turns it into an error.
+    """
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What the active scheduler has: ``workers`` processes of ``threads``
+    threads each, and ``memory`` bytes per worker (None when unknown or
+    unlimited). Dask's threads and the sync scheduler are one worker, this
+    process; its memory is what the machine has available now."""
+
+    where: Where
+    workers: int
+    threads: int
+    memory: int | None
+
+
+def available_memory() -> int | None:
+    """Bytes this machine can give now without swapping, or None if unknown.
+
+    ``MemAvailable`` of ``/proc/meminfo`` on Linux, else psutil's
+    ``virtual_memory().available`` when psutil is installed.
+
+    Examples
+    --------
+    >>> from xsignal import engine
+    >>> engine.available_memory() > 0
+    True
+    """
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        psutil = importlib.import_module("psutil")  # (no stubs: untyped)
+    except ImportError:
+        return None
+    return int(psutil.virtual_memory().available)
+
+
+def resources() -> Resources:
+    """Workers, threads per worker and memory per worker of the scheduler a
+    compute started here would run on (:func:`where`).
+
+    Dask's threads: one worker with dask's ``num_workers`` (or a pool set
+    with ``dask.config.set(pool=...)``) threads, default one per core, and
+    the machine's available memory (:func:`available_memory`). Sync and
+    inside a worker: one thread. Dask's processes: one thread per process,
+    the available memory shared among them. A ``dask.distributed`` client:
+    its workers, their most threads and their smallest ``memory_limit``
+    (None when a worker has no limit).
+
+    Examples
+    --------
+    >>> import dask
+    >>> from xsignal import engine
+    >>> with dask.config.set(scheduler="sync"):
+    ...     engine.resources().threads
+    1
+    """
+    found = where()
+    if found == "distributed":
+        info = _client().scheduler_info(n_workers=-1)["workers"].values()
+        threads = max([int(w.get("nthreads") or 1) for w in info] or [1])
+        limits = [int(w.get("memory_limit") or 0) for w in info]
+        memory = min(limits) if limits and all(limits) else None
+        return Resources(found, max(1, len(limits)), threads, memory)
+    available = available_memory()
+    if found in ("sync", "worker"):
+        return Resources(found, 1, 1, available)
+    pool = dask.config.get("pool", None)
+    count = int(
+        dask.config.get("num_workers", None)
+        or getattr(pool, "_max_workers", None)
+        or cores()
+    )
+    if found == "processes":
+        share = None if available is None else available // count
+        return Resources(found, count, 1, share)
+    return Resources(found, 1, count, available)
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What a graph holds in memory while it runs (see :func:`footprint`).
+
+    ``per_task``: the most one task holds (its inputs and its result);
+    ``results``: the results assembled for the caller; ``peak``: bytes per
+    worker; ``block``: the chunk shape of the largest block the graph
+    reads (from a file, else of any array in it), ``block_chunks`` its
+    array's chunks, the pieces a chunking that fits is made from.
+    """
+
+    per_task: int
+    results: int
+    peak: int
+    threads: int
+    block: tuple[int, ...] | None = None
+    block_chunks: tuple[tuple[int, ...], ...] | None = None
+
+
+# the layers that read stored data: xsignal.open names them by the token of
+# its files (sources.layer_prefix), "original-..." holds the file object
+_READ_LAYER = re.compile(r"^xsignal-[0-9a-f]{32}-")
+
+
+def is_read_layer(name: Any) -> bool:
+    """Whether the dask layer ``name`` reads blocks of a file opened with
+    :func:`xsignal.open` (one task per block, each reading its block).
+
+    Examples
+    --------
+    >>> from xsignal import engine
+    >>> engine.is_read_layer("xsignal-" + "0" * 32 + "-data-ab12")
+    True
+    >>> engine.is_read_layer("sum-aggregate-ab12")
+    False
+    """
+    return isinstance(name, str) and _READ_LAYER.match(name) is not None
+
+
+class _Layers:
+    """Block sizes of a high-level graph's layers, from the chunks dask
+    notes on every layer that makes an array (``collection_annotations``)."""
+
+    def __init__(self, graph: HighLevelGraph) -> None:
+        self.graph = graph
+        self.chunks: dict[str, tuple[tuple[int, ...], ...]] = {}
+        self.itemsize: dict[str, int] = {}
+        for name, layer in graph.layers.items():
+            notes = layer.collection_annotations or {}
+            chunks, dtype = notes.get("chunks"), notes.get("dtype")
+            if chunks is None or dtype is None:
+                continue
+            try:
+                self.itemsize[name] = np.dtype(dtype).itemsize
+            except TypeError:
+                continue
+            self.chunks[name] = tuple(tuple(int(n) for n in c) for c in chunks)
+
+    def largest(self, name: Any) -> int:
+        """Bytes of the largest block of layer ``name`` (0: unknown)."""
+        chunks = self.chunks.get(name)
+        if chunks is None:
+            return 0
+        return math.prod(max(c, default=0) for c in chunks) * self.itemsize[name]
+
+    def block(self, key: Any) -> int:
+        """Bytes of the block of ``key`` (0: unknown)."""
+        if not isinstance(key, tuple) or not key:
+            return self.largest(key)
+        chunks = self.chunks.get(key[0])
+        if chunks is None or len(key) != len(chunks) + 1:
+            return 0
+        try:
+            n = math.prod(int(c[i]) for c, i in zip(chunks, key[1:]))
+        except (IndexError, TypeError):
+            return 0
+        return n * self.itemsize[key[0]]
+
+    def names_in(self, task: Any) -> list[Any]:
+        """The keys of this graph that a task of a materialized layer uses."""
+        deps = getattr(task, "dependencies", None)
+        if deps is not None:
+            return list(deps)
+        found: list[Any] = []
+        stack = [task]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                if item in self.graph.layers:
+                    found.append(item)
+            elif isinstance(item, tuple) and item and isinstance(item[0], str):
+                if item[0] in self.graph.layers and all(
+                    isinstance(i, int) for i in item[1:]
+                ):
+                    found.append(item)
+                else:
+                    stack.extend(item[1:])
+            elif isinstance(item, list | tuple):
+                stack.extend(item)
+        return found
+
+
+def _task_bytes(layers: _Layers) -> int:
+    """The most one task of the graph holds: its inputs and its result.
+
+    A blockwise layer's task takes one block of each input (every block
+    along the axes it contracts); a task of another layer (a reduction's
+    combine, a delayed function) the blocks it names. A task whose result
+    size is unknown (a delayed function's) is taken to hold as much again
+    as its inputs while it runs: its working copies.
+    """
+    most = 0
+    for name, layer in layers.graph.layers.items():
+        if str(name).startswith("original-"):
+            continue  # the file object, not data
+        if isinstance(layer, Blockwise):
+            inputs = 0
+            out = set(layer.output_indices)
+            for arg, index in layer.indices:
+                if index is None or not isinstance(arg, str) or arg in layer.io_deps:
+                    continue
+                blocks = layer.numblocks.get(arg, ())
+                fan = math.prod(n for i, n in zip(index, blocks) if i not in out)
+                inputs += fan * layers.largest(arg)
+            result = layers.largest(name)
+            most = max(most, inputs + (result or inputs))
+            continue
+        for key, task in layer.items():
+            inputs = sum(layers.block(k) for k in layers.names_in(task) if k != key)
+            result = layers.block(key)
+            most = max(most, inputs + (result or inputs))
+    return most
+
+
+def _nbytes(obj: Any) -> int:
+    """Bytes of a lazy array's computed value (0: unknown, e.g. delayed)."""
+    try:
+        return int(getattr(obj, "nbytes", 0) or 0)
+    except (TypeError, ValueError, AttributeError):
+        return 0
+
+
+def graph_of(*objs: Any) -> tuple[list[Any], HighLevelGraph]:
+    """The dask collections among ``objs`` and their merged high-level graph
+    (shared layers once, as in one ``dask.compute``)."""
+    lazy = [o for o in objs if dask.is_dask_collection(o)]
+    graphs = [o.__dask_graph__() for o in lazy]
+    merged = HighLevelGraph.merge(*graphs) if graphs else HighLevelGraph({}, {})
+    return lazy, merged
+
+
+def footprint(
+    *objs: Any, to_caller: bool = True, on: Resources | None = None
+) -> Footprint:
+    """The memory that computing ``objs`` together needs per worker.
+
+    The model, from the graph alone (nothing is computed): each thread of a
+    worker runs one task at a time, and a task holds its inputs and its
+    result (:func:`_task_bytes`, the largest task of the graph, e.g. a block
+    read from a file and its converted copy); the results are assembled for
+    the caller, their blocks first, then the whole (so twice the results
+    at the end). Per worker::
+
+        peak = max(threads * per_task + results, 2 * results)
+
+    ``to_caller=False`` (a save: blocks go to a file one by one) counts no
+    results. The memory of the process itself (its imports) is not in it,
+    nor are the temporaries inside one function call beyond its result.
+
+    Examples
+    --------
+    >>> import dask.array as dsa
+    >>> from xsignal import engine
+    >>> x = dsa.ones((8, 1000), chunks=(2, 1000))  # blocks of 16 000 bytes
+    >>> two = engine.Resources("threads", workers=1, threads=2, memory=None)
+    >>> f = engine.footprint(x * 2, on=two)  # a block in, a block out
+    >>> f.per_task, f.results, f.peak
+    (32000, 64000, 128000)
+    >>> engine.footprint(x * 2, to_caller=False, on=two).peak
+    64000
+    """
+    res = on or resources()
+    lazy, graph = graph_of(*objs)
+    layers = _Layers(graph)
+    per_task = _task_bytes(layers)
+    results = sum(_nbytes(o) for o in lazy) if to_caller else 0
+    peak = max(res.threads * per_task + results, 2 * results)
+    reads = [n for n in layers.chunks if is_read_layer(n)]
+    biggest = max(reads or layers.chunks, key=layers.largest, default=None)
+    block = block_chunks = None
+    if biggest is not None:
+        block_chunks = layers.chunks[biggest]
+        block = tuple(max(c, default=0) for c in block_chunks)
+    return Footprint(per_task, results, peak, res.threads, block, block_chunks)
+
+
+def human_bytes(n: float) -> str:
+    """A number of bytes in binary units (B, KiB, MiB, GiB, TiB).
+
+    Examples
+    --------
+    >>> from xsignal import engine
+    >>> engine.human_bytes(512), engine.human_bytes(3 * 2**29)
+    ('512 B', '1.50 GiB')
+    """
+    if abs(n) < 1024:
+        return f"{int(n)} B"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        n /= 1024
+        if abs(n) < 1024 or unit == "TiB":
+            break
+    digits = 0 if abs(n) >= 100 else 1 if abs(n) >= 10 else 2
+    return f"{n:.{digits}f} {unit}"
+
+
+def fitting_block(fp: Footprint, memory: int) -> tuple[int, ...] | None:
+    """A block shape, smaller than ``fp.block`` along its leading dims (the
+    navigation dims, which lead in xsignal's layouts; the last dim stays
+    whole), with which the graph of ``fp`` fits ``memory`` bytes per worker;
+    None when none does (the results alone do not fit, or even one
+    navigation pixel per block is too much).
+
+    Examples
+    --------
+    >>> from xsignal import engine
+    >>> fp = engine.Footprint(per_task=2 * 2**30, results=0, peak=4 * 2**30,
+    ...                       threads=2, block=(64, 256, 1024))
+    >>> engine.fitting_block(fp, 2**30)
+    (16, 256, 1024)
+    """
+    if fp.block is None or not fp.per_task or 2 * fp.results >= memory:
+        return None
+    budget = memory - fp.results
+    shrink = fp.threads * fp.per_task / budget
+    shape = list(fp.block)
+    for i in range(len(shape) - 1):
+        if shrink <= 1:
+            break
+        size = max(1, math.floor(shape[i] / shrink))
+        shrink *= size / shape[i]
+        shape[i] = size
+    return tuple(shape) if shrink <= 1 else None
+
+
+def _names(objs: Iterable[Any]) -> str:
+    """The arrays of a compute, as a message names them."""
+    found = []
+    for obj in objs:
+        if not dask.is_dask_collection(obj):
+            continue
+        name = getattr(obj, "name", None) if hasattr(obj, "dims") else None
+        found.append(repr(name) if name is not None else "an unnamed array")
+    return ", ".join(found) or "the arrays"
+
+
+def _by_name(objs: Iterable[Any], fp: Footprint, block: tuple[int, ...]) -> str:
+    """``block`` as a chunks dict by dim name, from a DataArray of ``objs``
+    whose leading dims are chunked as the block's array; else a tuple."""
+    changed = [i for i, (a, b) in enumerate(zip(block, fp.block or ())) if a != b]
+    for obj in objs:
+        dims, chunks = getattr(obj, "dims", None), getattr(obj, "chunks", None)
+        if not dims or not chunks or not isinstance(chunks, tuple):
+            continue
+        if all(
+            i < len(dims) and fp.block_chunks and chunks[i] == fp.block_chunks[i]
+            for i in changed
+        ):
+            new = {str(dims[i]): block[i] for i in changed}
+            now = {str(dims[i]): (fp.block or ())[i] for i in changed}
+            return f"chunks={new} (now {now})"
+    return f"chunks={block} (now {fp.block})"
+
+
+def memory_problem(
+    objs: tuple[Any, ...], fp: Footprint, res: Resources, *, to_caller: bool = True
+) -> str | None:
+    """What to tell the user when ``fp`` does not fit ``res``, or None."""
+    if res.memory is None or fp.peak <= res.memory:
+        return None
+    verb = "computing" if to_caller else "writing"
+    has = (
+        f"the {human_bytes(res.memory)} memory_limit of each worker"
+        if res.where == "distributed"
+        else f"the {human_bytes(res.memory)} available to this process"
+    )
+    need = (
+        f"{verb} {_names(objs)} needs about {human_bytes(fp.peak)} per worker "
+        f"({res.threads} thread{'s' if res.threads > 1 else ''} x "
+        f"{human_bytes(fp.per_task)} per task + {human_bytes(fp.results)} of "
+        f"results; see xsignal.plan), more than {has}"
+    )
+    block = fitting_block(fp, res.memory)
+    if block is not None:
+        return (
+            f"{need}: use smaller blocks along the navigation dims, "
+            f"{_by_name(objs, fp, block)}, when opening "
+            "(xsignal.open(path, chunks=...)) or with .chunk(...)"
+        )
+    if 2 * fp.results >= res.memory:
+        return (
+            f"{need}: the results alone are {human_bytes(fp.results)}; compute "
+            "a smaller result (a reduction, a slice) or save it with xsignal.save"
+        )
+    return (
+        f"{need}: even blocks of one navigation pixel would not fit; use fewer "
+        "threads or workers with more memory"
+    )
+
+
+def _stacklevel() -> int:
+    """The ``stacklevel`` of a warning issued by the caller of this function
+    that points at the first frame outside xsignal (the user's line)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(here):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def check_memory(*objs: Any, to_caller: bool = True) -> None:
+    """Warn (:class:`MemoryWarning`) before computing ``objs`` together when
+    the estimate (:func:`footprint`) exceeds the memory per worker of the
+    scheduler (:func:`resources`).
+
+    :func:`compute` calls it before every compute; a save calls it with
+    ``to_caller=False`` (the blocks go to the file, not to the caller).
+    The warning names the arrays and a chunking that fits. An estimate that
+    fails never stops the work: the model's own errors are not raised.
+
+    Examples
+    --------
+    >>> import warnings, dask.array as dsa
+    >>> from xsignal import engine
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("error")
+    ...     engine.check_memory(dsa.ones(4, chunks=2).sum())  # fits: silent
+    """
+    if not any(dask.is_dask_collection(o) for o in objs):
+        return
+    try:
+        res = resources()
+        if res.memory is None or res.where == "worker":
+            return
+        fp = footprint(*objs, to_caller=to_caller, on=res)
+        message = memory_problem(objs, fp, res, to_caller=to_caller)
+    except Exception:  # an estimate never stops a compute
+        return
+    if message is not None:
+        warnings.warn(message, MemoryWarning, stacklevel=_stacklevel())
+
+
 # --- compute --------------------------------------------------------------------
 
 
@@ -140,14 +601,26 @@ def _unfused() -> Any:
     return dask.config.set({"optimization.fuse.active": False})
 
 
-def compute(
-    *objs: Any, progress: bool | None = None, desc: str | None = None
-) -> tuple[Any, ...]:
-    """``dask.compute(*objs)`` on the user's scheduler, with one progress bar.
+ProgressCallback = Callable[[Any, float], None]
 
-    On dask's threads the scheduler is given explicitly, so dask does not
-    import ``distributed`` to look for a client that cannot exist (0.2 s).
-    On a client, distributed's own bar follows the futures.
+
+def compute(
+    *objs: Any,
+    progress: bool | None | ProgressCallback = None,
+    desc: str | None = None,
+) -> tuple[Any, ...]:
+    """``dask.compute(*objs)`` on the user's scheduler, with one progress
+    bar or a callback fed with partial results.
+
+    Before it starts, :func:`check_memory` warns when the estimate exceeds
+    the memory the scheduler has. On dask's threads the scheduler is given
+    explicitly, so dask does not import ``distributed`` to look for a
+    client that cannot exist (0.2 s). On a client, distributed's own bar
+    follows the futures.
+
+    ``progress`` a function ``callback(partial, fraction)``: called in
+    this thread as blocks of the results complete (see
+    :func:`compute_with_partials`), instead of a bar.
 
     Examples
     --------
@@ -156,12 +629,247 @@ def compute(
     (np.float64(4.0), 3)
     """
     found = where()
+    check_memory(*objs)
+    if callable(progress):
+        return compute_with_partials(*objs, callback=progress)
     if found == "distributed" and _progress.show_progress(progress):
         return _compute_on_client(_client(), objs)
     scheduler = dask.threaded.get if found == "threads" else None
     with _progress.dask_bar(progress, desc), _unfused():
         out: tuple[Any, ...] = dask.compute(*objs, scheduler=scheduler)
         return out
+
+
+class _Partial:
+    """The partial result of one lazy array: its values so far (NaN where
+    no block has come) and the blocks, by output key."""
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+        self.array = obj.data if isinstance(obj, xr.DataArray) else obj
+        dtype = self.array.dtype
+        self.values = np.full(
+            self.array.shape, np.nan, dtype if dtype.kind in "fc" else np.float64
+        )
+        edges = [np.cumsum((0, *c)) for c in self.array.chunks]
+        self.where = {
+            (self.array.name, *index): tuple(
+                slice(int(e[i]), int(e[i + 1])) for e, i in zip(edges, index)
+            )
+            for index in np.ndindex(*self.array.numblocks)
+        }
+        self.blocks: dict[Any, Any] = {}
+
+    def put(self, key: Any, block: Any, keep: bool = False) -> None:
+        self.values[self.where[key]] = block
+        if keep:
+            self.blocks[key] = block
+
+    def partial(self) -> Any:
+        values = self.values.copy()
+        if isinstance(self.obj, xr.DataArray):
+            return self.obj.copy(deep=False, data=values)
+        return values
+
+    def whole(self, like: Any) -> Any:
+        """The result from its blocks (kept with ``put(keep=True)``)."""
+        out = np.empty(self.array.shape, self.array.dtype)
+        for key, region in self.where.items():
+            out[region] = self.blocks.pop(key)
+        if isinstance(like, xr.DataArray):
+            done = like.copy(deep=False, data=out)
+            return done.compute() if dask.is_dask_collection(done) else done
+        return out
+
+
+def _partials(objs: tuple[Any, ...]) -> list[_Partial | None]:
+    found: list[_Partial | None] = []
+    for obj in objs:
+        if not dask.is_dask_collection(obj):
+            found.append(None)
+        elif isinstance(obj, dsa.Array) or (
+            isinstance(obj, xr.DataArray) and isinstance(obj.data, dsa.Array)
+        ):
+            found.append(_Partial(obj))
+        else:
+            raise TypeError(
+                "compute(progress=callback) fills partial results block by "
+                "block: it takes DataArrays and dask arrays, not "
+                f"{type(obj).__name__}"
+            )
+    return found
+
+
+def compute_with_partials(*objs: Any, callback: ProgressCallback) -> tuple[Any, ...]:
+    """Compute ``objs`` in one graph, calling ``callback(partial, fraction)``
+    in this thread as blocks of the results complete.
+
+    ``partial`` is shaped like the result (a DataArray with its coords,
+    dims and name for a DataArray; a numpy array for a dask array; a tuple
+    of them for several objects), NaN where no block has come yet (so
+    floating point, whatever the result's dtype), a new array at each
+    call; ``fraction`` the share of the results' blocks done, increasing.
+    The last call gives the computed results themselves, with fraction 1.
+
+    Blocks come as their tasks finish: on dask's threads, sync and
+    processes schedulers the graph runs in a helper thread and this
+    thread receives the blocks (blocks that finished while the callback ran
+    come together, in one call, so a slow callback never holds the
+    computation up); on a ``dask.distributed`` client the results are
+    persisted as one graph and their blocks gathered as they complete. The
+    graph is the one :func:`compute` runs (shared inputs read once). Other
+    schedulers call ``callback`` once, with the results. An exception in
+    ``callback`` (or Ctrl-C) stops the computation: no new task starts.
+
+    Examples
+    --------
+    >>> import dask.array as dsa
+    >>> from xsignal import engine
+    >>> seen = []
+    >>> x = dsa.arange(6.0, chunks=2) * 10
+    >>> (out,) = engine.compute_with_partials(
+    ...     x, callback=lambda part, f: seen.append((part.copy(), f))
+    ... )
+    >>> out
+    array([ 0., 10., 20., 30., 40., 50.])
+    >>> [f for _, f in seen][-1], bool(any(np.isnan(p).any() for p, _ in seen))
+    (1.0, True)
+    """
+    parts = _partials(objs)
+    found = where()
+    if not any(parts) or found in ("other", "worker"):
+        with _unfused():
+            out: tuple[Any, ...] = dask.compute(*objs)
+        callback(_one(out), 1.0)
+        return out
+    if found == "distributed":
+        out = _partials_on_client(_client(), objs, parts, callback)
+    else:
+        out = _partials_here(objs, parts, callback, found)
+    callback(_one(out), 1.0)
+    return out
+
+
+def _one(values: tuple[Any, ...] | list[Any]) -> Any:
+    """What a callback gets: the one result, or the tuple of them."""
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+class _Stopped(Exception):
+    """Raised in the scheduler's loop to stop a computation whose caller
+    stopped (an exception in its callback, Ctrl-C)."""
+
+
+def _partials_here(
+    objs: tuple[Any, ...],
+    parts: list[_Partial | None],
+    callback: ProgressCallback,
+    found: Where,
+) -> tuple[Any, ...]:
+    """Dask's local schedulers: the graph runs in a helper thread, whose
+    scheduler loop hands the result blocks over as their tasks finish."""
+    watch = {key: part for part in parts if part for key in part.where}
+    total = max(1, len(watch))
+    handed: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    stop = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def pretask(key: Any, dsk: Any, state: Any) -> None:
+        if stop.is_set():
+            raise _Stopped
+
+    def posttask(key: Any, result: Any, dsk: Any, state: Any, worker: Any) -> None:
+        if key in watch:
+            handed.put((key, result))
+
+    kwargs: dict[str, Any] = {"callbacks": [(None, None, pretask, posttask, None)]}
+    pool = None
+    if found == "threads":
+        kwargs["scheduler"] = dask.threaded.get
+        if dask.config.get("pool", None) is None:
+            pool = concurrent.futures.ThreadPoolExecutor(resources().threads)
+            kwargs["pool"] = pool
+
+    def run() -> None:
+        try:
+            outcome["value"] = dask.compute(*objs, **kwargs)
+        except BaseException as err:  # handed to the caller
+            outcome["error"] = err
+        finally:
+            handed.put(_END)
+
+    with _unfused():
+        helper = threading.Thread(target=run, name="xsignal-compute", daemon=True)
+        helper.start()
+        try:
+            done, finished = 0, False
+            while not finished:
+                items = [handed.get()]
+                with contextlib.suppress(queue.Empty):
+                    while True:
+                        items.append(handed.get_nowait())
+                for item in items:
+                    if item is _END:
+                        finished = True
+                        continue
+                    key, block = item
+                    watch[key].put(key, block)
+                    done += 1
+                if not finished and done < total and len(items):
+                    callback(
+                        _one([p.partial() if p else o for p, o in zip(parts, objs)]),
+                        done / total,
+                    )
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            helper.join()
+            if pool is not None:
+                pool.shutdown(wait=True)
+    if "error" in outcome:
+        raise outcome["error"]
+    value: tuple[Any, ...] = outcome["value"]
+    return value
+
+
+def _partials_on_client(
+    client: Any,
+    objs: tuple[Any, ...],
+    parts: list[_Partial | None],
+    callback: ProgressCallback,
+) -> tuple[Any, ...]:
+    """A ``dask.distributed`` client: the objects persisted as one graph,
+    their result blocks gathered here as they complete."""
+    from distributed import as_completed, futures_of
+
+    lazy = [i for i, obj in enumerate(objs) if dask.is_dask_collection(obj)]
+    with _unfused():
+        persisted = client.persist([objs[i] for i in lazy])
+    futures = {f.key: f for p in persisted for f in futures_of(p)}
+    watch = {key: part for part in parts if part for key in part.where}
+    total = max(1, len(watch))
+    try:
+        done = 0
+        for batch in as_completed([futures[k] for k in watch]).batches():
+            for future, block in zip(batch, client.gather(batch)):
+                watch[future.key].put(future.key, block, keep=True)
+                done += 1
+            if done < total:
+                callback(
+                    _one([p.partial() if p else o for p, o in zip(parts, objs)]),
+                    done / total,
+                )
+        results = list(objs)
+        for i, like in zip(lazy, persisted):
+            part = parts[i]
+            results[i] = part.whole(like) if part else like.compute()
+        return tuple(results)
+    except BaseException:
+        client.cancel(list(futures.values()))
+        raise
+    finally:
+        del persisted, futures
 
 
 def one_bar(progress: bool | None, desc: str) -> Any:

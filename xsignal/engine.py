@@ -37,7 +37,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import dask
@@ -243,7 +243,8 @@ class Footprint:
     ``results``: the results assembled for the caller; ``peak``: bytes per
     worker; ``block``: the chunk shape of the largest block the graph
     reads (from a file, else of any array in it), ``block_chunks`` its
-    array's chunks, the pieces a chunking that fits is made from.
+    array's chunks, the pieces a chunking that fits is made from; ``read``
+    the bytes of the largest block read from a file.
     """
 
     per_task: int
@@ -251,7 +252,8 @@ class Footprint:
     peak: int
     threads: int
     block: tuple[int, ...] | None = None
-    block_chunks: tuple[tuple[int, ...], ...] | None = None
+    block_chunks: tuple[tuple[int, ...], ...] | None = field(default=None, repr=False)
+    read: int = 0
 
 
 # the layers that read stored data: xsignal.open names them by the token of
@@ -276,12 +278,20 @@ def is_read_layer(name: Any) -> bool:
 
 class _Layers:
     """Block sizes of a high-level graph's layers, from the chunks dask
-    notes on every layer that makes an array (``collection_annotations``)."""
+    notes on every layer that makes an array (``collection_annotations``).
+
+    Two corrections: a reduction's per-block step (a blockwise layer read
+    only by its ``-partial-``/``-aggregate-`` layers) is noted with its
+    input's chunks but gives the size of its aggregate's blocks; and the
+    read tasks of an array turned into delayed objects (``to_delayed``,
+    whose layer keeps no chunks) are sized from the region each reads.
+    """
 
     def __init__(self, graph: HighLevelGraph) -> None:
         self.graph = graph
         self.chunks: dict[str, tuple[tuple[int, ...], ...]] = {}
         self.itemsize: dict[str, int] = {}
+        self.sized: dict[Any, int] = {}  # bytes of single keys or layers
         for name, layer in graph.layers.items():
             notes = layer.collection_annotations or {}
             chunks, dtype = notes.get("chunks"), notes.get("dtype")
@@ -292,18 +302,39 @@ class _Layers:
             except TypeError:
                 continue
             self.chunks[name] = tuple(tuple(int(n) for n in c) for c in chunks)
+        users: dict[str, list[str]] = collections.defaultdict(list)
+        for name, deps in graph.dependencies.items():
+            for dep in deps:
+                users[dep].append(name)
+        for name, layer in graph.layers.items():
+            found = users.get(name, [])
+            if (
+                isinstance(layer, Blockwise)
+                and found
+                and all("-partial-" in u or "-aggregate-" in u for u in found)
+            ):
+                self.sized[name] = max(self._annotated(u) for u in found)
 
-    def largest(self, name: Any) -> int:
-        """Bytes of the largest block of layer ``name`` (0: unknown)."""
+    def _annotated(self, name: Any) -> int:
         chunks = self.chunks.get(name)
         if chunks is None:
             return 0
         return math.prod(max(c, default=0) for c in chunks) * self.itemsize[name]
 
+    def largest(self, name: Any) -> int:
+        """Bytes of the largest block of layer ``name`` (0: unknown)."""
+        if name in self.sized:
+            return self.sized[name]
+        return self._annotated(name)
+
     def block(self, key: Any) -> int:
         """Bytes of the block of ``key`` (0: unknown)."""
+        if key in self.sized:
+            return self.sized[key]
         if not isinstance(key, tuple) or not key:
             return self.largest(key)
+        if key[0] in self.sized:
+            return self.sized[key[0]]
         chunks = self.chunks.get(key[0])
         if chunks is None or len(key) != len(chunks) + 1:
             return 0
@@ -312,6 +343,24 @@ class _Layers:
         except (IndexError, TypeError):
             return 0
         return n * self.itemsize[key[0]]
+
+    def learn_reads(self, layer: Any) -> None:
+        """Size the read tasks (``getter(array, region)``) of a layer that
+        keeps no chunks, from their regions and the array's itemsize."""
+        for key, task in layer.items():
+            func, args = getattr(task, "func", None), getattr(task, "args", ())
+            if getattr(func, "__name__", "") not in _GETTERS or len(args) < 2:
+                continue
+            region = getattr(args[1], "value", args[1])
+            source = layer.get(getattr(args[0], "key", None))
+            dtype = getattr(getattr(source, "value", source), "dtype", None)
+            if dtype is None or not isinstance(region, tuple):
+                continue
+            try:
+                n = math.prod(s.stop - s.start for s in region)
+                self.sized[key] = int(n) * np.dtype(dtype).itemsize
+            except (AttributeError, TypeError):
+                continue
 
     def names_in(self, task: Any) -> list[Any]:
         """The keys of this graph that a task of a materialized layer uses."""
@@ -337,35 +386,48 @@ class _Layers:
         return found
 
 
+# dask's functions of the tasks that read a region of an array
+_GETTERS = ("getter", "getter_nofancy", "getter_inline")
+
+
 def _task_bytes(layers: _Layers) -> int:
     """The most one task of the graph holds: its inputs and its result.
 
     A blockwise layer's task takes one block of each input (every block
     along the axes it contracts); a task of another layer (a reduction's
     combine, a delayed function) the blocks it names. A task whose result
-    size is unknown (a delayed function's) is taken to hold as much again
-    as its inputs while it runs: its working copies.
+    size is unknown (a delayed function's) is taken to hold twice its
+    inputs more while it runs: its working copies (a float64 copy of
+    float32 data, as the decompositions make).
     """
-    most = 0
+    blockwise = {}
+    other = {}
     for name, layer in layers.graph.layers.items():
         if str(name).startswith("original-"):
             continue  # the file object, not data
         if isinstance(layer, Blockwise):
-            inputs = 0
-            out = set(layer.output_indices)
-            for arg, index in layer.indices:
-                if index is None or not isinstance(arg, str) or arg in layer.io_deps:
-                    continue
-                blocks = layer.numblocks.get(arg, ())
-                fan = math.prod(n for i, n in zip(index, blocks) if i not in out)
-                inputs += fan * layers.largest(arg)
-            result = layers.largest(name)
-            most = max(most, inputs + (result or inputs))
-            continue
+            blockwise[name] = layer
+        else:
+            other[name] = layer
+            if name not in layers.chunks:
+                layers.learn_reads(layer)
+    most = 0
+    for name, layer in blockwise.items():
+        inputs = 0
+        out = set(layer.output_indices)
+        for arg, index in layer.indices:
+            if index is None or not isinstance(arg, str) or arg in layer.io_deps:
+                continue
+            blocks = layer.numblocks.get(arg, ())
+            fan = math.prod(n for i, n in zip(index, blocks) if i not in out)
+            inputs += fan * layers.largest(arg)
+        result = layers.largest(name)
+        most = max(most, inputs + (result or 2 * inputs))
+    for layer in other.values():
         for key, task in layer.items():
             inputs = sum(layers.block(k) for k in layers.names_in(task) if k != key)
             result = layers.block(key)
-            most = max(most, inputs + (result or inputs))
+            most = max(most, inputs + (result or 2 * inputs))
     return most
 
 
@@ -393,16 +455,18 @@ def footprint(
 
     The model, from the graph alone (nothing is computed): each thread of a
     worker runs one task at a time, and a task holds its inputs and its
-    result (:func:`_task_bytes`, the largest task of the graph, e.g. a block
-    read from a file and its converted copy); the results are assembled for
-    the caller, their blocks first, then the whole (so twice the results
-    at the end). Per worker::
+    result (the largest task of the graph, e.g. a block read from a file
+    and its converted copy; a delayed function, whose result size is
+    unknown, twice its inputs more). The results are assembled for the
+    caller: their blocks while the tasks run, then the whole, so twice the
+    results at the end, when the buffers of the last blocks read are still
+    held for the next reads (xsignal's HDF5 reader recycles them)::
 
-        peak = max(threads * per_task + results, 2 * results)
+        peak = max(threads * per_task + results, 2 * results + threads * read)
 
     ``to_caller=False`` (a save: blocks go to a file one by one) counts no
     results. The memory of the process itself (its imports) is not in it,
-    nor are the temporaries inside one function call beyond its result.
+    nor are temporaries inside a function beyond the above.
 
     Examples
     --------
@@ -421,14 +485,23 @@ def footprint(
     layers = _Layers(graph)
     per_task = _task_bytes(layers)
     results = sum(_nbytes(o) for o in lazy) if to_caller else 0
-    peak = max(res.threads * per_task + results, 2 * results)
     reads = [n for n in layers.chunks if is_read_layer(n)]
+    read = max(
+        [layers.largest(n) for n in reads]
+        + [
+            size
+            for key, size in layers.sized.items()
+            if isinstance(key, tuple) and key and is_read_layer(key[0])
+        ],
+        default=0,
+    )
+    peak = max(res.threads * per_task + results, 2 * results + res.threads * read)
     biggest = max(reads or layers.chunks, key=layers.largest, default=None)
     block = block_chunks = None
     if biggest is not None:
         block_chunks = layers.chunks[biggest]
         block = tuple(max(c, default=0) for c in block_chunks)
-    return Footprint(per_task, results, peak, res.threads, block, block_chunks)
+    return Footprint(per_task, results, peak, res.threads, block, block_chunks, read)
 
 
 def human_bytes(n: float) -> str:

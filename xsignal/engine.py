@@ -348,7 +348,8 @@ class _Layers:
         """Size the read tasks (``getter(array, region)``) of a layer that
         keeps no chunks, from their regions and the array's itemsize."""
         for key, task in layer.items():
-            func, args = getattr(task, "func", None), getattr(task, "args", ())
+            func = getattr(task, "func", None)
+            args: tuple[Any, ...] = tuple(getattr(task, "args", ()))
             if getattr(func, "__name__", "") not in _GETTERS or len(args) < 2:
                 continue
             region = getattr(args[1], "value", args[1])

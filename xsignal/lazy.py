@@ -121,11 +121,33 @@ def close_file(da: xr.DataArray) -> None:
 _close_file = close_file  # the parameter of compute() shadows the function
 
 
-def compute_all(*objs: Any, progress: bool | None = None) -> tuple[Any, ...]:
+def compute_all(
+    *objs: Any, progress: bool | None | engine.ProgressCallback = None
+) -> tuple[Any, ...]:
     """Compute several objects in one pass over their shared inputs.
 
     One ``dask.compute`` call, so a file read by two results is read once.
-    Objects that are not lazy are returned as they are.
+    Objects that are not lazy are returned as they are. Before it starts, a
+    :class:`xsignal.MemoryWarning` says when the estimate of
+    :func:`xsignal.plan` exceeds the memory the scheduler has.
+
+    Parameters
+    ----------
+    *objs
+        DataArrays, dask collections, or anything else (returned as is).
+    progress : bool, None or callable
+        ``True``/``False``: a progress bar or none; ``None`` follows
+        :func:`xsignal.set_options`. A function ``callback(partial,
+        fraction)`` is instead called in this thread as blocks of the
+        results complete: ``partial`` is shaped like the result (a
+        DataArray with its coords, dims and name; a tuple of them for
+        several objects), NaN where nothing is computed yet, a new array
+        at each call; ``fraction`` is the share of the results' blocks
+        done. The last call holds the computed results, with a fraction
+        of one. Made for passes whose results gather per-block values
+        (navigators, sums, virtual images): a picture can be drawn as they
+        come. Blocks that finish while the callback runs come together in
+        its next call; an exception in it stops the computation.
 
     Examples
     --------
@@ -134,6 +156,15 @@ def compute_all(*objs: Any, progress: bool | None = None) -> tuple[Any, ...]:
     >>> total, peak = xsignal.compute(da.sum(), da.max(), progress=False)
     >>> float(total), float(peak)
     (15.0, 5.0)
+
+    A callback sees the result fill in, block by block:
+
+    >>> seen = []
+    >>> (doubled,) = xsignal.compute(
+    ...     da * 2, progress=lambda part, done: seen.append(done)
+    ... )
+    >>> seen[-1], doubled.values
+    (1.0, array([ 0.,  2.,  4.,  6.,  8., 10.]))
     """
     return engine.compute(*objs, progress=progress, desc="compute")
 

@@ -46,6 +46,8 @@ __all__ = [
 
 SQRT2PI = math.sqrt(2.0 * math.pi)
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+# a Gaussian is evaluated within this many sigmas of its centre in a fit
+PEAK_SIGMAS = 6.0
 Arrays = dict[str, np.ndarray]
 
 
@@ -105,6 +107,9 @@ class Component:
 
     names: tuple[str, ...] = ()
     linear: tuple[str, ...] = ()
+    # derivatives good enough in float32 for a fit's steps (analytic and
+    # well scaled; the final errors use float64 ones)
+    single_precision_gradients = False
 
     def __init__(
         self, func: Callable[..., Any] | None = None, **params: float | None
@@ -152,6 +157,14 @@ class Component:
         (a component may share the work between them)."""
         return self.evaluate(x, p), [self.gradient(x, name, p) for name in names]
 
+    def support(self, p: Arrays) -> tuple[np.ndarray, np.ndarray] | None:
+        """Where the component is not negligible, per pixel: (low, high) in
+        coordinate units, arrays like the parameters; None (the default)
+        for everywhere. A fit evaluates the component and its derivatives
+        only there (a peak's few hundred channels rather than the whole
+        spectrum), taking it as zero outside."""
+        return None
+
     def valid(self, x: np.ndarray, p: Arrays) -> np.ndarray:
         """Which pixels' fitted parameters make sense (pixels,): a fit that
         ends elsewhere is marked not converged, never silently wrong. Peaks
@@ -190,19 +203,33 @@ def _pixels(p: Arrays) -> int:
     return max((np.shape(v)[0] for v in p.values() if np.ndim(v)), default=1)
 
 
+# a row's median for a start is taken on at most about this many channels
+# (every k-th): a background level needs no more, and a full partition of
+# every spectrum of a block costs a third of a fast fit
+MEDIAN_CHANNELS = 256
+
+
 def _median(y: np.ndarray) -> np.ndarray:
-    """Each row's median (NaN ignored; numpy's nanmedian goes row by row,
-    four times slower, so only where there is NaN)."""
+    """Each row's median, of every k-th channel beyond ``MEDIAN_CHANNELS``
+    (NaN ignored; numpy's nanmedian goes row by row, four times slower, so
+    only where there is NaN)."""
+    every = max(y.shape[-1] // MEDIAN_CHANNELS, 1)
+    sample = y[..., ::every]
     found: np.ndarray = (
-        np.nanmedian(y, axis=-1, keepdims=True)
-        if np.isnan(y).any()
-        else np.median(y, axis=-1, keepdims=True)
+        np.nanmedian(sample, axis=-1, keepdims=True)
+        if np.isnan(sample).any()
+        else np.median(sample, axis=-1, keepdims=True)
     )
     return found
 
 
 def _near(x: np.ndarray, centre: np.ndarray) -> np.ndarray:
     """The channel nearest each pixel's ``centre`` (pixels, 1)."""
+    if x.size > 1 and bool((np.diff(x) > 0).all()):  # rising: a binary search
+        right = np.clip(np.searchsorted(x, centre[:, 0]), 1, x.size - 1)
+        nearer = np.abs(x[right - 1] - centre[:, 0]) <= np.abs(x[right] - centre[:, 0])
+        rising: np.ndarray = np.where(nearer, right - 1, right)[:, None]
+        return rising
     found: np.ndarray = np.abs(x[None, :] - centre).argmin(-1)[:, None]
     return found
 
@@ -214,19 +241,20 @@ def _peak_estimate(
     the spectrum's moments (HyperSpy's estimate for one peak); a width from
     the half maximum around the centre; the area from the height above
     the spectrum's minimum times the width."""
-    w = np.clip(np.nan_to_num(y), 0, None)
-    total = w.sum(-1, keepdims=True)
+    finite = np.nan_to_num(y)
     step = float(np.abs(np.diff(x)).mean()) if x.size > 1 else 1.0
     centre = known.get("centre")
     if centre is None:
-        centre = (w * x).sum(-1, keepdims=True) / np.where(total > 0, total, 1.0)
-    at = _near(x, centre)
+        w = np.clip(finite, 0, None)
+        total = w.sum(-1, keepdims=True)
+        centre = (w @ x)[:, None] / np.where(total > 0, total, 1.0)
+    at = _near(x, np.broadcast_to(centre, (y.shape[0], 1)))
     base = _median(y)  # most channels: background
-    height = np.take_along_axis(np.nan_to_num(y), at, -1) - base
+    height = np.take_along_axis(finite, at, -1) - base
     width = known.get(width_name)
     if width is None:  # the run of channels above half maximum through the centre
         index = np.arange(x.size)
-        below = np.nan_to_num(y) - base < height / 2
+        below = finite < base + height / 2
         left = np.where(below & (index < at), index, -1).max(-1, keepdims=True)
         right = np.where(below & (index > at), index, x.size).min(-1, keepdims=True)
         fwhm = np.maximum(right - left - 1, 1) * step
@@ -242,6 +270,7 @@ class Gaussian(Component):
     A: Parameter
     centre: Parameter
     sigma: Parameter
+    single_precision_gradients = True
     names = ("A", "centre", "sigma")
     linear = ("A",)
 
@@ -254,32 +283,59 @@ class Gaussian(Component):
         super().__init__(A=A, centre=centre, sigma=sigma)
 
     def evaluate(self, x: np.ndarray, p: Arrays) -> np.ndarray:
-        z = (x - p["centre"]) / p["sigma"]
-        out: np.ndarray = p["A"] / (p["sigma"] * SQRT2PI) * np.exp(-0.5 * z * z)
-        return out
+        return self._unit(x, p)[1] * p["A"]
+
+    @staticmethod
+    def _unit(x: np.ndarray, p: Arrays) -> tuple[np.ndarray, np.ndarray]:
+        """``z = (x - centre) / sigma`` and the peak of unit area, computed
+        in place (a fit evaluates them over a block's pixels many times)."""
+        inverse = 1.0 / p["sigma"]
+        z = (x - p["centre"]) * inverse
+        unit = z * z
+        unit *= -0.5
+        np.exp(unit, out=unit)
+        unit *= inverse * (1.0 / SQRT2PI)
+        return z, unit
 
     def gradient(self, x: np.ndarray, name: str, p: Arrays) -> np.ndarray:
-        z = (x - p["centre"]) / p["sigma"]
-        unit: np.ndarray = np.exp(-0.5 * z * z) / (p["sigma"] * SQRT2PI)
-        if name == "A":
-            return unit
-        value = p["A"] * unit
-        out: np.ndarray = value * (z if name == "centre" else z * z - 1) / p["sigma"]
-        return out
+        return self.evaluate_and_gradients(x, [name], p)[1][0]
 
     def evaluate_and_gradients(
         self, x: np.ndarray, names: list[str], p: Arrays
     ) -> tuple[np.ndarray, list[np.ndarray]]:
-        z = (x - p["centre"]) / p["sigma"]
-        unit = np.exp(-0.5 * z * z) / (p["sigma"] * SQRT2PI)
-        value = p["A"] * unit
-        scaled = value / p["sigma"]
-        found = {
-            "A": lambda: unit,
-            "centre": lambda: scaled * z,
-            "sigma": lambda: scaled * (z * z - 1),
-        }
-        return value, [found[name]() for name in names]
+        z, unit = self._unit(x, p)
+        value = unit * p["A"]
+        grads = []
+        for name in names:
+            if name == "A":
+                grads.append(unit)
+                continue
+            scaled = value * (1.0 / p["sigma"])
+            if name == "centre":
+                scaled *= z
+            else:  # sigma: (z^2 - 1) value / sigma
+                square = z * z
+                square -= 1.0
+                scaled *= square
+            grads.append(scaled)
+        return value, grads
+
+    def support(self, p: Arrays) -> tuple[np.ndarray, np.ndarray]:
+        """``centre +- PEAK_SIGMAS * sigma``: beyond, the peak is below
+        ``exp(-PEAK_SIGMAS**2 / 2)`` (1.5e-8) of its height, below float32's
+        resolution of it.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> low, high = Gaussian().support(
+        ...     {"A": np.ones((1, 1)), "centre": np.full((1, 1), 10.0),
+        ...      "sigma": np.full((1, 1), 0.5)})
+        >>> float(low[0, 0]), float(high[0, 0])
+        (7.0, 13.0)
+        """
+        reach = PEAK_SIGMAS * np.abs(p["sigma"])
+        return p["centre"] - reach, p["centre"] + reach
 
     def estimate(self, x: np.ndarray, y: np.ndarray, known: Arrays) -> Arrays:
         return _peak_estimate(x, y, known, "sigma", "A")
@@ -292,6 +348,7 @@ class Lorentzian(Component):
     A: Parameter
     centre: Parameter
     gamma: Parameter
+    single_precision_gradients = True
     names = ("A", "centre", "gamma")
     linear = ("A",)
 
@@ -475,7 +532,9 @@ class Polynomial(Component):
         return out
 
     def gradient(self, x: np.ndarray, name: str, p: Arrays) -> np.ndarray:
-        return np.broadcast_to(x ** int(name[1:]), (_pixels(p), x.size))
+        """``x ** i``, the same for every pixel: shape (1, channels)."""
+        out: np.ndarray = (x ** int(name[1:]))[None, :]
+        return out
 
     def estimate(self, x: np.ndarray, y: np.ndarray, known: Arrays) -> Arrays:
         coeffs = np.polynomial.polynomial.polyfit(x, np.nan_to_num(y).T, self.order)
@@ -488,6 +547,7 @@ class Offset(Component):
     estimate is the mean)."""
 
     offset: Parameter
+    single_precision_gradients = True
     names = ("offset",)
     linear = ("offset",)
 
@@ -498,7 +558,8 @@ class Offset(Component):
         return np.broadcast_to(p["offset"], (_pixels(p), x.size))
 
     def gradient(self, x: np.ndarray, name: str, p: Arrays) -> np.ndarray:
-        return np.ones((_pixels(p), x.size))
+        """Ones, the same for every pixel: shape (1, channels)."""
+        return np.ones((1, x.size))
 
     def estimate(self, x: np.ndarray, y: np.ndarray, known: Arrays) -> Arrays:
         return {"offset": _median(y)}

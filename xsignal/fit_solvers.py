@@ -33,17 +33,79 @@ def covariance(normal: np.ndarray) -> np.ndarray:
         return out
 
 
-def _normal_equations(
-    jac: np.ndarray, w: np.ndarray, resid: np.ndarray, dtype: type
+# A Jacobian in pieces: per component, (indices of its free parameters in
+# theta, first channel, end channel, derivatives (pixels or 1, k_c, end -
+# first)), zero outside its channels; a leading 1 is the same for every
+# pixel (an offset's ones, a polynomial's powers).
+Pieces = list[tuple[list[int], int, int, np.ndarray]]
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``sum_n a[p, i, n] b[p, j, n]`` (pixels or 1, i, j), a leading 1 of
+    either the same for every pixel: BLAS products either way."""
+    if a.shape[0] == 1 and b.shape[0] == 1:
+        found: np.ndarray = (a[0] @ b[0].T)[None]
+        return found
+    if a.shape[0] == 1:
+        found = _dot(b, a).transpose(0, 2, 1)
+    elif b.shape[0] == 1:
+        p, i, n = a.shape
+        found = (np.ascontiguousarray(a).reshape(p * i, n) @ b[0].T).reshape(p, i, -1)
+    else:
+        found = np.matmul(a, b.transpose(0, 2, 1))
+    return found
+
+
+def normal_equations(
+    pieces: Pieces, w: np.ndarray | None, resid: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``J^T W J`` (pixels, k, k) and ``J^T W r`` (pixels, k) from the
-    derivatives ``jac`` (pixels, k, n), by batched matrix products (BLAS)
-    in ``dtype``; returned in float64."""
-    j: np.ndarray = jac.astype(dtype, copy=False)
-    weighted = j * w.astype(dtype, copy=False)[:, None, :]
-    normal = np.matmul(weighted, j.transpose(0, 2, 1))
-    grad = np.matmul(weighted, resid.astype(dtype, copy=False)[:, :, None])[..., 0]
-    return normal.astype(np.float64), grad.astype(np.float64)
+    """``J^T W J`` (pixels, k, k) and ``J^T W r`` (pixels, k) from a
+    Jacobian in pieces (``Pieces``): each piece times the others only where
+    their channels meet (two peaks far apart: nothing), ``w`` (pixels, n)
+    the weights or None (unweighted).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.linspace(0, 1, 6)
+    >>> dense = np.stack([np.ones(6), x])[None]            # (1, 2, 6)
+    >>> pieces = [([0], 0, 6, dense[:, :1]), ([1], 2, 6, dense[:, 1:, 2:])]
+    >>> r = np.ones((1, 6))
+    >>> normal, grad = normal_equations(pieces, None, r, 2)
+    >>> full = dense.copy(); full[:, 1, :2] = 0
+    >>> bool(np.allclose(normal, full @ full.transpose(0, 2, 1)))
+    True
+    >>> bool(np.allclose(grad, (full @ r[..., None])[..., 0]))
+    True
+    """
+    p = resid.shape[0]
+    normal = np.zeros((p, k, k))
+    grad = np.zeros((p, k))
+    weighted = []
+    for cols, lo, hi, jac in pieces:
+        # in each piece's precision (float32 derivatives: float32 products)
+        wj = jac if w is None else jac * w[:, None, lo:hi].astype(jac.dtype)
+        weighted.append(wj)
+        part = resid[:, lo:hi].astype(jac.dtype, copy=False)
+        if wj.shape[0] == 1:
+            grad[:, cols] = part @ wj[0].T
+        else:
+            grad[:, cols] = np.matmul(wj, part[:, :, None])[..., 0]
+    for a, (cols_a, lo_a, hi_a, _) in enumerate(pieces):
+        for b in range(a, len(pieces)):
+            cols_b, lo_b, hi_b, jac_b = pieces[b]
+            lo, hi = max(lo_a, lo_b), min(hi_a, hi_b)
+            if hi <= lo:
+                continue
+            block = _dot(
+                weighted[a][..., lo - lo_a : hi - lo_a],
+                jac_b[..., lo - lo_b : hi - lo_b],
+            )
+            ia, ib = np.ix_(cols_a, cols_b)
+            normal[:, ia, ib] = block
+            if a != b:
+                normal[:, ib.T, ia.T] = block.transpose(0, 2, 1)
+    return normal, grad
 
 
 # a shared linear fit recomputes a pixel's chi-square from its residual in
@@ -149,9 +211,20 @@ def linear(
     return beta, np.asarray(cov), chisq
 
 
+def _solve(matrices: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Batched ``matrices^-1 rhs``; NaN for a singular matrix."""
+    try:
+        found: np.ndarray = np.linalg.solve(matrices, rhs[..., None])[..., 0]
+        return found
+    except np.linalg.LinAlgError:
+        found = np.einsum("pkl,pl->pk", covariance(matrices), rhs)
+        return found
+
+
 def levenberg_marquardt(
     y: np.ndarray,
-    evaluate: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    residual: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    jacobian: Callable[[np.ndarray, np.ndarray, bool], Pieces],
     start: np.ndarray,
     weights: np.ndarray | None,
     lower: np.ndarray,
@@ -159,61 +232,83 @@ def levenberg_marquardt(
     max_iterations: int = 100,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Levenberg-Marquardt (Marquardt's scaling of the diagonal) for every
-    pixel at once. ``evaluate(theta, rows)`` gives, for the pixels ``rows``
-    (indices) with parameters ``theta`` (len(rows), k), the model
-    (len(rows), n) and its derivatives (len(rows), k, n), computed together
-    (a component shares its exponentials between them): a trial step's
-    derivatives are the next iteration's when it is taken. Each pixel has
-    its own damping; a step that lowers its chi-square is taken (projected
-    on ``lower``/``upper``, the bounds), else its damping grows. The normal
-    equations are formed in float32 (a step's direction needs no more; the
-    chi-squares deciding the steps and the final covariance are float64).
+    pixel at once. For the pixels ``rows`` (indices) with parameters
+    ``theta`` (len(rows), k), ``residual(theta, rows)`` gives the data less
+    the model (len(rows), n) and ``jacobian(theta, rows, exact)`` the
+    model's derivatives in pieces (``Pieces``: a peak's only where it is
+    not negligible; float32 where the components allow it unless
+    ``exact``, float64 for the final covariance). Each pixel has its own
+    damping; a step that lowers its chi-square is taken (projected on
+    ``lower``/``upper``, the bounds), else its damping grows; only the
+    pixels still improving are computed. A pixel is done when the
+    Gauss-Newton step could gain at most ``TOLERANCE`` of its chi-square
+    (at the minimum, without waiting for its damping to run away), when
+    a taken step gains no more, or when no step lowers it. Chi-squares,
+    steps and the covariance are float64.
 
     Returns (parameters, covariance of the parameters without scaling
     (pixels, k, k), chi-square (pixels,), converged (pixels,) bool).
     """
-    w = np.ones_like(y) if weights is None else weights
+    p, k = start.shape
+    w = weights
+
+    def chi2(r: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        found: np.ndarray = (
+            np.einsum("pn,pn->p", r, r)
+            if w is None
+            else np.einsum("pn,pn->p", r * w[rows], r)
+        )
+        return found
+
     theta = np.clip(start, lower, upper)
-    every = np.arange(y.shape[0])
-    fitted, jac = evaluate(theta, every)
-    resid = y - fitted
-    chisq = (w * resid * resid).sum(-1)
-    damping = np.full(y.shape[0], 1e-3)
+    every = np.arange(p)
+    resid = residual(theta, every)
+    chisq = chi2(resid, every)
+    damping = np.full(p, 1e-3)
     started = np.isfinite(chisq)
     active = started.copy()
-    eye = np.eye(theta.shape[1])
-    jac32 = jac.astype(np.float32)
+    eye = np.eye(k)
     for _ in range(max_iterations):
         if not active.any():
             break
         idx = np.nonzero(active)[0]
-        wi = w[idx]
-        normal, grad = _normal_equations(jac32[idx], wi, resid[idx], np.float32)
+        everyone = idx.size == p
+        current = resid if everyone else resid[idx]
+        normal, grad = normal_equations(
+            jacobian(theta[idx], idx, False),
+            None if w is None else (w if everyone else w[idx]),
+            current,
+            k,
+        )
+        # done: the most the local quadratic model could still gain (the
+        # Gauss-Newton step's) is below the tolerance: at the minimum
+        newton = _solve(normal + 1e-12 * eye, grad)
+        left = np.einsum("pk,pk->p", grad, newton)
+        done = left <= TOLERANCE * chisq[idx]
+        if done.any():
+            active[idx[done]] = False
+            keep = ~done
+            idx, normal, grad = idx[keep], normal[keep], grad[keep]
+            if not idx.size:
+                break
         diag = np.einsum("pkk->pk", normal)
         marquardt = diag[:, :, None] * eye + 1e-12 * eye
-        scaled = normal + damping[idx, None, None] * marquardt
-        try:
-            step = np.linalg.solve(scaled, grad[..., None])[..., 0]
-        except np.linalg.LinAlgError:
-            step = np.einsum("pkl,pl->pk", covariance(scaled), grad)
+        step = _solve(normal + damping[idx, None, None] * marquardt, grad)
         trial = np.clip(theta[idx] + step, lower, upper)
-        trial_fit, trial_jac = evaluate(trial, idx)
-        trial_resid = y[idx] - trial_fit
-        trial_chisq = (wi * trial_resid * trial_resid).sum(-1)
+        trial_resid = residual(trial, idx)
+        trial_chisq = chi2(trial_resid, idx)
         better = np.isfinite(trial_chisq) & (trial_chisq <= chisq[idx])
         gain = chisq[idx] - np.where(better, trial_chisq, chisq[idx])
         take = idx[better]
         theta[take] = trial[better]
         resid[take] = trial_resid[better]
         chisq[take] = trial_chisq[better]
-        jac32[take] = trial_jac[better]
         damping[idx] = np.where(better, damping[idx] / 10, damping[idx] * 10)
         # done: a taken step that hardly lowers chi-square, or no step that
         # lowers it at all however small (at the minimum)
         small = better & (gain <= TOLERANCE * np.maximum(chisq[idx], 1e-300))
         stuck = damping[idx] > MAX_LAMBDA
         active[idx[small | stuck]] = False
-    _, jac = evaluate(theta, every)
-    normal, _ = _normal_equations(jac, w, resid, np.float64)
+    normal, _ = normal_equations(jacobian(theta, every, True), w, resid, k)
     converged = started & ~active & np.isfinite(chisq)
     return theta, covariance(normal), chisq, converged

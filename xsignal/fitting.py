@@ -41,7 +41,13 @@ from . import engine
 from .chunks import whole
 from .components import Component
 from .dims import coordinate_values, navigation_dims, signal_dims, with_marking
-from .fit_solvers import covariance, levenberg_marquardt, linear, shared_linear
+from .fit_solvers import (
+    Pieces,
+    covariance,
+    levenberg_marquardt,
+    linear,
+    shared_linear,
+)
 from .reductions import _check_one_dim
 
 __all__ = ["FitResult", "Model", "create_model"]
@@ -190,6 +196,10 @@ class _Plan:
         self.components = model.components
         self.x = coordinate_values(model.da, model.dim)[model.channels]
         self.keys = model.keys
+        steps = np.diff(self.x)
+        # 1 or -1 for a coordinate rising or falling, 0 for neither: peaks
+        # are evaluated on a run of channels only when it is monotonic
+        self.order = 1 if (steps > 0).all() else -1 if (steps < 0).all() else 0
         self.free: list[str] = []
         self.scalars: dict[str, float] = {}  # known values, the same everywhere
         self._maps = {k: v for k, v in initial.items() if isinstance(v, xr.DataArray)}
@@ -383,20 +393,51 @@ class _Plan:
             return values, cov, chisq, np.isfinite(chisq)
         start = np.concatenate([values[key] for key in free], axis=1)
         start = np.where(np.isfinite(start), start, 0.0)
+        where = {key: i for i, key in enumerate(free)}
+        every = y.shape[0]
 
         def at(theta: np.ndarray, rows: np.ndarray) -> Values:
             out = {key: v[rows] for key, v in values.items()}
             out.update({key: theta[:, i : i + 1] for i, key in enumerate(free)})
             return out
 
-        def evaluate(
-            theta: np.ndarray, rows: np.ndarray
-        ) -> tuple[np.ndarray, np.ndarray]:
-            return self._model_and_jacobian(free, at(theta, rows))
+        def residual(theta: np.ndarray, rows: np.ndarray) -> np.ndarray:
+            """The data less the model, each component on its channels."""
+            current = at(theta, rows)
+            r = np.array(y if rows.size == every else y[rows], dtype=np.float64)
+            for comp in self.components:
+                own = {p: current[f"{comp.name}.{p}"] for p in comp.names}
+                lo, hi = self._channels(comp, own)
+                r[:, lo:hi] -= comp.evaluate(self.x[lo:hi], own)
+            return r
+
+        def jacobian(theta: np.ndarray, rows: np.ndarray, exact: bool) -> Pieces:
+            """Each component's derivatives on its channels; in float32 for
+            the components that allow it unless ``exact`` (a float64 exp
+            costs four float32 ones)."""
+            current = at(theta, rows)
+            pieces: Pieces = []
+            for comp in self.components:
+                names = [p for p in comp.names if f"{comp.name}.{p}" in where]
+                if not names:
+                    continue
+                own = {p: current[f"{comp.name}.{p}"] for p in comp.names}
+                lo, hi = self._channels(comp, own)
+                x = self.x[lo:hi]
+                if comp.single_precision_gradients and not exact:
+                    own = {p: v.astype(np.float32) for p, v in own.items()}
+                    x = x.astype(np.float32)
+                _, grads = comp.evaluate_and_gradients(x, names, own)
+                lead = 1 if all(g.shape[0] == 1 for g in grads) else rows.size
+                jac = np.stack([np.broadcast_to(g, (lead, hi - lo)) for g in grads], 1)
+                cols = [where[f"{comp.name}.{p}"] for p in names]
+                pieces.append((cols, lo, hi, jac))
+            return pieces
 
         theta, cov, chisq, converged = levenberg_marquardt(
             y,
-            evaluate,
+            residual,
+            jacobian,
             start,
             weights,
             self.lower,
@@ -410,6 +451,31 @@ class _Plan:
         for i, key in enumerate(free):
             values[key] = np.where(converged[:, None], theta[:, i : i + 1], np.nan)
         return values, cov, chisq, converged
+
+    def _channels(self, comp: Component, own: Values) -> tuple[int, int]:
+        """The channels (first, end) where ``comp`` is not negligible for
+        any of these pixels (:meth:`~xsignal.components.Component.support`),
+        all of them when it is everywhere, unknown or the coordinate not
+        monotonic; at least one."""
+        n = self.x.size
+        found = comp.support(own) if self.order else None
+        if found is None:
+            return 0, n
+        low, high = (np.asarray(v)[np.isfinite(v)] for v in found)
+        if not low.size or not high.size:
+            return 0, n
+        lo, hi = float(low.min()), float(high.max())
+        if self.order > 0:
+            first = int(np.searchsorted(self.x, lo, "left"))
+            end = int(np.searchsorted(self.x, hi, "right"))
+        else:  # descending: the same run counted from the end
+            backwards = self.x[::-1]
+            first = n - int(np.searchsorted(backwards, hi, "right"))
+            end = n - int(np.searchsorted(backwards, lo, "left"))
+        if end <= first:  # the whole peak outside: its nearest channel
+            first = min(max(first, 0), n - 1)
+            end = first + 1
+        return first, end
 
     def _jacobian(self, free: list[str], values: Values) -> np.ndarray:
         """The model's derivatives by the ``free`` parameters, (pixels, k,

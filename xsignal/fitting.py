@@ -309,19 +309,18 @@ class _Plan:
         """(values of every parameter, their errors, chi-square, reduced
         chi-square, converged) for each row of ``y``: (pixels, 2P + 3).
 
-        ``poisson``: weights from the data first (``1 / max(y, 1)``), then
-        a second solve weighted by the first one's model: data-weighted
-        fits of low counts are biased low (Neyman's chi-square), model-
-        weighted ones are not (Pearson's)."""
+        ``poisson``: an unweighted solve first (unbiased, and cheaper than
+        a weighted one), then a second weighted by its model's variance:
+        data-weighted fits of low counts are biased low (Neyman's
+        chi-square), model-weighted ones are not (Pearson's)."""
         if self.shared is not None and weights is None and not poisson:
             return self._shared_linear(y)
         y = np.asarray(y, dtype=np.float64)
         with warnings.catch_warnings():  # all-NaN pixels: marked below
             warnings.simplefilter("ignore", RuntimeWarning)
             values = self.start(y, maps)
-        if poisson:
-            weights = 1.0 / np.maximum(y, 1.0)
-            values, _, _, _ = self._solve(y, values, weights)
+        if poisson:  # the model's variance, from an unweighted fit first
+            values, _, _, _ = self._solve(y, values, None)
             fitted = self.curve(values, self.x)
             weights = 1.0 / np.maximum(np.nan_to_num(fitted, nan=1.0), 1e-3)
         values, cov, chisq, converged = self._solve(y, values, weights)

@@ -150,6 +150,7 @@ class SignalAccessor:
         compression: Any = "auto",
         overwrite: bool = False,
         shards: Any = None,
+        navigator: bool = True,
     ) -> None:
         """Call :func:`xsignal.save` on this DataArray."""
         return _io.save(
@@ -160,6 +161,7 @@ class SignalAccessor:
             compression=compression,
             overwrite=overwrite,
             shards=shards,
+            navigator=navigator,
         )
 
     # --- map (issue 4) ------------------------------------------------------

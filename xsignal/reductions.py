@@ -50,6 +50,7 @@ from dask.array.reductions import (
 )
 
 from .dims import _check_dataarray, resolve_dims, signal_dims, with_marking
+from .navigators import stored as stored_navigator
 
 DimsArg = str | Hashable | Iterable[Hashable] | None
 
@@ -358,7 +359,15 @@ def navigator(da: xr.DataArray) -> xr.DataArray:
     >>> nav = xsignal.navigator(da)
     >>> nav.dims, nav.dtype, int(nav[0, 0])
     (('y', 'x'), dtype('uint64'), 4)
+
+    An array opened from a file saved with its navigator (the default of
+    :func:`xsignal.save`) gets the stored one, read without a pass over the
+    data, while it is the file's data unmodified (or cut along navigation
+    dims by labels): see :mod:`xsignal.navigators`.
     """
+    found = stored_navigator(da)
+    if found is not None:
+        return found
     return _reduce(da, "nansum", "signal", keep_attrs=True)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import xarray as xr
 
+from .. import navigators
 from ..dims import SIGNAL_DIMS_ATTR
 from ..lazy import compute
 from ..sources import layer_prefix
@@ -74,6 +75,7 @@ def open_one(
     )
     (name,) = ds.data_vars
     opened = _checked_marking(ds[name], path)
+    stored_navigator = opened.encoding.pop(navigators.STORED, None)
     preferred = opened.encoding.get("preferred_chunks", {})
     stored = tuple(preferred.get(d, n) for d, n in opened.sizes.items())
     try:
@@ -93,6 +95,10 @@ def open_one(
         da = da.rename(None)
     if not lazy:
         return compute(da, progress=False, close_file=True)
+    if stored_navigator is not None:
+        nav = xr.DataArray(stored_navigator)
+        nav = nav.chunk(dict.fromkeys(nav.dims, -1), name_prefix=layer_prefix(token))
+        da = navigators.attach(da, nav)
     return da
 
 

@@ -190,37 +190,53 @@ class _ChunkWriter:
             yield handle[self.name]
 
 
-def fill(path: Path | str, name: str, da: xr.DataArray) -> None:
-    """Write ``da``'s values into the dataset ``name`` (same shape) of the
-    HDF5 file ``path``, closed, which the writer has just created.
+def fill(path: Path | str, arrays: Sequence[tuple[str, xr.DataArray]]) -> None:
+    """Write each ``(name, da)``'s values into the dataset ``name`` (same
+    shape) of the HDF5 file ``path``, closed, which the writer has just
+    created; all lazy ones in one pass (a navigator beside its data reads
+    the data's blocks once).
 
     In-memory data in one write; lazy data by the tasks that compute its
     blocks (rechunked to whole on-disk chunks when its blocks are not
     aligned with them), on the user's scheduler: see the module doc.
     """
+    here = engine.client() is None
+    lock = engine.write_lock(f"xsignal-save-{os.fspath(path)}")
+    sources, writers = [], []
     with new_hdf5(path, "r+") as handle:
-        dset = handle[name]
-        if da.chunks is None:
-            dset[...] = da.values
-            return
-        data = da.data
-        if dset.chunks is not None and not _aligned(data.chunks, dset.chunks):
-            # whole on-disk chunks per block: no chunk is written twice
-            data = data.rechunk(dset.chunks)
-        here = engine.client() is None
-        lock = engine.write_lock(f"xsignal-save-{os.fspath(path)}")
-        writer = _ChunkWriter(
-            os.fspath(path), name, dset, lock, handle=handle if here else None
-        )
-        if here:
-            _store(data, writer)
-    if not here:  # the workers open the file: closed here first
-        _store(data, writer)
+        for name, da in arrays:
+            dset = handle[name]
+            if da.chunks is None:
+                dset[...] = da.values
+                continue
+            data = da.data
+            if dset.chunks is not None and not _aligned(data.chunks, dset.chunks):
+                # whole on-disk chunks per block: no chunk is written twice
+                data = data.rechunk(dset.chunks)
+            sources.append(data)
+            writers.append(
+                _ChunkWriter(
+                    os.fspath(path), name, dset, lock, handle=handle if here else None
+                )
+            )
+        if here and sources:
+            _store(sources, writers)
+    if not here and sources:  # the workers open the file: closed here first
+        _store(sources, writers)
 
 
-def _store(data: dsa.Array, writer: _ChunkWriter) -> None:
+def navigator_chunks(navigator: xr.DataArray) -> tuple[int, ...]:
+    """A navigator's stored chunks: its blocks (the data's navigation
+    chunks), whole when in memory. Chunked, so its writes take the raw
+    chunk path that a full disk cannot crash."""
+    if navigator.chunks is None:
+        return tuple(max(1, n) for n in navigator.shape)
+    return tuple(max(1, *c) for c in navigator.chunks)
+
+
+def _store(sources: list[dsa.Array], writers: list[_ChunkWriter]) -> None:
     # dask types store's targets as arrays; it needs only __setitem__ (documented)
-    stored = dsa.store(data, writer, lock=False, compute=False)  # type: ignore[arg-type]
+    stored = dsa.store(sources, writers, lock=False, compute=False)  # type: ignore[arg-type]
     engine.compute(stored, desc="save")
 
 

@@ -13,7 +13,7 @@ import xarray as xr
 from . import hyperspy
 from .common import source_for
 from .h5source import url_of
-from .hdf5_write import compression_encoding, fill, new_hdf5
+from .hdf5_write import compression_encoding, fill, navigator_chunks, new_hdf5
 
 
 def is_hspy(handle: Any) -> bool:
@@ -35,10 +35,18 @@ def read_hspy(handle: Any, variable: str | int | None, *, token: str) -> xr.Data
 
 
 def write_hspy(
-    da: xr.DataArray, path: str | Path, *, chunks: tuple[int, ...], compression: Any
+    da: xr.DataArray,
+    path: str | Path,
+    *,
+    chunks: tuple[int, ...],
+    compression: Any,
+    navigator: xr.DataArray | None = None,
 ) -> None:
-    """Write ``da`` (signal dims last) to a new ``.hspy`` file ``path``."""
-    write_hspy_signals([(da, chunks)], path, compression=compression)
+    """Write ``da`` (signal dims last) to a new ``.hspy`` file ``path``,
+    with its ``navigator`` where HyperSpy keeps one, in the same pass."""
+    write_hspy_signals(
+        [(da, chunks)], path, compression=compression, navigator=navigator
+    )
 
 
 def write_hspy_signals(
@@ -46,17 +54,19 @@ def write_hspy_signals(
     path: str | Path,
     *,
     compression: Any,
+    navigator: xr.DataArray | None = None,
 ) -> None:
     """Write several signals (each with its stored chunks, signal dims
     last, named by ``name``) to a new ``.hspy`` file, as HyperSpy writes a
-    list of signals: ``hs.load`` gives them as a list."""
+    list of signals: ``hs.load`` gives them as a list. A ``navigator`` is
+    the first signal's (``metadata._HyperSpy.navigator``)."""
 
     def put(group: Any, name: str, values: np.ndarray) -> None:
         group.create_dataset(name, data=values)
 
     datasets = []
     with new_hdf5(path) as f:
-        for da, chunks in signals:
+        for i, (da, chunks) in enumerate(signals):
             hyperspy.check_writable(da, ".hspy")
             options = compression_encoding(compression) if da.ndim else {}
             group = hyperspy.write_signal(f, da, put=put, json_attrs=False)
@@ -68,6 +78,16 @@ def write_hspy_signals(
                 **({} if not da.size else options),
             )
             datasets.append((dset.name, da))
-    for name, da in datasets:
-        if da.size:
-            fill(path, name, da)
+            if navigator is not None and i == 0:
+                nav_group = hyperspy.navigator_group(group)
+                hyperspy.write_signal_group(
+                    nav_group, navigator, put=put, json_attrs=False
+                )
+                nav = nav_group.create_dataset(
+                    "data",
+                    shape=navigator.shape,
+                    dtype=navigator.dtype,
+                    chunks=navigator_chunks(navigator),
+                )
+                datasets.append((nav.name, navigator))
+    fill(path, [(name, da) for name, da in datasets if da.size])

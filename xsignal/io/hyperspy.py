@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .. import navigators
 from ..dims import SIGNAL_DIMS_ATTR, encode_signal_dims, signal_dims
 from .common import ANONYMOUS, choose, clean_attr, source_variable
 from .uniform_index import lazy_coordinate, uniform_axis
@@ -49,6 +50,7 @@ FILE_FORMAT_VERSION = "3.3"
 UNNAMED = "__unnamed__"
 # the metadata group holding the attrs HyperSpy has no place for
 XSIGNAL_GROUP = "_xsignal"
+NAVIGATOR = "_sig_navigator"  # under metadata/_HyperSpy: HyperSpy's navigator
 # key prefixes HyperSpy uses to keep Python types in attribute names
 _PREFIXES = (
     "_list_empty_",
@@ -442,6 +444,8 @@ def read_tree(group: Any, where: str = "") -> dict[str, Any]:
             if v is None:
                 into[_key(k)] = "<an array zarr cannot read (object dtype)>"
             elif is_group(v):
+                if k.startswith("_sig_"):  # a signal (a navigator): not metadata
+                    continue
                 if depth >= MAX_METADATA_DEPTH:
                     cut.append(f"{path}/{k}")
                     continue
@@ -516,10 +520,22 @@ def apply_coord_hints(coords: xr.Coordinates, attrs: dict[str, Any]) -> None:
             coords[dim] = xr.Variable(dim, np.asarray(values), old.attrs)
 
 
+def stored_navigator(group: Any, shape: tuple[int, ...]) -> Any:
+    """The data array of the navigator stored with a signal (HyperSpy's
+    ``metadata._HyperSpy.navigator``), when it has the navigation ``shape``;
+    else None."""
+    try:
+        data = group["metadata"]["_HyperSpy"][NAVIGATOR]["data"]
+    except (KeyError, TypeError):
+        return None
+    return data if tuple(data.shape) == tuple(shape) else None
+
+
 def read_layout(
     root: Any, variable: str | int | None, where: str
-) -> tuple[str, Any, tuple[str, ...], xr.Coordinates, dict[str, Any], list[str]]:
-    """(name, data array, dims, coords, attrs, signal dims) of one signal."""
+) -> tuple[str, Any, tuple[str, ...], xr.Coordinates, dict[str, Any], list[str], Any]:
+    """(name, data array, dims, coords, attrs, signal dims, the stored
+    navigator's array or None) of one signal."""
     name, group = choose_signal(root, variable, where)
     if "attributes" in group and bool(group["attributes"].attrs.get("ragged", False)):
         raise NotImplementedError(
@@ -541,7 +557,9 @@ def read_layout(
         record_by = record_by.get("record_by") if isinstance(record_by, dict) else None
         sig = list(dims[-2:] if record_by == "image" else dims[-1:])
     attrs[SIGNAL_DIMS_ATTR] = encode_signal_dims(sig)
-    return name, data, dims, coords, attrs, sig
+    nav_shape = tuple(n for d, n in zip(dims, data.shape) if d not in sig)
+    nav = stored_navigator(group, nav_shape) if sig and nav_shape else None
+    return name, data, dims, coords, attrs, sig, nav
 
 
 def read_signal(
@@ -555,13 +573,17 @@ def read_signal(
     variable, ``"__xarray_dataarray_variable__"`` when unnamed);
     ``to_source(array)`` makes the :class:`xsignal.sources.Source` of the
     file's array (h5py and zarr arrays differ)."""
-    name, array, dims, coords, attrs, sig = read_layout(root, variable, where)
+    name, array, dims, coords, attrs, sig, nav = read_layout(root, variable, where)
     encoding = {
         "source": where,
         "variable": array.name,
         "chunksizes": array.chunks,
         "dtype": array.dtype,
     }
+    if nav is not None:
+        encoding[navigators.STORED] = source_variable(
+            to_source(nav), [d for d in dims if d not in sig], disk_chunks=nav.chunks
+        )
     var = source_variable(
         to_source(array),
         dims,
@@ -740,6 +762,25 @@ def write_signal(
     name = str(da.name) if da.name is not None else UNNAMED
     # several signals of one file share Experiments (HyperSpy reads a list)
     group = root.require_group("Experiments").create_group(name.replace("/", "_"))
+    write_signal_group(group, da, put=put, json_attrs=json_attrs)
+    return group
+
+
+def navigator_group(group: Any) -> Any:
+    """A new group for a signal's navigator, where HyperSpy keeps the one
+    a user set (``metadata._HyperSpy.navigator``; ``s.plot()`` uses it)."""
+    return group["metadata"].require_group("_HyperSpy").create_group(NAVIGATOR)
+
+
+def write_signal_group(
+    group: Any,
+    da: xr.DataArray,
+    *,
+    put: Callable[[Any, str, np.ndarray], Any],
+    json_attrs: bool,
+) -> None:
+    """Write everything of ``da`` but its data into the signal ``group``
+    (see :func:`write_signal`)."""
     attributes = group.create_group("attributes")
     attributes.attrs["_lazy"] = False
     attributes.attrs["ragged"] = False
@@ -770,7 +811,6 @@ def write_signal(
     write_tree(
         group.create_group("original_metadata"), original or {}, json_attrs=json_attrs
     )
-    return group
 
 
 def check_writable(da: xr.DataArray, extension: str) -> None:

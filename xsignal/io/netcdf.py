@@ -16,6 +16,7 @@ from typing import Any, cast
 import numpy as np
 import xarray as xr
 
+from .. import navigators
 from .common import (
     choose,
     clean_attr,
@@ -24,7 +25,7 @@ from .common import (
     source_variable,
 )
 from .h5source import url_of
-from .hdf5_write import compression_encoding, fill
+from .hdf5_write import compression_encoding, fill, navigator_chunks
 
 # attributes of the netCDF4/HDF5 machinery, never shown to users
 _RESERVED = {
@@ -88,7 +89,12 @@ def candidates(handle: Any) -> list[str]:
     coords: set[str] = set()
     for dset in datasets.values():
         coords.update(clean_attr(dset.attrs.get("coordinates", "")).split())
-    return [k for k, v in datasets.items() if not _is_scale(v) and k not in coords]
+    stored = {clean_attr(v.attrs.get(navigators.ATTR, "")) for v in datasets.values()}
+    return [
+        k
+        for k, v in datasets.items()
+        if not _is_scale(v) and k not in coords and k not in stored
+    ]
 
 
 def read_netcdf(handle: Any, variable: str | int | None, *, token: str) -> xr.Dataset:
@@ -110,13 +116,21 @@ def read_netcdf(handle: Any, variable: str | int | None, *, token: str) -> xr.Da
     if fill is not None and dset.dtype.kind == "f" and np.all(np.isnan(fill)):
         del attrs["_FillValue"]
     sig = marked_signal(dims, attrs)
+    encoding = {**_encoding(dset), "source": path}
+    nav_name = clean_attr(attrs.get(navigators.ATTR, ""))
+    nav: Any = handle.get(nav_name) if nav_name else None
+    if hasattr(nav, "shape"):  # the stored navigator: on record, not in attrs
+        del attrs[navigators.ATTR]
+        encoding[navigators.STORED] = source_variable(
+            source_for(handle, nav_name, token), _dims(nav), disk_chunks=nav.chunks
+        )
     var = source_variable(
         source_for(handle, key, token),
         dims,
         attrs,
         disk_chunks=dset.chunks,
         signal=sig,
-        encoding={**_encoding(dset), "source": path},
+        encoding=encoding,
     )
     name = _basename(dset.name)
     ds = xr.Dataset({name: var}, coords=_coords(handle, dset, dims))
@@ -128,8 +142,9 @@ def _coords(handle: Any, dset: Any, dims: tuple[str, ...]) -> dict[str, xr.Varia
     coords: dict[str, xr.Variable] = {}
     parent = dset.parent
     names = list(dims) + clean_attr(dset.attrs.get("coordinates", "")).split()
+    navigator = clean_attr(dset.attrs.get(navigators.ATTR, ""))
     for name in names:
-        if name in coords or name not in parent:
+        if name in coords or name not in parent or name == navigator:
             continue
         var = parent[name]
         if not hasattr(var, "shape") or _is_dimension_only(var):
@@ -164,12 +179,16 @@ def write_netcdf(
     *,
     chunks: tuple[int, ...],
     compression: str | None,
+    navigator: xr.DataArray | None = None,
 ) -> None:
     """Write ``da`` to a new netCDF4 file ``path`` (see :func:`xsignal.save`).
 
     Numbers (complex included) and booleans go through
     :func:`_write_streaming`, so a full disk is an ``OSError`` like any
-    other; strings and scalars through xarray's h5netcdf writer.
+    other; strings and scalars through xarray's h5netcdf writer. A
+    ``navigator`` (numbers over the navigation dims) is stored beside the
+    data as ``<name>_navigator``, named by the data's ``navigator`` attr,
+    written in the same pass as the data.
     """
     encoding = {"chunksizes": chunks, **compression_encoding(compression)}
     if da.ndim == 0:  # HDF5 scalars have no chunks and no filters
@@ -188,7 +207,7 @@ def write_netcdf(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "You are writing invalid netcdf")
         if out.ndim and out.dtype.kind in "iufc":
-            _write_streaming(out, path, encoding)
+            _write_streaming(out, path, encoding, navigator)
         else:
             out.to_dataset().to_netcdf(
                 path,
@@ -222,7 +241,10 @@ def _write_plain_coords(f: Any, da: xr.DataArray) -> None:
 
 
 def _write_streaming(
-    da: xr.DataArray, tmp: str | Path, encoding: dict[str, Any]
+    da: xr.DataArray,
+    tmp: str | Path,
+    encoding: dict[str, Any],
+    navigator: xr.DataArray | None = None,
 ) -> None:
     """Coords and metadata through h5netcdf, then the data straight into HDF5.
 
@@ -263,8 +285,22 @@ def _write_streaming(
                     f"attribute {key!r} = {value!r} cannot be stored in a netCDF "
                     f"file ({err}); use a string, a number or a list of numbers"
                 ) from err
+        extra = []
+        if navigator is not None:
+            # a coordinate of the data for xarray (whose open_dataarray
+            # wants one data variable), named by the data's attr for xsignal
+            nav_name = navigators.variable_name(name)
+            f.create_variable(
+                nav_name,
+                tuple(map(str, navigator.dims)),
+                navigator.dtype,
+                chunks=navigator_chunks(navigator),
+            ).attrs["long_name"] = "navigator (sum over the signal dims)"
+            var.attrs[navigators.ATTR] = nav_name
+            non_dim.append(nav_name)
+            extra.append((nav_name, navigator))
         if non_dim:
             var.attrs["coordinates"] = " ".join(non_dim)
             if "coordinates" in f.attrs:
                 del f.attrs["coordinates"]
-    fill(tmp, name, da)
+    fill(tmp, [(name, da), *extra])

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 import xarray as xr
 
-from .. import engine
+from .. import engine, reductions
 from ..chunks import WHOLE, navigation_chunks, per_dim
 from ..dims import (
     SIGNAL_DIMS_ATTR,
@@ -59,6 +59,7 @@ class _Writer(Protocol):
         chunks: tuple[int, ...],
         *,
         overwrite: bool,
+        navigator: xr.DataArray | None,
     ) -> None: ...
 
 
@@ -175,6 +176,7 @@ def save(
     compression: Any = "auto",
     overwrite: bool = False,
     shards: Mapping[Any, int] | Sequence[int] | None = None,
+    navigator: bool = True,
 ) -> None:
     """Save ``da`` to a chunked file or store, atomically.
 
@@ -224,6 +226,15 @@ def save(
     shards : dict by dim name or tuple in dim order, optional
         zarr format 3 only: the shard shape, a multiple of the chunks (many
         chunks in one stored object, fewer files).
+    navigator : bool
+        Where ``da`` has navigation and signal dims, store its navigator
+        (:func:`xsignal.navigator`, the sum over the signal dims), computed
+        from the blocks being written in the same pass: in ``.hspy`` and
+        ``.zspy`` where HyperSpy keeps one (``metadata._HyperSpy.navigator``,
+        which ``s.plot()`` uses), in netCDF and zarr as the variable
+        ``<name>_navigator`` named by the data's ``navigator`` attr.
+        :func:`xsignal.open` gives the data alone, and its
+        ``signal.navigator()`` reads the stored one. ``False``: data only.
 
     Raises
     ------
@@ -262,6 +273,7 @@ def save(
         da = hyperspy_order(da)
         stored = tuple(by_dim[d] for d in da.dims)
     writer = _writer(fmt, compression, shards, stored, da)
+    nav = _navigator(da) if navigator else None
     if is_url(path):
         if zipped or fmt in HDF5_FORMATS:
             raise ValueError(
@@ -270,7 +282,7 @@ def save(
             )
         if not overwrite:
             _refuse_existing_url(os.fspath(path))
-        writer(da, os.fspath(path), stored, overwrite=overwrite)
+        writer(da, os.fspath(path), stored, overwrite=overwrite, navigator=nav)
         return
     folder = fmt in ("zarr", "zspy") and not zipped
     target = atomic.check_target(path, overwrite, folder=folder)
@@ -279,7 +291,7 @@ def save(
     store = atomic.temporary(target, "store") if zipped else tmp
     try:
         with engine.joined_threads():
-            writer(da, store, stored, overwrite=False)
+            writer(da, store, stored, overwrite=False, navigator=nav)
         if zipped:
             zip_folder(store, tmp)
             atomic.remove(store)
@@ -304,6 +316,18 @@ def save(
                 f"{target.parent}; nothing was replaced)",
             ) from err
         raise
+
+
+def _navigator(da: xr.DataArray) -> xr.DataArray | None:
+    """What :func:`save` stores as ``da``'s navigator: the sum over the
+    signal dims (lazy when ``da`` is: computed with the save), or None for
+    data without navigation or signal dims, or holding no numbers."""
+    if not navigation_dims(da) or not signal_dims(da) or da.dtype.kind not in "biuf":
+        return None
+    nav = reductions.navigator(da)
+    nav.attrs = {"long_name": "navigator", SIGNAL_DIMS_ATTR: encode_signal_dims([])}
+    nav.name = "navigator"
+    return nav
 
 
 def _refuse_existing_url(url: str) -> None:
@@ -376,8 +400,9 @@ def _writer(
             chunks: tuple[int, ...],
             *,
             overwrite: bool,
+            navigator: xr.DataArray | None,
         ) -> None:
-            write(da, path, chunks=chunks, compression=compression)
+            write(da, path, chunks=chunks, compression=compression, navigator=navigator)
 
         return hdf5
     zarr_format = 2 if fmt == "zspy" else 3
@@ -391,9 +416,15 @@ def _writer(
             chunks: tuple[int, ...],
             *,
             overwrite: bool,
+            navigator: xr.DataArray | None,
         ) -> None:
             zarr_.write_zspy(
-                da, path, chunks=chunks, compressors=codecs, overwrite=overwrite
+                da,
+                path,
+                chunks=chunks,
+                compressors=codecs,
+                overwrite=overwrite,
+                navigator=navigator,
             )
 
         return zspy
@@ -404,6 +435,7 @@ def _writer(
         chunks: tuple[int, ...],
         *,
         overwrite: bool,
+        navigator: xr.DataArray | None,
     ) -> None:
         zarr_.write_zarr(
             da,
@@ -412,6 +444,7 @@ def _writer(
             compressors=codecs,
             shards=shard_shape,
             overwrite=overwrite,
+            navigator=navigator,
         )
 
     return zarr3

@@ -24,7 +24,7 @@ import dask.array as dsa
 import numpy as np
 import xarray as xr
 
-from .. import engine
+from .. import engine, navigators
 from ..chunks import WHOLE, per_dim
 from ..sources import ArraySource, ExternalReadError, FileChangedError
 from . import hyperspy
@@ -131,16 +131,26 @@ def _read_xarray(
     disk = tuple(stored.get(d, n) for d, n in var.sizes.items()) if var.ndim else None
     sig = marked_signal(var.dims, var.attrs)
     encoding = {k: v for k, v in var.encoding.items() if k != "preferred_chunks"}
+    attrs = dict(var.attrs)
+    nav_name = str(attrs.get(navigators.ATTR, ""))
+    if nav_name in ds.variables:  # the stored navigator: on record only
+        del attrs[navigators.ATTR]
+        nav = ds[nav_name].variable
+        encoding[navigators.STORED] = source_variable(
+            ArraySource(nav._data if _cf_decoded(nav) else root[nav_name], path, token),
+            nav.dims,
+            disk_chunks=None,
+        )
     array = var._data if _cf_decoded(var) else root[key]
     new = source_variable(
         ArraySource(array, path, token),
         var.dims,
-        var.attrs,
+        attrs,
         disk_chunks=disk,
         signal=sig,
         encoding={**encoding, "source": path},
     )
-    coords = {k: v.variable for k, v in ds[key].coords.items()}
+    coords = {k: v.variable for k, v in ds[key].coords.items() if k != nav_name}
     return xr.Dataset({key: new}, coords=coords)
 
 
@@ -239,8 +249,11 @@ def write_zarr(
     compressors: tuple[Any, ...],
     shards: tuple[int, ...] | None = None,
     overwrite: bool = False,
+    navigator: xr.DataArray | None = None,
 ) -> None:
-    """Write ``da`` as a zarr format 3 store, xarray's layout."""
+    """Write ``da`` as a zarr format 3 store, xarray's layout, with a
+    ``navigator`` as the variable ``<name>_navigator`` named by the data's
+    ``navigator`` attr, written in the same pass."""
     name = da.name if da.name is not None else "__xarray_dataarray_variable__"
     if name in da.coords:
         name = "__xarray_dataarray_variable__"
@@ -255,16 +268,30 @@ def write_zarr(
             encoding["shards"] = shards
     if out.dtype.kind == "f":
         encoding["_FillValue"] = None
+    dataset = out.to_dataset()
+    encodings = {name: encoding}
+    if navigator is not None:
+        nav_name = navigators.variable_name(name)
+        nav = navigator.rename(nav_name).drop_vars(navigator.coords)
+        nav.encoding = {}
+        if nav.chunks is not None:  # one stored chunk: it is small
+            nav = nav.chunk(dict.fromkeys(nav.dims, -1))
+        # a coordinate of the data for xarray, named by the data's attr
+        dataset = dataset.assign_coords({nav_name: nav})
+        dataset[name].attrs[navigators.ATTR] = nav_name
+        encodings[nav_name] = {"compressors": compressors}
+        if nav.dtype.kind == "f":
+            encodings[nav_name]["_FillValue"] = None
     with warnings.catch_warnings():
         # consolidated metadata (one read to open a remote store) is a
         # zarr-python extension of format 3
         warnings.filterwarnings("ignore", "Consolidated metadata is currently not")
-        written = out.to_dataset().to_zarr(
+        written = dataset.to_zarr(
             os.fspath(path),
             mode="w" if overwrite else "w-",
             zarr_format=3,
             consolidated=True,
-            encoding={name: encoding},
+            encoding=encodings,
             compute=False,
         )
     engine.compute(written, desc="save")
@@ -277,9 +304,11 @@ def write_zspy(
     chunks: tuple[int, ...],
     compressors: tuple[Any, ...],
     overwrite: bool = False,
+    navigator: xr.DataArray | None = None,
 ) -> None:
     """Write ``da`` (signal dims last) as a HyperSpy ``.zspy`` store (zarr
-    format 2)."""
+    format 2), with its ``navigator`` where HyperSpy keeps one, in the same
+    pass."""
     import zarr
 
     hyperspy.check_writable(da, ".zspy")
@@ -301,12 +330,24 @@ def write_zspy(
         compressors=compressors or None,
         fill_value=0,
     )
-    if da.size:
-        data = _aligned_data(da, chunks).data
-        if da.chunks is None:
-            array[...] = np.asarray(data)
+    pairs = [(da, array)] if da.size else []
+    if navigator is not None:
+        nav_group = hyperspy.navigator_group(group)
+        hyperspy.write_signal_group(nav_group, navigator, put=put, json_attrs=True)
+        nav_array = nav_group.create_array(
+            "data", shape=navigator.shape, dtype=navigator.dtype, fill_value=0
+        )
+        pairs.append((navigator, nav_array))
+    lazy = []
+    for values, target in pairs:
+        if values.chunks is None:
+            target[...] = np.asarray(values.data)
         else:
-            engine.compute(
-                dsa.store(data, array, lock=False, compute=False), desc="save"
-            )
+            lazy.append((_aligned_data(values, target.chunks).data, target))
+    if lazy:
+        sources, targets = zip(*lazy)
+        engine.compute(
+            dsa.store(list(sources), list(targets), lock=False, compute=False),
+            desc="save",
+        )
     zarr.consolidate_metadata(root.store)  # one read opens it, as HyperSpy writes

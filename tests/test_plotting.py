@@ -203,3 +203,56 @@ def test_without_matplotlib_the_error_names_it():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert "matplotlib" in out.stdout and "xsignal[plot]" in out.stdout
+
+
+class RecordingCanvas:
+    """An Agg canvas that keeps the navigator's picture at every redraw."""
+
+    @staticmethod
+    def figure(frames: list) -> object:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        class Canvas(FigureCanvasAgg):
+            def draw_idle(self, *args, **kwargs):
+                images = self.figure.axes[0].images if self.figure.axes else []
+                if images:
+                    frames.append(np.ma.filled(images[0].get_array(), np.nan).copy())
+                super().draw_idle(*args, **kwargs)
+
+        fig = Figure()
+        Canvas(fig)
+        return fig
+
+
+def check_progressive(da, frames, fig):
+    want = xsignal.navigator(da).values
+    assert np.isnan(frames[0]).all()  # drawn at once, before any block
+    np.testing.assert_allclose(frames[-1], want, rtol=1e-6)  # then filled in
+    np.testing.assert_allclose(fig.xsignal.navigator.values, want, rtol=1e-6)
+    for frame in frames:  # each picture: blocks done, NaN elsewhere
+        done = ~np.isnan(frame)
+        np.testing.assert_allclose(frame[done], want[done], rtol=1e-6)
+    assert fig.axes[0].get_title() == "synthetic spectrum image"  # no share left
+
+
+def test_without_a_stored_navigator_the_picture_fills_in():
+    da = spectra()
+    frames: list = []
+    fig = da.signal.plot(figure=RecordingCanvas.figure(frames), pixel={"y": 3})
+    check_progressive(da, frames, fig)
+    assert len(frames) >= 2
+
+
+def test_the_picture_fills_in_on_a_cluster():
+    distributed = pytest.importorskip("distributed")
+    da = spectra()
+    frames: list = []
+    with (
+        distributed.LocalCluster(
+            processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
+        fig = da.signal.plot(figure=RecordingCanvas.figure(frames))
+    check_progressive(da, frames, fig)

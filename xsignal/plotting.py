@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from . import navigators
 from .dims import _check_dataarray, coordinate_values, navigation_dims, signal_dims
 from .lazy import compute, compute_all
 from .reductions import navigator as summed
@@ -336,9 +337,39 @@ class SignalPlot:
         self.figure.canvas.draw_idle()
 
     def _refresh_navigator(self) -> None:
+        values = np.asarray(self._navigator_view().values, float)
         images = self.navigator_axes.images
         if images:
-            images[0].set_data(np.asarray(self._navigator_view().values, float))
+            images[0].set_data(values)
+            finite = values[np.isfinite(values)]
+            if finite.size:  # colours for what is there (NaN: not yet)
+                images[0].set_clim(finite.min(), finite.max())
+        elif self.navigator_axes.lines:
+            self.navigator_axes.lines[0].set_ydata(values)
+            self.navigator_axes.relim()
+            self.navigator_axes.autoscale_view()
+
+    def fill_navigator(self, lazy: xr.DataArray, show_share: bool = True) -> None:
+        """Compute the navigator ``lazy`` (drawn as NaN so far) and draw it
+        in as its blocks complete, the share done in the panel's title; the
+        figure is redrawn at each step (a window or ipympl canvas updates)."""
+        ax = self.navigator_axes
+        title = ax.get_title()
+        self.figure.canvas.draw_idle()  # the signal panel and an empty navigator
+        self.figure.canvas.flush_events()
+
+        def show(partial: Any, fraction: float) -> None:
+            self.navigator = partial
+            self._refresh_navigator()
+            if show_share and fraction < 1:
+                ax.set_title(f"{title} ({fraction:.0%})")
+            self.figure.canvas.draw_idle()
+            self.figure.canvas.flush_events()  # the window's events, if any
+
+        (self.navigator,) = compute_all(lazy, progress=show)
+        ax.set_title(title)
+        self._refresh_navigator()
+        self.figure.canvas.draw_idle()
 
     def _nearest(self, dim: Hashable, value: float) -> int:
         return int(np.nanargmin(np.abs(coordinate_values(self.da, dim) - value)))
@@ -393,10 +424,9 @@ def _start_pixel(
     return out
 
 
-def _navigator(
-    da: xr.DataArray, navigator: Any, progress: bool | None
-) -> xr.DataArray | None:
-    """The navigator to draw: computed, given, or None."""
+def _navigator(da: xr.DataArray, navigator: Any) -> xr.DataArray | None:
+    """The navigator to draw: the sum over the signal dims (lazy when
+    ``da`` is), the one given (in memory), or None."""
     nav = navigation_dims(da)
     if navigator is None or not nav:
         return None
@@ -405,8 +435,7 @@ def _navigator(
             raise ValueError(
                 f"navigator must be 'auto', None or an array, not {navigator!r}"
             )
-        image = summed(da)
-        return compute(image, progress=progress) if image.chunks is not None else image
+        return summed(da)
     if isinstance(navigator, xr.DataArray):
         missing = [d for d in nav[-2:] if d not in navigator.dims]
         if missing:
@@ -438,8 +467,10 @@ def plot(
 ) -> Any:
     """Draw the navigator and the signal at one pixel (HyperSpy's ``s.plot()``).
 
-    Left, the navigator: the sum over the signal dims (computed lazily, one
-    pass with a progress bar), an image you give, or none; the first row at
+    Left, the navigator: the sum over the signal dims (the one stored in
+    the file where the data was saved with it, read at once; else drawn at
+    once and filled in as the pass over the data completes its blocks),
+    an image you give, or none; the first row at
     the top, axes in coordinate units with their units, a colour bar, a red
     square at the current pixel (a line and a vertical marker for one
     navigation dim; more than two: the last two, the others at the pixel).
@@ -462,8 +493,8 @@ def plot(
     figure : matplotlib Figure, optional
         Draw into it (cleared first); default a new figure.
     progress : bool, optional
-        Progress bar while the navigator is computed (default: the
-        ``set_options`` setting).
+        While the navigator is computed, the share done in its title
+        (``False``: none).
 
     Returns
     -------
@@ -488,7 +519,14 @@ def plot(
     _check_dataarray(da)
     plt = _pyplot()
     start = _start_pixel(da, pixel)
-    nav_image = _navigator(da, navigator, progress)
+    nav_image = _navigator(da, navigator)
+    pending = None
+    if nav_image is not None and nav_image.chunks is not None:
+        if navigators.stored(da) is not None:  # read from the file: small
+            nav_image = compute(nav_image, progress=False)
+        else:  # drawn at once, filled in as the pass goes
+            pending = nav_image
+            nav_image = nav_image.copy(data=np.full(nav_image.shape, np.nan))
     if figure is None:
         panels = 2 if nav_image is not None else 1
         figure = _new_figure(plt, (5.2 * panels, 4.2))
@@ -498,6 +536,8 @@ def plot(
     state = SignalPlot(da, nav_image, start, figure, summed=summed)
     state.draw()
     figure.xsignal = state  # keeps the event handlers alive with the figure
+    if pending is not None:
+        state.fill_navigator(pending, show_share=progress is not False)
     return figure
 
 

@@ -269,6 +269,41 @@ def test_a_save_counts_no_results(written, monkeypatch, tmp_path):
         check_memory(da * 2, to_caller=False)
 
 
+def test_a_save_that_fits_does_not_warn(written, monkeypatch, tmp_path):
+    """The writes of a save return nothing: a file larger than the memory
+    is saved without a warning when its blocks fit."""
+    da = written()
+    small_memory(monkeypatch, da.nbytes - 1)  # the whole would not fit
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MemoryWarning)
+        xsignal.save(da * 2, tmp_path / "out.nc")
+    again = xsignal.open(tmp_path / "out.nc")
+    try:
+        np.testing.assert_allclose(again.values, da.values * 2)
+    finally:
+        xsignal.close_file(again)
+
+
+def test_a_save_whose_blocks_do_not_fit_warns(written, monkeypatch, tmp_path):
+    da = written()
+    small_memory(monkeypatch, da.nbytes // 2)
+    with pytest.warns(MemoryWarning, match="use smaller blocks"):
+        xsignal.save(da * 2, tmp_path / "out.nc")
+
+
+def test_a_checked_whole_warns_once_naming_the_array(written, monkeypatch, tmp_path):
+    da = written()
+    small_memory(monkeypatch, 1024)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with engine.memory_checked(da * 2, to_caller=False):
+            xsignal.save(da * 2, tmp_path / "out.nc")
+    found = [w for w in caught if issubclass(w.category, MemoryWarning)]
+    assert len(found) == 1
+    assert str(found[0].message).startswith("writing 'frames' needs about")
+    assert found[0].filename == __file__
+
+
 def test_the_warning_is_a_user_warning_python_shows():
     assert issubclass(MemoryWarning, UserWarning)
     assert not issubclass(MemoryWarning, ResourceWarning)  # hidden by default

@@ -24,6 +24,7 @@ import atexit
 import collections
 import concurrent.futures
 import contextlib
+import contextvars
 import importlib
 import itertools
 import math
@@ -306,6 +307,9 @@ class _Layers:
         for name, deps in graph.dependencies.items():
             for dep in deps:
                 users[dep].append(name)
+        for name in graph.layers:
+            if _is_store(name):  # dask.array.store: blocks written, none kept
+                self.sized[name] = 0
         for name, layer in graph.layers.items():
             found = users.get(name, [])
             if (
@@ -432,8 +436,17 @@ def _task_bytes(layers: _Layers) -> int:
     return most
 
 
+def _is_store(name: Any) -> bool:
+    """Whether a layer (or array) is ``dask.array.store``'s writes, whose
+    blocks come back empty."""
+    return isinstance(name, str) and name.startswith("store-map-")
+
+
 def _nbytes(obj: Any) -> int:
-    """Bytes of a lazy array's computed value (0: unknown, e.g. delayed)."""
+    """Bytes of a lazy array's computed value (0: unknown, e.g. delayed,
+    or nothing: the writes of ``dask.array.store``)."""
+    if isinstance(obj, dsa.Array) and _is_store(obj.name):
+        return 0
     try:
         return int(getattr(obj, "nbytes", 0) or 0)
     except (TypeError, ValueError, AttributeError):
@@ -443,7 +456,8 @@ def _nbytes(obj: Any) -> int:
 def graph_of(*objs: Any) -> tuple[list[Any], HighLevelGraph]:
     """The dask collections among ``objs`` and their merged high-level graph
     (shared layers once, as in one ``dask.compute``)."""
-    lazy = [o for o in objs if dask.is_dask_collection(o)]
+    # as dask.compute finds them: inside lists, tuples and dicts too
+    lazy = list(dask.base.unpack_collections(*objs, traverse=True)[0])
     graphs = [o.__dask_graph__() for o in lazy]
     merged = HighLevelGraph.merge(*graphs) if graphs else HighLevelGraph({}, {})
     return lazy, merged
@@ -621,13 +635,41 @@ def memory_problem(
 def _stacklevel() -> int:
     """The ``stacklevel`` of a warning issued by the caller of this function
     that points at the first frame outside xsignal (the user's line)."""
-    here = os.path.dirname(os.path.abspath(__file__))
+    inside = (os.path.dirname(os.path.abspath(__file__)), contextlib.__file__)
     frame = sys._getframe(1)
     level = 1
-    while frame.f_back is not None and frame.f_code.co_filename.startswith(here):
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(inside):
         frame = frame.f_back
         level += 1
     return level
+
+
+# set inside memory_checked(): the computes of a checked whole check nothing
+_CHECKED: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "xsignal_memory_checked", default=False
+)
+
+
+@contextlib.contextmanager
+def memory_checked(*objs: Any, to_caller: bool = True) -> Iterator[None]:
+    """Check ``objs`` once (:func:`check_memory`), then run the block without
+    the check of each compute inside it (its parts: a save's writes).
+
+    Examples
+    --------
+    >>> import dask.array as dsa
+    >>> from xsignal import engine
+    >>> x = dsa.ones(4, chunks=2)
+    >>> with engine.memory_checked(x, to_caller=False):
+    ...     engine.compute(x.sum(), progress=False)
+    (np.float64(4.0),)
+    """
+    check_memory(*objs, to_caller=to_caller)
+    token = _CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _CHECKED.reset(token)
 
 
 def check_memory(*objs: Any, to_caller: bool = True) -> None:
@@ -635,8 +677,10 @@ def check_memory(*objs: Any, to_caller: bool = True) -> None:
     the estimate (:func:`footprint`) exceeds the memory per worker of the
     scheduler (:func:`resources`).
 
-    :func:`compute` calls it before every compute; a save calls it with
-    ``to_caller=False`` (the blocks go to the file, not to the caller).
+    :func:`compute` calls it before every compute; a save checks the array
+    it writes with ``to_caller=False`` (the blocks go to the file, not to
+    the caller), around its writes: ``with memory_checked(da,
+    to_caller=False): ...`` (one warning, naming the array).
     The warning names the arrays and a chunking that fits. An estimate that
     fails never stops the work: the model's own errors are not raised.
 
@@ -648,9 +692,9 @@ def check_memory(*objs: Any, to_caller: bool = True) -> None:
     ...     warnings.simplefilter("error")
     ...     engine.check_memory(dsa.ones(4, chunks=2).sum())  # fits: silent
     """
-    if not any(dask.is_dask_collection(o) for o in objs):
-        return
     try:
+        if not graph_of(*objs)[0]:
+            return
         res = resources()
         if res.memory is None or res.where == "worker":
             return
@@ -703,7 +747,8 @@ def compute(
     (np.float64(4.0), 3)
     """
     found = where()
-    check_memory(*objs)
+    if not _CHECKED.get():
+        check_memory(*objs)
     if callable(progress):
         return compute_with_partials(*objs, callback=progress)
     if found == "distributed" and _progress.show_progress(progress):

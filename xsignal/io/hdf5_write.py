@@ -17,7 +17,7 @@ import errno
 import itertools
 import os
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -26,6 +26,7 @@ import numpy as np
 import xarray as xr
 
 from .. import engine
+from .navigator_pass import written_with_navigator
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -190,11 +191,18 @@ class _ChunkWriter:
             yield handle[self.name]
 
 
-def fill(path: Path | str, arrays: Sequence[tuple[str, xr.DataArray]]) -> None:
+def fill(
+    path: Path | str,
+    arrays: Sequence[tuple[str, xr.DataArray]],
+    navigators: Mapping[str, tuple[str, xr.DataArray]] | None = None,
+) -> None:
     """Write each ``(name, da)``'s values into the dataset ``name`` (same
     shape) of the HDF5 file ``path``, closed, which the writer has just
-    created; all lazy ones in one pass (a navigator beside its data reads
-    the data's blocks once).
+    created; all lazy ones in one pass.
+
+    ``navigators`` maps a data name to ``(dataset name, navigator)``: the
+    task writing each block of the data also sums it for the navigator
+    (:mod:`.navigator_pass`), written once the pass is done.
 
     In-memory data in one write; lazy data by the tasks that compute its
     blocks (rechunked to whole on-disk chunks when its blocks are not
@@ -202,27 +210,48 @@ def fill(path: Path | str, arrays: Sequence[tuple[str, xr.DataArray]]) -> None:
     """
     here = engine.client() is None
     lock = engine.write_lock(f"xsignal-save-{os.fspath(path)}")
-    sources, writers = [], []
+    todo = list(arrays)
+    pending = dict(navigators or {})
+    sources: list[dsa.Array] = []
+    writers: list[_ChunkWriter] = []
+    summed: list[tuple[str, dsa.Array]] = []
     with new_hdf5(path, "r+") as handle:
-        for name, da in arrays:
+        while todo:
+            name, da = todo.pop(0)
             dset = handle[name]
+            nav = pending.pop(name, None)
             if da.chunks is None:
                 dset[...] = da.values
+                if nav is not None:
+                    todo.append(nav)
                 continue
             data = da.data
             if dset.chunks is not None and not _aligned(data.chunks, dset.chunks):
                 # whole on-disk chunks per block: no chunk is written twice
                 data = data.rechunk(dset.chunks)
-            sources.append(data)
-            writers.append(
-                _ChunkWriter(
-                    os.fspath(path), name, dset, lock, handle=handle if here else None
-                )
+            writer = _ChunkWriter(
+                os.fspath(path), name, dset, lock, handle=handle if here else None
             )
-        if here and sources:
-            _store(sources, writers)
-    if not here and sources:  # the workers open the file: closed here first
-        _store(sources, writers)
+            fused = None
+            if nav is not None:
+                fused = written_with_navigator(
+                    data, da.dims, nav[1], writer.__setitem__
+                )
+                if fused is None:  # blocks of parts of signals: its own sum
+                    todo.append(nav)
+                else:
+                    summed.append((nav[0], fused))
+            if fused is None:
+                sources.append(data)
+                writers.append(writer)
+        if here and (sources or summed):
+            values = _store(sources, writers, [s for _, s in summed])
+    if not here and (sources or summed):  # the workers open the file
+        values = _store(sources, writers, [s for _, s in summed])
+    if summed:  # the navigators, in memory now: written here
+        with new_hdf5(path, "r+") as handle:
+            for (name, _), value in zip(summed, values):
+                handle[name][...] = value
 
 
 def navigator_chunks(navigator: xr.DataArray) -> tuple[int, ...]:
@@ -234,10 +263,16 @@ def navigator_chunks(navigator: xr.DataArray) -> tuple[int, ...]:
     return tuple(max(1, *c) for c in navigator.chunks)
 
 
-def _store(sources: list[dsa.Array], writers: list[_ChunkWriter]) -> None:
+def _store(
+    sources: list[dsa.Array], writers: list[_ChunkWriter], also: list[dsa.Array]
+) -> tuple[Any, ...]:
+    """Write ``sources`` into ``writers`` and compute ``also`` (arrays whose
+    tasks write their own blocks) in one pass; the values of ``also``."""
+    if not sources:
+        return engine.compute(*also, desc="save")
     # dask types store's targets as arrays; it needs only __setitem__ (documented)
     stored = dsa.store(sources, writers, lock=False, compute=False)  # type: ignore[arg-type]
-    engine.compute(stored, desc="save")
+    return engine.compute(stored, *also, desc="save")[1:]
 
 
 def _aligned(chunks: tuple[tuple[int, ...], ...], disk: tuple[int, ...]) -> bool:

@@ -65,6 +65,7 @@ def write_hspy_signals(
         group.create_dataset(name, data=values)
 
     datasets = []
+    navigators = {}
     with new_hdf5(path) as f:
         for i, (da, chunks) in enumerate(signals):
             hyperspy.check_writable(da, ".hspy")
@@ -89,5 +90,5 @@ def write_hspy_signals(
                     dtype=navigator.dtype,
                     chunks=navigator_chunks(navigator),
                 )
-                datasets.append((nav.name, navigator))
-    fill(path, [(name, da) for name, da in datasets if da.size])
+                navigators[dset.name] = (nav.name, navigator)
+    fill(path, [(name, da) for name, da in datasets if da.size], navigators)

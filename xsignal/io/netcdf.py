@@ -285,7 +285,7 @@ def _write_streaming(
                     f"attribute {key!r} = {value!r} cannot be stored in a netCDF "
                     f"file ({err}); use a string, a number or a list of numbers"
                 ) from err
-        extra = []
+        summed: dict[str, tuple[str, xr.DataArray]] = {}
         if navigator is not None:
             # a coordinate of the data for xarray (whose open_dataarray
             # wants one data variable), named by the data's attr for xsignal
@@ -298,9 +298,9 @@ def _write_streaming(
             ).attrs["long_name"] = "navigator (sum over the signal dims)"
             var.attrs[navigators.ATTR] = nav_name
             non_dim.append(nav_name)
-            extra.append((nav_name, navigator))
+            summed[name] = (nav_name, navigator)
         if non_dim:
             var.attrs["coordinates"] = " ".join(non_dim)
             if "coordinates" in f.attrs:
                 del f.attrs["coordinates"]
-    fill(tmp, [(name, da), *extra])
+    fill(tmp, [(name, da)], summed)

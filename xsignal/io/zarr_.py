@@ -29,6 +29,7 @@ from ..chunks import WHOLE, per_dim
 from ..sources import ArraySource, ExternalReadError, FileChangedError
 from . import hyperspy
 from .common import choose, marked_signal, source_variable
+from .navigator_pass import written_with_navigator
 from .store_check import CheckedStore
 
 if TYPE_CHECKING:
@@ -331,23 +332,38 @@ def write_zspy(
         fill_value=0,
     )
     pairs = [(da, array)] if da.size else []
+    summed = None
     if navigator is not None:
         nav_group = hyperspy.navigator_group(group)
         hyperspy.write_signal_group(nav_group, navigator, put=put, json_attrs=True)
         nav_array = nav_group.create_array(
             "data", shape=navigator.shape, dtype=navigator.dtype, fill_value=0
         )
-        pairs.append((navigator, nav_array))
+        if da.chunks is not None and da.size:  # summed by the tasks writing
+            summed = written_with_navigator(
+                _aligned_data(da, array.chunks).data,
+                da.dims,
+                navigator,
+                array.__setitem__,
+            )
+        if summed is None:
+            pairs.append((navigator, nav_array))
+        else:
+            pairs = []
     lazy = []
     for values, target in pairs:
         if values.chunks is None:
             target[...] = np.asarray(values.data)
         else:
             lazy.append((_aligned_data(values, target.chunks).data, target))
+    stores = []
     if lazy:
         sources, targets = zip(*lazy)
-        engine.compute(
-            dsa.store(list(sources), list(targets), lock=False, compute=False),
-            desc="save",
+        stores.append(
+            dsa.store(list(sources), list(targets), lock=False, compute=False)
         )
+    if summed is not None:
+        nav_array[...] = engine.compute(summed, *stores, desc="save")[0]
+    elif stores:
+        engine.compute(*stores, desc="save")
     zarr.consolidate_metadata(root.store)  # one read opens it, as HyperSpy writes

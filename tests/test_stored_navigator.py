@@ -269,3 +269,20 @@ def test_on_a_cluster_the_workers_write_and_sum(tmp_path):
             xr.testing.assert_identical(back.compute(), da)
         finally:
             xsignal.close_file(back)
+
+
+@pytest.mark.parametrize("name", ["a.hspy", "a.zspy"])
+def test_the_stored_navigator_leaves_the_metadata_as_it_was(tmp_path, name, opened):
+    """The navigator's group under metadata/_HyperSpy is not metadata: a
+    round trip gives the same attrs, with or without it."""
+    da = frames().assign_attrs(
+        title="scan", metadata='{"General": {"title": "scan"}, "Signal": {}}'
+    )
+    xsignal.save(da.chunk({"y": 3}), tmp_path / name)
+    back = xsignal.open(tmp_path / name)
+    opened.append(back)
+    xr.testing.assert_identical(back.compute(), da)
+    xsignal.save(back, tmp_path / ("again" + name[1:]))
+    again = xsignal.open(tmp_path / ("again" + name[1:]))
+    opened.append(again)
+    xr.testing.assert_identical(again.compute(), da)

@@ -176,3 +176,9 @@ from . import components  # noqa: E402
 from .fitting import FitResult, Model, create_model  # noqa: E402
 
 __all__ += ["FitResult", "Model", "components", "create_model"]
+
+# --- plans before compute (issue 26) ------------------------------------------
+from .engine import MemoryWarning  # noqa: E402
+from .plan import Plan, plan  # noqa: E402  (xsignal.plan becomes the function)
+
+__all__ += ["MemoryWarning", "Plan", "plan"]

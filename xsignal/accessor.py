@@ -26,6 +26,8 @@ from . import plotting as _plotting
 from . import reductions as _reductions
 from . import spectra as _spectra
 from . import stem as _stem
+from .plan import Plan
+from .plan import plan as _plan
 from .rebin import rebin as _apply_rebin
 from .reductions import NAVIGATION, UNSET, DimsArg, Unset
 from .rois import roi as _apply_roi
@@ -506,6 +508,10 @@ class SignalAccessor:
     ) -> xr.DataArray:
         """Call :func:`xsignal.valuemin` on this DataArray."""
         return _reductions.valuemin(self._da, dim, keep_attrs=keep_attrs)
+
+    def plan(self) -> Plan:
+        """Call :func:`xsignal.plan` on this DataArray."""
+        return _plan(self._da)
 
     def navigator(self) -> xr.DataArray:
         """Call :func:`xsignal.navigator` on this DataArray."""

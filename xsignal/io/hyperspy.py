@@ -436,6 +436,8 @@ def read_tree(group: Any, where: str = "") -> dict[str, Any]:
     path = str(getattr(group, "name", "") or "").rstrip("/")
     stack: list[tuple[Any, dict[str, Any], str, int]] = [(group, out, path, 0)]
     cut: list[str] = []
+    holders: list[dict[str, Any]] = []  # groups that held a signal
+    parents: dict[int, tuple[dict[str, Any], str]] = {}
     while stack:
         node, into, path, depth = stack.pop()
         for k, v in node.attrs.items():
@@ -445,17 +447,23 @@ def read_tree(group: Any, where: str = "") -> dict[str, Any]:
                 into[_key(k)] = "<an array zarr cannot read (object dtype)>"
             elif is_group(v):
                 if k.startswith("_sig_"):  # a signal (a navigator): not metadata
+                    holders.append(into)
                     continue
                 if depth >= MAX_METADATA_DEPTH:
                     cut.append(f"{path}/{k}")
                     continue
                 child: dict[str, Any] = {}
                 into[_key(k)] = child
+                parents[id(child)] = (into, _key(k))
                 stack.append((v, child, f"{path}/{k}", depth + 1))
             elif v.dtype.kind in "biufcSUO" and v.size <= 10_000:
                 into[_key(k)] = jsonable(np.asarray(v[...]))
             else:
                 into[_key(k)] = f"<{v.dtype} array of shape {v.shape}>"
+    for holder in holders:  # a group left empty (_HyperSpy): as if never there
+        if not holder and id(holder) in parents:
+            parent, key = parents[id(holder)]
+            del parent[key]
     if cut:
         others = f" (and {len(cut) - 1} other groups)" if len(cut) > 1 else ""
         warnings.warn(

@@ -282,7 +282,8 @@ def save(
             )
         if not overwrite:
             _refuse_existing_url(os.fspath(path))
-        writer(da, os.fspath(path), stored, overwrite=overwrite, navigator=nav)
+        with engine.memory_checked(da, to_caller=False):
+            writer(da, os.fspath(path), stored, overwrite=overwrite, navigator=nav)
         return
     folder = fmt in ("zarr", "zspy") and not zipped
     target = atomic.check_target(path, overwrite, folder=folder)
@@ -290,7 +291,7 @@ def save(
     tmp = atomic.temporary(target)
     store = atomic.temporary(target, "store") if zipped else tmp
     try:
-        with engine.joined_threads():
+        with engine.memory_checked(da, to_caller=False), engine.joined_threads():
             writer(da, store, stored, overwrite=False, navigator=nav)
         if zipped:
             zip_folder(store, tmp)

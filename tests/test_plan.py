@@ -286,7 +286,8 @@ def test_a_save_that_fits_does_not_warn(written, monkeypatch, tmp_path):
 
 def test_a_save_whose_blocks_do_not_fit_warns(written, monkeypatch, tmp_path):
     da = written()
-    small_memory(monkeypatch, da.nbytes // 2)
+    # two threads, each holding a block read and a block computed (24 KiB)
+    small_memory(monkeypatch, da.nbytes // 4)
     with pytest.warns(MemoryWarning, match="use smaller blocks"):
         xsignal.save(da * 2, tmp_path / "out.nc")
 

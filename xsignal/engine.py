@@ -664,7 +664,8 @@ def memory_checked(*objs: Any, to_caller: bool = True) -> Iterator[None]:
     ...     engine.compute(x.sum(), progress=False)
     (np.float64(4.0),)
     """
-    check_memory(*objs, to_caller=to_caller)
+    if not _CHECKED.get():  # inside another checked block: checked there
+        check_memory(*objs, to_caller=to_caller)
     token = _CHECKED.set(True)
     try:
         yield

@@ -75,7 +75,9 @@ def test_method_signature_is_its_function_without_the_dataarray(name):
     self_, *method_params = inspect.signature(method).parameters.values()
     da, *function_params = inspect.signature(function).parameters.values()
     assert self_.name == "self"
-    assert da.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    # the DataArray first, or as the one array of a function of several
+    # (``xsignal.plan(*arrays)``)
+    assert da.kind in (da.POSITIONAL_OR_KEYWORD, da.VAR_POSITIONAL)
     assert _shape(method_params) == _shape(function_params)
 
 
@@ -118,8 +120,9 @@ def _spy(monkeypatch: pytest.MonkeyPatch, function: Callable) -> list:
 def test_method_passes_every_argument_to_its_function(name, monkeypatch):
     method, function = METHODS[name], _target(METHODS[name])
     da = xr.DataArray(np.zeros((2, 3)), dims=("x", "energy"))
-    da_param = next(iter(inspect.signature(function).parameters))
-    args, kwargs, want = [], {}, {da_param: da}
+    da_param = next(iter(inspect.signature(function).parameters.values()))
+    given = (da,) if da_param.kind is da_param.VAR_POSITIONAL else da
+    args, kwargs, want = [], {}, {da_param.name: given}
     for param in list(inspect.signature(method).parameters.values())[1:]:
         token = _Token(param.name)
         if param.kind is param.VAR_POSITIONAL:

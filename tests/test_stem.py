@@ -253,3 +253,23 @@ def test_frame_product_equals_the_plain_product(n_out, layout, dtype, monkeypatc
     scale = flat @ abs(w)  # rounding bound: the sum of the terms' sizes
     err = abs(out - flat @ w) / scale.clip(1e-300)
     assert err.max() < (1e-6 if work == np.float32 else 1e-14)
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "float32", "float64"])
+def test_separable_product_equals_the_plain_product(dtype, monkeypatch):
+    """Outer-product weights (the centre of mass without a mask) as row
+    sums: the same as the dense weights they stand for."""
+    from xsignal.stem import _FrameProduct, _SeparableProduct
+
+    monkeypatch.setattr(_FrameProduct, "BUFFER", 3 * 40 * 24)  # 3 frames a step
+    rng = np.random.default_rng(1)
+    frames = rng.poisson(50, (2, 5, 40, 24)).astype(dtype)
+    rows = rng.uniform(-1, 1, (3, 40))
+    columns = np.stack([np.ones(24), rng.uniform(-1, 1, 24), np.ones(24)])
+    work = np.dtype("float64" if dtype == "float64" else "float32")
+    out = _SeparableProduct(rows, columns, (40, 24), work)(frames)
+    assert out.shape == (10, 3) and out.dtype == work
+    dense = np.einsum("jy,jx->yxj", rows, columns).reshape(-1, 3)
+    flat = frames.reshape(10, -1).astype("f8")
+    err = abs(out - flat @ dense) / (flat @ abs(dense))
+    assert err.max() < (1e-6 if work == np.float32 else 1e-14)

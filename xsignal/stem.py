@@ -96,10 +96,11 @@ class _FrameProduct:
     The frames' window of used pixels is converted to the working dtype a
     few frames at a time into a per-thread buffer that stays in the CPU's
     cache, never as one block-sized float copy; a few outputs are one
-    matrix-vector product each (BLAS's matrix-matrix product is several
-    times slower for 2-4 columns). More outputs are one matrix product per
-    band of frame rows, each with only the outputs weighted in its band
-    (annuli: about half the products of one dense matrix).
+    matrix-vector product each, over the rows it weights (BLAS's
+    matrix-matrix product is several times slower for 2-4 columns). More
+    outputs are one matrix product per band of frame rows, each with only
+    the outputs weighted in its band (annuli: about half the products of
+    one dense matrix).
     """
 
     BUFFER = 2**20  # values per conversion buffer: 4 MiB of float32
@@ -122,9 +123,21 @@ class _FrameProduct:
         if self.sparse:
             self.w = w.T.tocsr().astype(dtype)  # outputs x pixels
         elif self.n_out <= self.FEW:
-            self.w = np.ascontiguousarray(w.T, dtype=dtype)
+            self.spans = self._spans(w, xs.stop - xs.start)
         else:
             self.bands = self._bands(w, xs.stop - xs.start)
+
+    def _spans(self, w: np.ndarray, width: int) -> list[tuple[slice, np.ndarray]]:
+        """(pixels, weights) per output: the rows of the window it weights
+        (a disc beside an annulus is not multiplied over the annulus')."""
+        spans = []
+        for column in w.T:
+            rows = np.nonzero(np.any(column.reshape(-1, width) != 0, axis=1))[0]
+            if not rows.size:
+                rows = np.zeros(1, int)
+            pixels = slice(rows[0] * width, (rows[-1] + 1) * width)
+            spans.append((pixels, np.ascontiguousarray(column[pixels], self.dtype)))
+        return spans
 
     def _bands(self, w: np.ndarray, width: int) -> list[tuple[slice, slice, Any]]:
         """(pixels, outputs, weights) per band of rows, or one band for all
@@ -146,8 +159,8 @@ class _FrameProduct:
         if self.sparse:
             out[...] = self.w @ frames.T
         elif self.n_out <= self.FEW:
-            for j in range(self.n_out):
-                np.matmul(frames, self.w[j], out=out[j])
+            for j, (pixels, w) in enumerate(self.spans):
+                np.matmul(frames[:, pixels], w, out=out[j])
         else:
             rows = out.T  # frames x outputs
             rows[...] = 0
@@ -180,6 +193,37 @@ class _FrameProduct:
         return out.T
 
 
+class _SeparableProduct(_FrameProduct):
+    """Weights that are each an outer product over the whole frame, output
+    ``j`` = ``rows[j] @ frame @ columns[j]``: one matrix-vector product
+    per distinct column vector over the frames' rows, the rest on the
+    small row sums (the centre of mass: two passes over the frame, not
+    three)."""
+
+    def __init__(
+        self,
+        rows: np.ndarray,
+        columns: np.ndarray,
+        shape: tuple[int, int],
+        dtype: np.dtype,
+    ):
+        self.window = (slice(0, shape[0]), slice(0, shape[1]))
+        self.full = True
+        self.dtype = dtype
+        self.n_out = len(rows)
+        self.pixels = shape[0] * shape[1]
+        self.width = shape[1]
+        distinct, self.which = np.unique(columns, axis=0, return_inverse=True)
+        self.columns = np.ascontiguousarray(distinct, dtype=dtype)
+        self.rows = np.asarray(rows, dtype=dtype)
+
+    def _multiply(self, frames: np.ndarray, out: np.ndarray) -> None:
+        lines = frames.reshape(-1, self.width)  # every row of every frame
+        sums = [np.matmul(lines, c).reshape(len(frames), -1) for c in self.columns]
+        for j, (row, k) in enumerate(zip(self.rows, self.which.ravel())):
+            np.matmul(sums[k], row, out=out[j])
+
+
 def _apply_weights(
     da: xr.DataArray,
     weights: Any,
@@ -188,13 +232,20 @@ def _apply_weights(
     finish: Any = None,
 ) -> xr.DataArray:
     """Every frame of ``da`` times ``weights`` (pixels x outputs, dense or
-    scipy sparse): one product per block; dims navigation + ``out_dim``.
+    scipy sparse, or ``(rows, columns)`` of separable weights, see
+    :class:`_SeparableProduct`): one product per block; dims navigation +
+    ``out_dim``.
     ``finish`` turns a block's products (frames, outputs) into the results
     (frames, len(out_coords)) in the same task."""
     ydim, xdim = _frame_dims(da)
     dtype = _work_dtype(da.dtype)
     n_out = len(out_coords)
-    multiply = _FrameProduct(weights, (da.sizes[ydim], da.sizes[xdim]), dtype)
+    shape = (da.sizes[ydim], da.sizes[xdim])
+    if isinstance(weights, tuple):  # (rows, columns): separable weights
+        rows, columns = weights
+        multiply: _FrameProduct = _SeparableProduct(rows, columns, shape, dtype)
+    else:
+        multiply = _FrameProduct(weights, shape, dtype)
 
     def product(block: np.ndarray) -> np.ndarray:
         out = multiply(block)
@@ -362,8 +413,16 @@ def center_of_mass(
     (array([0.3]), array([0.1]))
     """
     ydim, xdim, y, x = _grid(da)
-    keep = np.ones(y.shape) if mask is None else _mask(mask, da, y, x)
-    weights = np.stack([keep.ravel(), (keep * x).ravel(), (keep * y).ravel()], 1)
+    weights: Any
+    if mask is None:  # sum, x and y moments: ones and coordinates, separable
+        ones_y, ones_x = np.ones(y.shape[0]), np.ones(x.shape[1])
+        weights = (
+            np.stack([ones_y, ones_y, y[:, 0]]),
+            np.stack([ones_x, x[0], ones_x]),
+        )
+    else:
+        keep = _mask(mask, da, y, x)
+        weights = np.stack([keep.ravel(), (keep * x).ravel(), (keep * y).ravel()], 1)
     data = da
     if threshold is not None:
         if not threshold >= 0:

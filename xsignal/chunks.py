@@ -127,6 +127,57 @@ def whole(da: xr.DataArray, dims: Sequence[Hashable]) -> xr.DataArray:
     return da.chunk(split) if split else da
 
 
+def apply_blocks(
+    func: Any,
+    da: xr.DataArray,
+    input_core: Sequence[Hashable],
+    output_core: Mapping[Hashable, int],
+    dtype: Any,
+    *,
+    keep_attrs: bool = False,
+) -> xr.DataArray:
+    """``func`` on every block of ``da`` (``input_core`` dims last, made
+    whole), giving a block with ``output_core`` dims (and sizes) last;
+    ``xr.apply_ufunc(..., dask="parallelized")`` for a function that
+    changes the core dims, without its copy of every block: dask's gufunc
+    path concatenates each block along the input's core dims, a full copy
+    (into fresh memory) even of one block.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from xsignal.chunks import apply_blocks
+    >>> da = xr.DataArray(np.ones((4, 6)), dims=("x", "e")).chunk({"x": 2})
+    >>> out = apply_blocks(lambda b: b.sum(-1, keepdims=True) * [1, 2], da,
+    ...                    ["e"], {"pair": 2}, float)
+    >>> out.dims, out.chunks, out.values[0].tolist()
+    (('x', 'pair'), ((2, 2), (2,)), [6.0, 12.0])
+    """
+
+    def per_block(data: Any) -> Any:
+        if not isinstance(data, dsa.Array):
+            return func(data)
+        loop = data.ndim - len(input_core)
+        return dsa.map_blocks(
+            func,
+            data,
+            drop_axis=tuple(range(loop, data.ndim)) or None,
+            new_axis=tuple(range(loop, loop + len(output_core))) or None,
+            chunks=(*data.chunks[:loop], *((n,) for n in output_core.values())),
+            dtype=dtype,
+        )
+
+    out: xr.DataArray = xr.apply_ufunc(
+        per_block,
+        whole(da, input_core),
+        input_core_dims=[list(input_core)],
+        output_core_dims=[list(output_core)],
+        dask="allowed",
+        keep_attrs=keep_attrs,
+    )
+    return out
+
+
 def target_chunk_bytes() -> int:
     """Dask's ``array.chunk-size`` in bytes."""
     return parse_bytes(dask.config.get("array.chunk-size"))

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .chunks import whole
+from .chunks import apply_blocks, whole
 from .dims import (
     _check_dataarray,
     coordinate_values,
@@ -106,13 +106,7 @@ def find_peaks2D(
             out[i] = np.stack([y[where[:, 0]], x[where[:, 1]]], axis=-1)
         return out.reshape(frames.shape[:-2])
 
-    out = xr.apply_ufunc(
-        block_peaks,
-        whole(da, (ydim, xdim)),
-        input_core_dims=[[ydim, xdim]],
-        dask="parallelized",
-        output_dtypes=[object],
-    )
+    out = apply_blocks(block_peaks, da, (ydim, xdim), {}, object)
     out.attrs = {"long_name": f"peak positions ({ydim}, {xdim})"}
     out.name = "peaks"
     return with_marking(out, [])

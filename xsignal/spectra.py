@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .chunks import whole
+from .chunks import apply_blocks, whole
 from .dims import coordinate_values, signal_dims, with_marking
 from .reductions import _check_one_dim
 
@@ -116,12 +116,12 @@ def integrate_simpson(da: xr.DataArray, dim: Hashable | None = None) -> xr.DataA
     dim = _check_one_dim(da, dim)
     x = coordinate_values(da, dim)
     dtype = _float_dtype(da)
-    out = xr.apply_ufunc(
+    out = apply_blocks(
         lambda block: simpson(block, x=x, axis=-1).astype(dtype, copy=False),
-        whole(da, [dim]),
-        input_core_dims=[[dim]],
-        dask="parallelized",
-        output_dtypes=[dtype],
+        da,
+        [dim],
+        {},
+        dtype,
         keep_attrs=True,
     )
     return with_marking(out, signal_dims(da))
@@ -552,14 +552,7 @@ def find_peaks1D(
             out[i] = x[where]
         return out.reshape(lanes.shape[:-1])
 
-    data = whole(da, [dim])
-    out = xr.apply_ufunc(
-        block_peaks,
-        data,
-        input_core_dims=[[dim]],
-        dask="parallelized",
-        output_dtypes=[object],
-    )
+    out = apply_blocks(block_peaks, da, [dim], {}, object)
     out.attrs = {"long_name": f"peak positions along {dim}"}
     units = da.coords[dim].attrs.get("units") if dim in da.coords else None
     if units:

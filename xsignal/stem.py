@@ -24,7 +24,7 @@ import numpy as np
 import xarray as xr
 
 from . import engine
-from .chunks import whole
+from .chunks import apply_blocks
 from .dims import (
     _check_dataarray,
     coordinate_values,
@@ -253,15 +253,7 @@ def _apply_weights(
             out = finish(out)
         return out.reshape(*block.shape[:-2], n_out)
 
-    out = xr.apply_ufunc(
-        product,
-        whole(da, (ydim, xdim)),
-        input_core_dims=[[ydim, xdim]],
-        output_core_dims=[[out_dim]],
-        dask="parallelized",
-        output_dtypes=[dtype],
-        dask_gufunc_kwargs={"output_sizes": {out_dim: n_out}},
-    )
+    out = apply_blocks(product, da, (ydim, xdim), {out_dim: n_out}, dtype)
     out = out.assign_coords({out_dim: out_coords})
     rest = [d for d in signal_dims(da) if d not in (ydim, xdim)]
     return with_marking(out, rest or [out_dim])

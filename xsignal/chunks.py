@@ -134,10 +134,14 @@ def apply_blocks(
     output_core: Mapping[Hashable, int],
     dtype: Any,
     *,
+    others: Sequence[xr.DataArray] = (),
     keep_attrs: bool = False,
 ) -> xr.DataArray:
     """``func`` on every block of ``da`` (``input_core`` dims last, made
     whole), giving a block with ``output_core`` dims (and sizes) last;
+    ``others`` (with the same core dims: a reference) come as further
+    arguments, their blocks matched to ``da``'s (whole when they lack its
+    loop dims);
     ``xr.apply_ufunc(..., dask="parallelized")`` for a function that
     changes the core dims, without its copy of every block: dask's gufunc
     path concatenates each block along the input's core dims, a full copy
@@ -154,13 +158,15 @@ def apply_blocks(
     (('x', 'pair'), ((2, 2), (2,)), [6.0, 12.0])
     """
 
-    def per_block(data: Any) -> Any:
-        if not isinstance(data, dsa.Array):
-            return func(data)
+    def per_block(data: Any, *more: Any) -> Any:
+        if not any(isinstance(x, dsa.Array) for x in (data, *more)):
+            return func(data, *more)
+        data = dsa.asarray(data)
         loop = data.ndim - len(input_core)
         return dsa.map_blocks(
             func,
             data,
+            *(dsa.asarray(x) for x in more),  # blocks aligned, not constants
             drop_axis=tuple(range(loop, data.ndim)) or None,
             new_axis=tuple(range(loop, loop + len(output_core))) or None,
             chunks=(*data.chunks[:loop], *((n,) for n in output_core.values())),
@@ -170,7 +176,8 @@ def apply_blocks(
     out: xr.DataArray = xr.apply_ufunc(
         per_block,
         whole(da, input_core),
-        input_core_dims=[list(input_core)],
+        *(whole(other, input_core) for other in others),
+        input_core_dims=[list(input_core)] * (1 + len(others)),
         output_core_dims=[list(output_core)],
         dask="allowed",
         keep_attrs=keep_attrs,

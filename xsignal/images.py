@@ -310,18 +310,11 @@ def estimate_shift2D(
         moves = _phase_shifts(frames, refs, factor)
         return 0.0 - moves.reshape(*block.shape[:-2], 2)  # the displacement
 
-    out = xr.apply_ufunc(
-        shifts,
-        data,
-        ref,
-        input_core_dims=[[ydim, xdim], [ydim, xdim]],
-        output_core_dims=[["vector"]],
-        dask="parallelized",
-        output_dtypes=[np.float64],
-        dask_gufunc_kwargs={"output_sizes": {"vector": 2}},
+    out = apply_blocks(
+        shifts, data, (ydim, xdim), {"vector": 2}, np.float64, others=[ref]
     )
     if reference == "cascade":
-        out = out.cumsum(nav[-1])
+        out = out.cumsum((nav[-1],))
     out = out.assign_coords(vector=["y", "x"])
     out.attrs = {"long_name": "shift", "units": "px"}
     out.name = "shift"

@@ -670,15 +670,7 @@ def estimate_shift1D(
         target = target - target.mean()
         return _best_lags(window, target, max_lag) / factor * step
 
-    data = whole(da, [dim])
-    out = xr.apply_ufunc(
-        shifts,
-        data,
-        whole(ref, [dim]),
-        input_core_dims=[[dim], [dim]],
-        dask="parallelized",
-        output_dtypes=[np.float64],
-    )
+    out = apply_blocks(shifts, da, [dim], {}, np.float64, others=[ref])
     units = da.coords[dim].attrs.get("units") if dim in da.coords else None
     out.attrs = {"long_name": f"shift along {dim}"}
     if units:

@@ -163,13 +163,20 @@ def apply_blocks(
             return func(data, *more)
         data = dsa.asarray(data)
         loop = data.ndim - len(input_core)
-        return dsa.map_blocks(
-            func,
-            data,
-            *(dsa.asarray(x) for x in more),  # blocks aligned, not constants
-            drop_axis=tuple(range(loop, data.ndim)) or None,
-            new_axis=tuple(range(loop, loop + len(output_core))) or None,
-            chunks=(*data.chunks[:loop], *((n,) for n in output_core.values())),
+        index = [f"d{i}" for i in range(data.ndim)]
+        new = {f"o{i}": n for i, n in enumerate(output_core.values())}
+        pairs: list[Any] = [data, index]
+        for x in more:  # blocks aligned (from the right, as numpy broadcasts)
+            x = dsa.asarray(x)
+            pairs += [x, index[data.ndim - x.ndim :]]
+        # no concatenation along the core dims (whole already): dask's
+        # would copy every block; the function gets them in nested lists
+        return dsa.blockwise(
+            _unwrapped(func),
+            [*index[:loop], *new],
+            *pairs,
+            new_axes=new,
+            concatenate=False,
             dtype=dtype,
         )
 
@@ -183,6 +190,63 @@ def apply_blocks(
         keep_attrs=keep_attrs,
     )
     return out
+
+
+def reduce_blocks(
+    func: Any,
+    array: dsa.Array,
+    axes: Sequence[int],
+    dtype: Any,
+    *,
+    regions: bool = False,
+) -> dsa.Array:
+    """``func(block)`` (or ``func(block, region)`` with ``regions``: the
+    block's slices in ``array``) on every block, dropping ``axes`` (each one
+    chunk): ``array.map_blocks(func, drop_axis=axes)`` without dask's copy
+    of every block (its concatenation along dropped axes copies even one).
+
+    Examples
+    --------
+    >>> import dask.array as dsa
+    >>> from xsignal.chunks import reduce_blocks
+    >>> x = dsa.ones((4, 3), chunks=(2, 3))
+    >>> reduce_blocks(lambda b: b.sum(1), x, [1], float).compute()
+    array([3., 3., 3., 3.])
+    """
+    index = [f"d{i}" for i in range(array.ndim)]
+    pairs: list[Any] = [array, index]
+    if regions:
+        edges = [np.cumsum((0, *c)) for c in array.chunks]
+        where = np.empty(array.numblocks, dtype=object)
+        for block in np.ndindex(*array.numblocks):
+            where[block] = tuple(
+                slice(int(e[i]), int(e[i + 1])) for e, i in zip(edges, block)
+            )
+        pairs += [dsa.from_array(where, chunks=1, name=False), index]
+    out: dsa.Array = dsa.blockwise(
+        _unwrapped(func),
+        [d for i, d in enumerate(index) if i not in set(axes)],
+        *pairs,
+        concatenate=False,
+        align_arrays=False,  # the regions: one per block, not per element
+        dtype=dtype,
+    )
+    return out
+
+
+def _unwrapped(func: Any) -> Any:
+    """``func`` on blocks handed in nested one-element lists (the single
+    block along each contracted dim of a ``blockwise(concatenate=False)``)."""
+
+    def call(*blocks: Any) -> Any:
+        inner = []
+        for block in blocks:
+            while isinstance(block, list):
+                (block,) = block
+            inner.append(block)
+        return func(*inner)
+
+    return call
 
 
 def target_chunk_bytes() -> int:

@@ -49,6 +49,7 @@ from dask.array.reductions import (
     nannumel,
 )
 
+from .chunks import reduce_blocks
 from .dims import _check_dataarray, resolve_dims, signal_dims, with_marking
 from .navigators import stored as stored_navigator
 
@@ -143,7 +144,7 @@ def _fast_nansum(values: Any, axis: Any = None, dtype: Any = None, **_: Any) -> 
     out_dtype = np.sum(np.zeros(1, values.dtype), dtype=dtype).dtype
     if len(axes) < values.ndim and all(len(values.chunks[a]) == 1 for a in axes):
         block = functools.partial(nansum_block, axis=axes, dtype=dtype)
-        return dsa.map_blocks(block, values, drop_axis=axes, dtype=out_dtype)
+        return reduce_blocks(block, values, axes, out_dtype)
     return dsa.reduction(values, nansum_block, nansum_block, axis=axes, dtype=out_dtype)
 
 

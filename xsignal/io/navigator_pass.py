@@ -18,6 +18,7 @@ import dask.array as dsa
 import numpy as np
 import xarray as xr
 
+from ..chunks import reduce_blocks
 from ..reductions import nansum_block
 
 
@@ -53,13 +54,10 @@ def written_with_navigator(
     accumulate = navigator.dtype if data.dtype.kind in "biu" else None
     total = functools.partial(nansum_block, axis=axes, dtype=accumulate)
 
-    def write_and_sum(block: np.ndarray, block_info: Any = None) -> np.ndarray:
-        region = tuple(slice(a, b) for a, b in block_info[0]["array-location"])
+    def write_and_sum(block: np.ndarray, where: np.ndarray) -> np.ndarray:
+        region: tuple[slice, ...] = where.item()
         write(region, block)
         summed: np.ndarray = total(block).astype(navigator.dtype, copy=False)
         return summed
 
-    out: dsa.Array = dsa.map_blocks(
-        write_and_sum, data, drop_axis=axes, dtype=navigator.dtype
-    )
-    return out
+    return reduce_blocks(write_and_sum, data, axes, navigator.dtype, regions=True)

@@ -43,15 +43,13 @@ def variable_name(name: Hashable) -> str:
 
 def attach(da: xr.DataArray, navigator: xr.DataArray) -> xr.DataArray:
     """Record on ``da``, as just opened (lazy), its stored ``navigator``
-    (over ``da``'s navigation dims, lazy)."""
+    (over ``da``'s navigation dims, lazy; :func:`stored` gives it ``da``'s
+    coordinates as they are then)."""
     nav = navigation_dims(da)
     if set(navigator.dims) != set(nav) or any(
         navigator.sizes[d] != da.sizes[d] for d in nav
     ):
         return da  # not this data's navigator (a file edited by hand)
-    navigator = navigator.assign_coords(
-        {k: v for k, v in da.coords.items() if set(v.dims) <= set(nav)}
-    )
     record = {
         "navigator": navigator,
         "graph": frozenset(da.data.dask.layers),

@@ -1,11 +1,10 @@
-"""A save's navigator from the blocks it writes: one task per block reads
-it, writes it and sums it over the signal dims while it is in the cache.
+"""A save's navigator from the blocks it writes: the task that writes a
+block also sums it over the signal dims, while it is in the cache.
 
 A navigator computed beside the save as its own reduction shares the
-reads, but a read with two users is its own task and its block is held
-until both ran: the sum then reads it again from memory (about 25 % more
-than the save alone on an in-memory disk). Here the write and the sum are
-one function of the block, so dask fuses the read into it too.
+reads, but then each block has two users and is held until both ran: the
+sum reads it again from memory, in a task of its own (about 25 % more
+than the save alone on an in-memory disk, against about 6 % here).
 """
 
 from __future__ import annotations

@@ -255,6 +255,34 @@ def test_frame_product_equals_the_plain_product(n_out, layout, dtype, monkeypatc
     assert err.max() < (1e-6 if work == np.float32 else 1e-14)
 
 
+@pytest.mark.parametrize("mirror", ["rows", "columns", "both"])
+@pytest.mark.parametrize("shape", [(40, 24), (41, 23)])
+@pytest.mark.parametrize("dtype", ["uint16", "float64"])
+def test_mirrored_weights_fold_to_the_same_product(mirror, shape, dtype, monkeypatch):
+    """Weights equal on both sides of the window's middle (odd and even
+    sizes, one axis or both) are folded: the product over the folded
+    pixels equals the plain one."""
+    from xsignal.stem import _FrameProduct
+
+    monkeypatch.setattr(_FrameProduct, "BUFFER", 3 * 40 * 24)  # 3 frames a step
+    rng = np.random.default_rng(len(mirror))
+    frames = rng.poisson(50, (2, 5, *shape)).astype(dtype)
+    weights = rng.uniform(-1, 1, (*shape, 9))
+    if mirror in ("rows", "both"):
+        weights = weights + weights[::-1]
+    if mirror in ("columns", "both"):
+        weights = weights + weights[:, ::-1]
+    w = weights.reshape(-1, 9)
+    work = np.dtype("float64" if dtype == "float64" else "float32")
+    product = _FrameProduct(w, shape, work)
+    folds = {"rows": (1, 0), "columns": (0, 1), "both": (1, 1)}[mirror]
+    assert product.fold == (folds[0] * (shape[0] // 2), folds[1] * (shape[1] // 2))
+    out = product(frames)
+    flat = frames.reshape(10, -1).astype("f8")
+    err = abs(out - flat @ w) / (flat @ abs(w))
+    assert err.max() < (1e-6 if work == np.float32 else 1e-14)
+
+
 @pytest.mark.parametrize("dtype", ["uint16", "float32", "float64"])
 def test_separable_product_equals_the_plain_product(dtype, monkeypatch):
     """Outer-product weights (the centre of mass without a mask) as row

@@ -100,7 +100,11 @@ class _FrameProduct:
     matrix-matrix product is several times slower for 2-4 columns). More
     outputs are one matrix product per band of frame rows, each with only
     the outputs weighted in its band (annuli: about half the products of
-    one dense matrix).
+    one dense matrix). Weights the same on both sides of the window's
+    middle row or column (an azimuthal profile about the frame's centre,
+    as after centring the direct beam) are folded first: each frame's
+    mirrored halves summed, so the product runs over a half or a quarter
+    of the pixels.
     """
 
     BUFFER = 2**20  # values per conversion buffer: 4 MiB of float32
@@ -120,12 +124,33 @@ class _FrameProduct:
         self.dtype = dtype
         self.n_out = w.shape[1]
         self.pixels = inside.size
+        self.fold = (0, 0)
         if self.sparse:
             self.w = w.T.tocsr().astype(dtype)  # outputs x pixels
-        elif self.n_out <= self.FEW:
+        elif self.n_out <= self.FEW:  # folding costs more than it saves
             self.spans = self._spans(w, xs.stop - xs.start)
         else:
-            self.bands = self._bands(w, xs.stop - xs.start)
+            w = self._folded(w, (ys.stop - ys.start, xs.stop - xs.start))
+            self.bands = self._bands(w, self.shape[1])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, columns) of the pixels multiplied: the window, folded."""
+        ys, xs = self.window
+        (rows, columns), (fy, fx) = (ys.stop - ys.start, xs.stop - xs.start), self.fold
+        return rows - fy, columns - fx
+
+    def _folded(self, w: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """The weights of the pixels left after folding the window along
+        each axis it is mirror-symmetric in (sets ``fold``: the rows and
+        columns added onto their mirrors)."""
+        w3 = w.reshape(*shape, -1)
+        fy = shape[0] // 2 if np.array_equal(w3, w3[::-1]) else 0
+        fx = shape[1] // 2 if np.array_equal(w3, w3[:, ::-1]) else 0
+        self.fold = (fy, fx)
+        rows, columns = self.shape
+        self.pixels = rows * columns
+        return w3[:rows, :columns].reshape(self.pixels, -1)
 
     def _spans(self, w: np.ndarray, width: int) -> list[tuple[slice, np.ndarray]]:
         """(pixels, weights) per output: the rows of the window it weights
@@ -167,15 +192,29 @@ class _FrameProduct:
             for pixels, outs, w in self.bands:
                 rows[:, outs] += frames[:, pixels] @ w
 
+    def _add_mirrors(self, part: np.ndarray, frames: np.ndarray) -> None:
+        """Fold: add onto ``part`` (the window's first rows and columns) the
+        pixels mirrored onto them, in the working dtype."""
+        fy, fx = self.fold
+        rows, columns = self.shape
+        if fx:  # column c gets column -1 - c
+            np.add(part[..., :fx], frames[:, :rows, ::-1][..., :fx], out=part[..., :fx])
+        if fy:  # row r gets row -1 - r
+            np.add(part[:, :fy], frames[:, ::-1, :columns][:, :fy], out=part[:, :fy])
+        if fy and fx:
+            corner = frames[:, ::-1, ::-1][:, :fy, :fx]
+            np.add(part[:, :fy, :fx], corner, out=part[:, :fy, :fx])
+
     def __call__(self, block: np.ndarray) -> np.ndarray:
         frames = block.reshape(-1, *block.shape[-2:])
         n = frames.shape[0]
         out = np.empty((self.n_out, n), self.dtype)
         with engine.blas_one_thread():  # the scheduler's threads share the cores
-            if self.full and frames.dtype == self.dtype:
+            if self.full and frames.dtype == self.dtype and self.fold == (0, 0):
                 self._multiply(frames.reshape(n, -1), out)
                 return out.T
             window = frames[(slice(None), *self.window)]
+            rows, columns = self.shape
             step = max(1, self.BUFFER // self.pixels)
             buffer = getattr(self._local, "buffer", None)
             if (
@@ -187,8 +226,10 @@ class _FrameProduct:
                 self._local.buffer = buffer
             for i in range(0, n, step):
                 m = min(step, n - i)
-                part = buffer[: m * self.pixels].reshape(m, *window.shape[1:])
-                np.copyto(part, window[i : i + m], casting="unsafe")
+                part = buffer[: m * self.pixels].reshape(m, rows, columns)
+                step_frames = window[i : i + m]
+                np.copyto(part, step_frames[:, :rows, :columns], casting="unsafe")
+                self._add_mirrors(part, step_frames)
                 self._multiply(part.reshape(m, -1), out[:, i : i + m])
         return out.T
 
@@ -208,6 +249,7 @@ class _SeparableProduct(_FrameProduct):
         dtype: np.dtype,
     ):
         self.window = (slice(0, shape[0]), slice(0, shape[1]))
+        self.fold = (0, 0)
         self.full = True
         self.dtype = dtype
         self.n_out = len(rows)

@@ -249,6 +249,33 @@ def test_to_dataset_round_trip(tmp_path):
     )
 
 
+@pytest.mark.parametrize("method", ["linear", "lm"])
+def test_compute_gives_every_map_in_one_pass(method):
+    """FitResult.compute: the same maps as computing them lazily, in
+    memory, each block of the data read once for all of them."""
+    comps = two_peaks()
+    if method == "linear":
+        for comp in comps[:2]:
+            comp.centre.free = comp.sigma.free = False
+            comp.sigma.value = 3.0
+    da = spectra(RNG.poisson(clean()).astype("f4")).chunk({"y": 2})
+    with raise_if_dask_computes():
+        fit = da.signal.create_model(comps).fit(method=method)
+    reads = []
+    counted = da.copy(data=da.data.map_blocks(lambda b: reads.append(b.size) or b))
+    done = counted.signal.create_model(comps).fit(method=method).compute()
+    assert reads.count(2 * 7 * E.size) == 3, reads  # each block once, for every map
+    assert "computed" in repr(done) and done.chisq.chunks is None
+    params, errors, chisq, converged = xsignal.compute(
+        fit.parameters, fit.errors, fit.chisq, fit.converged
+    )
+    xr.testing.assert_allclose(done.parameters, params, rtol=1e-12)
+    xr.testing.assert_allclose(done.errors, errors, rtol=1e-12)
+    xr.testing.assert_allclose(done.chisq, chisq, rtol=1e-12)
+    xr.testing.assert_equal(done.converged, converged)
+    np.testing.assert_allclose(done.residual().values, fit.residual().values)
+
+
 def test_plot_shows_data_model_and_components():
     pytest.importorskip("matplotlib")
     import matplotlib

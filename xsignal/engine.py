@@ -453,11 +453,24 @@ def _nbytes(obj: Any) -> int:
         return 0
 
 
+def _collections(objs: Any, seen: dict[int, Any]) -> list[Any]:
+    """The dask collections in ``objs``, as dask.compute finds them (inside
+    lists, tuples, sets and dict values too), each once; without dask's
+    ``unpack_collections``, which tokenizes every one (a few ms a compute)."""
+    for obj in objs:
+        if dask.is_dask_collection(obj):
+            seen.setdefault(id(obj), obj)
+        elif isinstance(obj, list | tuple | set | frozenset):
+            _collections(obj, seen)
+        elif isinstance(obj, dict):
+            _collections(obj.values(), seen)
+    return list(seen.values())
+
+
 def graph_of(*objs: Any) -> tuple[list[Any], HighLevelGraph]:
     """The dask collections among ``objs`` and their merged high-level graph
     (shared layers once, as in one ``dask.compute``)."""
-    # as dask.compute finds them: inside lists, tuples and dicts too
-    lazy = list(dask.base.unpack_collections(*objs, traverse=True)[0])
+    lazy = _collections(objs, {})
     graphs = [o.__dask_graph__() for o in lazy]
     merged = HighLevelGraph.merge(*graphs) if graphs else HighLevelGraph({}, {})
     return lazy, merged
@@ -694,7 +707,7 @@ def check_memory(*objs: Any, to_caller: bool = True) -> None:
     ...     engine.check_memory(dsa.ones(4, chunks=2).sum())  # fits: silent
     """
     try:
-        if not graph_of(*objs)[0]:
+        if not _collections(objs, {}):
             return
         res = resources()
         if res.memory is None or res.where == "worker":

@@ -709,6 +709,7 @@ class FitResult:
         self.plan = plan
         self.method = plan.method
         self.weighted = weighted
+        self._out = out
         n = len(plan.keys)
         # each output sliced from the array (xarray's isel costs more, and
         # a fit has 2 P + 3 of them)
@@ -733,6 +734,29 @@ class FitResult:
             f"{len(self.plan.free)} free of {len(self.plan.keys)} parameters, "
             f"{'lazy' if lazy else 'computed'}>"
         )
+
+    def compute(self, progress: bool | None = None) -> FitResult:
+        """Every map of the fit (parameters, errors, chi-squares, the
+        convergence map) computed in one pass, as a new FitResult in memory.
+
+        Computing the maps as one array skips the per-map split of every
+        block (a task each, 2 P + 3 maps a block): faster than
+        ``xsignal.compute(fit.parameters, fit.errors, ...)``, same values.
+
+        Examples
+        --------
+        >>> import numpy as np, xarray as xr, xsignal
+        >>> from xsignal.components import Offset
+        >>> da = xr.DataArray(np.full((4, 5), 2.0), dims=("x", "e")).chunk(x=2)
+        >>> fit = da.signal.set_signal_dims("e").signal.create_model([Offset()])
+        >>> done = fit.fit(method="linear").compute()
+        >>> done
+        <FitResult linear, 1 free of 1 parameters, computed>
+        >>> done.parameters["Offset.offset"].values.tolist()
+        [2.0, 2.0, 2.0, 2.0]
+        """
+        (out,) = engine.compute(self._out, progress=progress)
+        return FitResult(self.model_, self.plan, out, self.weighted)
 
     def model(self, component: str | None = None) -> xr.DataArray:
         """The fitted model (or one component of it) over the whole signal

@@ -177,9 +177,14 @@ def test_several_arrays_share_their_reads_and_partials(da, reads):
 
 def test_integer_results_keep_their_dtype(da):
     counts = (da * 10).astype("int64").sum("energy")
-    seen = Recorder()
-    with dask.config.set(scheduler="sync"):
-        (out,) = xsignal.compute(counts, progress=seen)
+    gate, seen = Gate(), Recorder()
+
+    def callback(partial, fraction):
+        seen(partial, fraction)
+        gate.saw(fraction)
+
+    with dask.config.set(scheduler="sync"):  # blocks held until seen: partials
+        (out,) = xsignal.compute(gate.gated(counts), progress=callback)
     assert out.dtype == np.int64
     assert seen.partials[0].dtype == np.float64  # NaN where not yet done
     assert np.isnan(seen.partials[0].values).any()

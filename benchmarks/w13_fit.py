@@ -38,7 +38,9 @@ import cProfile
 import json
 import os
 import pstats
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import h5py
@@ -443,9 +445,96 @@ def run(ctx: Context) -> list[Row]:
         f"W13 load average before {load[0]:.1f}, after {os.getloadavg()[0]:.1f} "
         f"({os.cpu_count()} CPUs)"
     )
+    if ctx.full or ctx.quick:
+        rows.extend(memory_rows(ctx, notes))
+    else:
+        notes.append("W13 memory (the 4 GiB L file, minutes) skipped: ask with --full")
     for note in notes:
         print(note, file=sys.stderr, flush=True)
     ctx.notes.extend(notes)
+    return rows
+
+
+# --- memory on the L file ----------------------------------------------------------
+
+MEMORY_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time
+    sys.path.insert(0, sys.argv[3])
+    import numpy as np
+    from scipy.signal import find_peaks
+    import xsignal
+    from xsignal.components import Gaussian, Offset
+    from benchmarks.common import peak_rss_mib, rss_mib
+    path, method = sys.argv[1], sys.argv[2]
+    da = xsignal.open(path)
+    # the model: the two highest peaks of the first scan row's mean spectrum
+    mean = da.isel(y=0).mean("x").values
+    energy = da["energy"].values
+    found, props = find_peaks(mean, prominence=0.1 * mean.max())
+    centres = energy[found[np.argsort(props["prominences"])[-2:]]]
+    comps = [Gaussian(centre=float(c)) for c in sorted(centres)] + [Offset()]
+    if method == "linear":
+        for g in comps[:2]:
+            g.sigma.value = 4 * float(energy[1] - energy[0])
+            g.centre.free = g.sigma.free = False
+    if method == "lm":  # a slab: its blocks are fitted as every other's
+        da = da.isel(y=slice(0, int(sys.argv[4])))
+    before = rss_mib()
+    start = time.perf_counter()
+    fit = da.signal.create_model(comps).fit(method=method).compute(progress=False)
+    seconds = time.perf_counter() - start
+    results = sum(v.nbytes for v in fit.parameters.values())
+    results += sum(v.nbytes for v in fit.errors.values())
+    results += fit.chisq.nbytes + fit.reduced_chisq.nbytes + fit.converged.nbytes
+    block = int(np.prod([c[0] for c in da.chunks])) * da.dtype.itemsize
+    print(json.dumps({
+        "rows": da.sizes["y"], "seconds": seconds,
+        "peak_mib": peak_rss_mib(), "before_mib": before,
+        "results_mib": results / 2**20, "block_mib": block / 2**20,
+        "converged": float(fit.converged.mean()),
+    }))
+    """
+)
+
+
+def memory_rows(ctx: Context, notes: list[str]) -> list[Row]:
+    """The linear fit of the L file (4 GiB; --quick its stand-in) and the
+    lm fit of 32 of its scan rows (two Gaussians and an offset on its four
+    peaks: many pixels iterate to the limit), each in its own process:
+    time and peak resident memory, the memory
+    beyond the process before the fit and the maps it returns counted in
+    the file's blocks."""
+    path = ctx.data_file("L")
+    root = str(Path(__file__).resolve().parents[1])
+    slab = str(ctx.size("L")[0] if ctx.quick else 32)  # lm: 1-2 ms a pixel here
+    rows = []
+    for method in ("linear", "lm"):
+        out = subprocess.run(
+            [sys.executable, "-c", MEMORY_SCRIPT, str(path), method, root, slab],
+            capture_output=True,
+            text=True,
+        )
+        if out.returncode != 0:
+            notes.append(f"W13 memory {method} failed: {out.stderr.strip()[-300:]}")
+            continue
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        # the maps are held twice at the end (their blocks and the whole)
+        beyond = r["peak_mib"] - r["before_mib"] - 2 * r["results_mib"]
+        gib = path.stat().st_size / 2**30
+        rows.append(
+            Row(
+                "W13 memory",
+                f"xsignal {method}",
+                r["seconds"],
+                peak_mib=r["peak_mib"],
+                extra=f"{gib:.2f} GiB file ({r['rows']} scan rows), 1 run; "
+                f"{r['before_mib']:.0f} MiB before "
+                f"the fit, maps {r['results_mib']:.0f} MiB; beyond those "
+                f"{beyond:.0f} MiB = {beyond / r['block_mib']:.1f} blocks of "
+                f"{r['block_mib']:.0f} MiB; converged {r['converged']:.1%}",
+            )
+        )
     return rows
 
 

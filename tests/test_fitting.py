@@ -276,6 +276,25 @@ def test_compute_gives_every_map_in_one_pass(method):
     np.testing.assert_allclose(done.residual().values, fit.residual().values)
 
 
+def test_an_iterative_fit_in_batches_gives_the_same(monkeypatch):
+    """A block's pixels are solved in batches (memory bounded): the same
+    maps as one batch, including a batch shorter than the others."""
+    from xsignal import fitting
+
+    values = np.tile(RNG.poisson(clean()), (2, 3, 1))  # 12 x 21 = 252 pixels
+    da = spectra(values.astype("f8"))
+    whole = da.signal.create_model(two_peaks()).fit(method="lm").compute()
+    monkeypatch.setattr(fitting, "BATCH_BYTES", 1)  # 64 pixels a batch
+    batched = da.signal.create_model(two_peaks()).fit(method="lm").compute()
+    # a pixel stops within the solver's tolerance: where is decided in its
+    # batch, so the values agree to far within their standard errors
+    for key in whole.parameters:
+        gap = abs(batched.parameters[key] - whole.parameters[key])
+        assert float((gap / whole.errors[key]).max()) < 1e-3, key
+    xr.testing.assert_allclose(batched.errors, whole.errors, rtol=1e-3)
+    xr.testing.assert_equal(batched.converged, whole.converged)
+
+
 def test_plot_shows_data_model_and_components():
     pytest.importorskip("matplotlib")
     import matplotlib

@@ -315,6 +315,19 @@ class _Plan:
         chi-square), model-weighted ones are not (Pearson's)."""
         if self.shared is not None and weights is None and not poisson:
             return self._shared_linear(y)
+        batch = max(64, BATCH_BYTES // (8 * y.shape[1] * (len(self.free) + 4)))
+        if y.shape[0] > batch:  # the solver's arrays, a few times y's, bounded
+            return np.concatenate(
+                [
+                    self.fit_block(
+                        y[i : i + batch],
+                        {k: v[i : i + batch] for k, v in maps.items()},
+                        None if weights is None else weights[i : i + batch],
+                        poisson,
+                    )
+                    for i in range(0, y.shape[0], batch)
+                ]
+            )
         y = np.asarray(y, dtype=np.float64)
         with warnings.catch_warnings():  # all-NaN pixels: marked below
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -500,6 +513,10 @@ class _Plan:
                 jac[:, where[f"{comp.name}.{name}"], :] = grad
         return total, jac
 
+
+# an iterative fit solves this many bytes of float64 spectra and Jacobian at a
+# time (a block's pixels in batches): its memory stays a few blocks' worth
+BATCH_BYTES = 32 * 2**20
 
 # a shared linear fit takes about this much of the data a task (several
 # stored chunks, each multiplied as read): its tasks are quick, and fewer

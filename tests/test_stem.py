@@ -257,7 +257,7 @@ def test_frame_product_equals_the_plain_product(n_out, layout, dtype, monkeypatc
 
 @pytest.mark.parametrize("mirror", ["rows", "columns", "both"])
 @pytest.mark.parametrize("shape", [(40, 24), (41, 23)])
-@pytest.mark.parametrize("dtype", ["uint16", "float64"])
+@pytest.mark.parametrize("dtype", ["uint8", "int16", "uint16", "float32", "float64"])
 def test_mirrored_weights_fold_to_the_same_product(mirror, shape, dtype, monkeypatch):
     """Weights equal on both sides of the window's middle (odd and even
     sizes, one axis or both) are folded: the product over the folded

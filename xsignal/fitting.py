@@ -516,7 +516,7 @@ class _Plan:
 
 # an iterative fit solves this many bytes of float64 spectra and Jacobian at a
 # time (a block's pixels in batches): its memory stays a few blocks' worth
-BATCH_BYTES = 32 * 2**20
+BATCH_BYTES = 16 * 2**20
 
 # a shared linear fit takes about this much of the data a task (several
 # stored chunks, each multiplied as read): its tasks are quick, and fewer

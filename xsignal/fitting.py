@@ -521,7 +521,7 @@ BATCH_BYTES = 16 * 2**20
 # a shared linear fit takes about this much of the data a task (several
 # stored chunks, each multiplied as read): its tasks are quick, and fewer
 # of them mean fewer outputs for the scheduler (one a parameter a task)
-GROUP_BYTES = 32 * 2**20
+GROUP_BYTES = 16 * 2**20
 
 
 def _run(model: Model, plan: _Plan, variance: xr.DataArray | str | None) -> FitResult:

@@ -9,6 +9,7 @@ rows: contiguous in memory and in row-chunked HDF5 files.
 from __future__ import annotations
 
 import math
+import uuid
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
@@ -172,12 +173,14 @@ def apply_blocks(
         # no concatenation along the core dims (whole already): dask's
         # would copy every block; the function gets them in nested lists
         return dsa.blockwise(
-            _unwrapped(func),
+            _call,
             [*index[:loop], *new],
+            _shared(func),
+            None,
             *pairs,
             new_axes=new,
             concatenate=False,
-            dtype=dtype,
+            meta=np.empty((0,) * (loop + len(new)), dtype),
         )
 
     out: xr.DataArray = xr.apply_ufunc(
@@ -224,14 +227,32 @@ def reduce_blocks(
             )
         pairs += [dsa.from_array(where, chunks=1, name=False), index]
     out: dsa.Array = dsa.blockwise(
-        _unwrapped(func),
+        _call,
         [d for i, d in enumerate(index) if i not in set(axes)],
+        _shared(func),
+        None,
         *pairs,
         concatenate=False,
         align_arrays=False,  # the regions: one per block, not per element
-        dtype=dtype,
+        meta=np.empty((0,) * (array.ndim - len(axes)), dtype),
     )
     return out
+
+
+def _shared(func: Any) -> Any:
+    """``func`` (unwrapped, :func:`_unwrapped`) as one key of the graph that
+    every block's task refers to: held once, sent once to each worker, not
+    once a task. A block's task then has two inputs, so dask's low-level
+    fusion leaves it apart from the read before it: a fused task runs its
+    little graph through ``dask.order`` every time, which costs more than
+    the hand-over it saves (the centre of mass of a 0.5 GiB file: 1.25x
+    the raw read pass fused, 1.12x apart)."""
+    return dask.delayed(_unwrapped(func), name=f"xsignal-function-{uuid.uuid4().hex}")
+
+
+def _call(func: Any, *blocks: Any) -> Any:
+    """A block's task: the shared function on its blocks."""
+    return func(*blocks)
 
 
 def _unwrapped(func: Any) -> Any:

@@ -559,8 +559,16 @@ def azimuthal_integral1d(
     if radius.size * npt <= DENSE_WEIGHTS:  # BLAS beats scipy.sparse here
         weights = weights.toarray()
     mids = lo + width * (np.arange(npt) + 0.5)
-    out = _apply_weights(da, weights, "radius", mids)
-    out = out.where(xr.DataArray(counts > 0, dims="radius"))
+    empty = counts == 0
+
+    def blank(means: np.ndarray) -> np.ndarray:  # annuli without pixels: NaN
+        means[:, empty] = np.nan
+        return means
+
+    # in the product's own task: no extra task a block
+    out = _apply_weights(
+        da, weights, "radius", mids, finish=blank if empty.any() else None
+    )
     units = da.coords[xdim].attrs.get("units") if xdim in da.coords else None
     if units:
         out.coords["radius"].attrs["units"] = units

@@ -28,6 +28,7 @@ noise estimated from the residual), as scipy's ``curve_fit`` does.
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from collections.abc import Hashable, Sequence
@@ -727,7 +728,16 @@ class FitResult:
         self.method = plan.method
         self.weighted = weighted
         self._out = out
-        n = len(plan.keys)
+
+    @functools.cached_property
+    def _maps(
+        self,
+    ) -> tuple[xr.Dataset, xr.Dataset, xr.DataArray, xr.DataArray, xr.DataArray]:
+        """(parameters, errors, chisq, reduced_chisq, converged), each sliced
+        from the fit's one array when first asked for (a FitResult only
+        computed with :meth:`compute` never builds the lazy ones)."""
+        out, keys = self._out, self.plan.keys
+        n = len(keys)
         # each output sliced from the array (xarray's isel costs more, and
         # a fit has 2 P + 3 of them)
         nav = [d for d in out.dims if d != "fit_output"]
@@ -738,14 +748,36 @@ class FitResult:
             i: xr.DataArray(column, dims=nav, coords=coords)
             for i, column in enumerate(columns)
         }
-        self.parameters = xr.Dataset({k: pick[i] for i, k in enumerate(plan.keys)})
-        self.errors = xr.Dataset({k: pick[n + i] for i, k in enumerate(plan.keys)})
-        self.chisq = pick[2 * n].rename("chisq")
-        self.reduced_chisq = pick[2 * n + 1].rename("reduced_chisq")
-        self.converged = (pick[2 * n + 2] > 0.5).rename("converged")
+        return (
+            xr.Dataset({k: pick[i] for i, k in enumerate(keys)}),
+            xr.Dataset({k: pick[n + i] for i, k in enumerate(keys)}),
+            pick[2 * n].rename("chisq"),
+            pick[2 * n + 1].rename("reduced_chisq"),
+            (pick[2 * n + 2] > 0.5).rename("converged"),
+        )
+
+    @property
+    def parameters(self) -> xr.Dataset:
+        return self._maps[0]
+
+    @property
+    def errors(self) -> xr.Dataset:
+        return self._maps[1]
+
+    @property
+    def chisq(self) -> xr.DataArray:
+        return self._maps[2]
+
+    @property
+    def reduced_chisq(self) -> xr.DataArray:
+        return self._maps[3]
+
+    @property
+    def converged(self) -> xr.DataArray:
+        return self._maps[4]
 
     def __repr__(self) -> str:
-        lazy = self.chisq.chunks is not None
+        lazy = self._out.chunks is not None
         return (
             f"<FitResult {self.method}{' (weighted)' if self.weighted else ''}, "
             f"{len(self.plan.free)} free of {len(self.plan.keys)} parameters, "

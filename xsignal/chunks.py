@@ -170,18 +170,7 @@ def apply_blocks(
         for x in more:  # blocks aligned (from the right, as numpy broadcasts)
             x = dsa.asarray(x)
             pairs += [x, index[data.ndim - x.ndim :]]
-        # no concatenation along the core dims (whole already): dask's
-        # would copy every block; the function gets them in nested lists
-        return dsa.blockwise(
-            _call,
-            [*index[:loop], *new],
-            _shared(func),
-            None,
-            *pairs,
-            new_axes=new,
-            concatenate=False,
-            meta=np.empty((0,) * (loop + len(new)), dtype),
-        )
+        return _per_block(func, [*index[:loop], *new], pairs, dtype, new_axes=new)
 
     out: xr.DataArray = xr.apply_ufunc(
         per_block,
@@ -226,15 +215,27 @@ def reduce_blocks(
                 slice(int(e[i]), int(e[i + 1])) for e, i in zip(edges, block)
             )
         pairs += [dsa.from_array(where, chunks=1, name=False), index]
+    kept = [d for i, d in enumerate(index) if i not in set(axes)]
+    # align_arrays=False: the regions are one per block, not per element
+    return _per_block(func, kept, pairs, dtype, align_arrays=False)
+
+
+def _per_block(
+    func: Any, out_index: list[str], pairs: list[Any], dtype: Any, **kwargs: Any
+) -> dsa.Array:
+    """``blockwise`` of ``func`` (:func:`_shared`) over ``pairs`` (arrays and
+    their indices) without concatenation: dask's would copy every block,
+    so the function gets the single block along each contracted dim in
+    nested lists (:func:`_unwrapped`)."""
     out: dsa.Array = dsa.blockwise(
         _call,
-        [d for i, d in enumerate(index) if i not in set(axes)],
+        out_index,
         _shared(func),
         None,
         *pairs,
         concatenate=False,
-        align_arrays=False,  # the regions: one per block, not per element
-        meta=np.empty((0,) * (array.ndim - len(axes)), dtype),
+        meta=np.empty((0,) * len(out_index), dtype),
+        **kwargs,
     )
     return out
 

@@ -123,7 +123,6 @@ class _FrameProduct:
         w = weights.tocsr()[inside] if self.sparse else np.asarray(weights)[inside]
         self.dtype = dtype
         self.n_out = w.shape[1]
-        self.pixels = inside.size
         self.fold = (0, 0)
         if self.sparse:
             self.w = w.T.tocsr().astype(dtype)  # outputs x pixels
@@ -140,6 +139,12 @@ class _FrameProduct:
         (rows, columns), (fy, fx) = (ys.stop - ys.start, xs.stop - xs.start), self.fold
         return rows - fy, columns - fx
 
+    @property
+    def pixels(self) -> int:
+        """Pixels multiplied per frame: the window's, folded."""
+        rows, columns = self.shape
+        return rows * columns
+
     def _folded(self, w: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         """The weights of the pixels left after folding the window along
         each axis it is mirror-symmetric in (sets ``fold``: the rows and
@@ -149,7 +154,6 @@ class _FrameProduct:
         fx = shape[1] // 2 if np.array_equal(w3, w3[:, ::-1]) else 0
         self.fold = (fy, fx)
         rows, columns = self.shape
-        self.pixels = rows * columns
         return w3[:rows, :columns].reshape(self.pixels, -1)
 
     def _spans(self, w: np.ndarray, width: int) -> list[tuple[slice, np.ndarray]]:
@@ -253,7 +257,6 @@ class _SeparableProduct(_FrameProduct):
         self.full = True
         self.dtype = dtype
         self.n_out = len(rows)
-        self.pixels = shape[0] * shape[1]
         self.width = shape[1]
         distinct, self.which = np.unique(columns, axis=0, return_inverse=True)
         self.columns = np.ascontiguousarray(distinct, dtype=dtype)

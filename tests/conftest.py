@@ -46,3 +46,21 @@ def opened():
     yield arrays
     for da in arrays:
         xsignal.close_file(da)
+
+
+@pytest.fixture(scope="module")
+def process_client():
+    """A dask.distributed Client of two worker processes on loopback, one
+    for the test module (each worker opens the files itself)."""
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            processes=True,
+            n_workers=2,
+            threads_per_worker=1,
+            dashboard_address=":0",
+            host="127.0.0.1",
+        ) as cluster,
+        distributed.Client(cluster, direct_to_workers=True) as client,
+    ):
+        yield client

@@ -300,23 +300,12 @@ def test_on_a_cluster_several_arrays_read_once(da, reads, client):
     np.testing.assert_allclose(spectrum, da.max(("y", "x")).values)
 
 
-def test_worker_processes(path):
+def test_worker_processes(path, process_client):
     """A cluster of worker processes (each opens the file itself)."""
-    distributed = pytest.importorskip("distributed")
     da = xsignal.open(path)
     try:
-        with (
-            distributed.LocalCluster(
-                processes=True,
-                n_workers=2,
-                threads_per_worker=1,
-                dashboard_address=":0",
-                host="127.0.0.1",
-            ) as cluster,
-            distributed.Client(cluster),
-        ):
-            seen = Recorder()
-            (out,) = xsignal.compute(xsignal.navigator(da), progress=seen)
+        seen = Recorder()
+        (out,) = xsignal.compute(xsignal.navigator(da), progress=seen)
         with dask.config.set(scheduler="sync"):
             expected = xsignal.compute(xsignal.navigator(da), progress=False)[0]
         xr.testing.assert_identical(out, expected)

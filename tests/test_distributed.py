@@ -29,18 +29,8 @@ FILE_CHUNKS = (4, 10, 64)
 
 
 @pytest.fixture(scope="module")
-def client():
-    with (
-        distributed.LocalCluster(
-            processes=True,
-            n_workers=2,
-            threads_per_worker=1,
-            dashboard_address=":0",
-            host="127.0.0.1",
-        ) as cluster,
-        distributed.Client(cluster, direct_to_workers=True) as client,
-    ):
-        yield client
+def client(process_client):
+    return process_client
 
 
 @pytest.fixture(scope="module")

@@ -865,8 +865,12 @@ def compute_with_partials(*objs: Any, callback: ProgressCallback) -> tuple[Any, 
     ... )
     >>> out
     array([ 0., 10., 20., 30., 40., 50.])
-    >>> [f for _, f in seen][-1], bool(any(np.isnan(p).any() for p, _ in seen))
-    (1.0, True)
+    >>> seen[-1][1]  # the last call: the whole result
+    1.0
+    >>> # each partial: the result's values where done, NaN elsewhere (how
+    >>> # many partials come depends on how fast the blocks complete)
+    >>> all(np.all(np.isnan(p) | (p == out)) for p, _ in seen)
+    True
     """
     parts = _partials(objs)
     found = where()

@@ -154,8 +154,9 @@ def shared_linear(
     k = design.shape[1]
     shifted = bool(np.any(base))
     columns = np.concatenate([design, base[:, None]], axis=1) if shifted else design
-    # (X^T y^T)^T: a shape BLAS takes as fast as y @ X or faster
-    projected = (columns.T.astype(work) @ rows.T).T.astype(np.float64)
+    # y @ X: OpenBLAS (numpy 2.4) takes it 5-40 % faster than (X^T y^T)^T,
+    # one thread or several, rows contiguous or a window of them
+    projected = (rows @ columns.astype(work)).astype(np.float64)
     square = np.einsum("pn,pn->p", rows, rows).astype(np.float64)
     xty = projected[:, :k]
     size = square.copy()  # the magnitude the rounding is relative to
@@ -186,9 +187,8 @@ def linear(
     if design.ndim == 2 and weights is None:  # one matrix for every pixel
         normal = design.T @ design
         inverse = covariance(normal[None])[0]
-        # X^T y of every pixel, the one pass over y (as (X^T y^T)^T: BLAS
-        # takes that shape 5-30x faster than y @ X with X three columns wide)
-        projected = (design.T @ y.T).T
+        # X^T y of every pixel: the one pass over y
+        projected = y @ design
         beta = projected @ inverse
         # |y - X b|^2 = |y|^2 - 2 b.X^T y + b X^T X b: no residual array
         chisq = (

@@ -292,3 +292,61 @@ def test_shift1D_moves_each_spectrum(kind):
         xsignal.shift1D(da, moves.chunk(), crop=True)
     with pytest.raises(ValueError, match="do not match"):
         xsignal.shift1D(da, np.zeros(3))
+
+
+@pytest.mark.parametrize("dtype", ["f8", "f4", "i2"])
+@pytest.mark.parametrize("fill", [np.nan, 0.0])
+def test_shift1D_is_linear_interpolation_at_any_shift(dtype, fill):
+    """Whole and part channels, shifts beyond the spectrum's length either
+    way and a NaN shift (all fill), against ``np.interp``."""
+    rng = np.random.default_rng(8)
+    data = (rng.random((7, 200)) * 1000).astype(dtype)
+    da = xr.DataArray(data, dims=("x", "energy"), coords={"energy": E})
+    moves = np.array([0.0, 1.0, -0.25, 7.3, -150.0, 300.0, np.nan])
+    lazy = da.chunk({"x": 3}).signal.set_signal_dims("energy")
+    with raise_if_dask_computes():
+        out = xsignal.shift1D(lazy, moves, fill_value=fill)
+    assert out.dtype == (np.float32 if dtype == "f4" else np.float64)
+    for i, shift in enumerate(moves):
+        want = (
+            np.full(E.size, fill)
+            if np.isnan(shift)
+            else np.interp(E - shift, E, data[i].astype("f8"), left=fill, right=fill)
+        )
+        np.testing.assert_allclose(out.values[i], want, rtol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("spacing", ["uniform", "uneven", "decreasing"])
+def test_simpson_weights_are_scipys_rule(spacing):
+    """Odd and even numbers of points (Cartwright's last interval), one and
+    two points, to rounding of scipy's own sums."""
+    rng = np.random.default_rng(9)
+    for n in range(1, 12):
+        x = {
+            "uniform": 0.5 * np.arange(n),
+            "uneven": np.sort(rng.uniform(0, 10, n)),
+            "decreasing": np.sort(rng.uniform(0, 10, n))[::-1],
+        }[spacing]
+        y = rng.normal(size=(3, n))
+        got = y @ xsignal.spectra.simpson_weights(x)
+        want = scipy.integrate.simpson(y, x=x, axis=-1)
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_float32_spectra_are_integrated_and_cleaned_in_float32(kind):
+    """float32 data: float32 results within float32 rounding of the float64
+    computation (the product and the power law's exp run in float32)."""
+    wide = eels()
+    narrow = wide.astype("f4")
+    total = run(xsignal.integrate_simpson, narrow, kind)
+    assert total.dtype == np.float32
+    want = scipy.integrate.simpson(wide.values, x=E, axis=-1)
+    np.testing.assert_allclose(total.values, want, rtol=2e-6)
+    cleaned = run(xsignal.remove_background, narrow, kind, (305.0, 340.0))
+    assert cleaned.dtype == np.float32
+    reference = xsignal.remove_background(wide, (305.0, 340.0)).values
+    background = wide.values - reference
+    np.testing.assert_allclose(
+        cleaned.values, reference, atol=1e-5 * float(np.abs(background).max())
+    )

@@ -69,16 +69,9 @@ def _along(
     fn: Callable[[np.ndarray], np.ndarray],
     dtype: Any,
 ) -> xr.DataArray:
-    """``fn`` applied to whole blocks along ``dim`` (last axis), same shape."""
-    out = xr.apply_ufunc(
-        fn,
-        whole(da, [dim]),
-        input_core_dims=[[dim]],
-        output_core_dims=[[dim]],
-        dask="parallelized",
-        output_dtypes=[dtype],
-        keep_attrs=True,
-    )
+    """``fn`` applied to whole blocks along ``dim`` (last axis), same shape
+    (:func:`~xsignal.chunks.apply_blocks`: no copy of each block first)."""
+    out = apply_blocks(fn, da, [dim], {dim: da.sizes[dim]}, dtype, keep_attrs=True)
     result: xr.DataArray = out.transpose(*da.dims)
     return result
 
@@ -100,7 +93,10 @@ def integrate_simpson(da: xr.DataArray, dim: Hashable | None = None) -> xr.DataA
     -------
     xarray.DataArray
         Without ``dim``; lazy when ``da`` is; the attrs kept, the signal
-        marking of the dims that remain.
+        marking of the dims that remain. One product of each block with
+        the rule's weights (:func:`simpson_weights`), in the data's float
+        dtype: float32 data sum in float32 (about 1e-6 relative, where
+        scipy sums in float64), integers in float64.
 
     Examples
     --------
@@ -111,13 +107,12 @@ def integrate_simpson(da: xr.DataArray, dim: Hashable | None = None) -> xr.DataA
     >>> np.round(xsignal.integrate_simpson(da).values, 6)
     array([2., 4.])
     """
-    from scipy.integrate import simpson
-
     dim = _check_one_dim(da, dim)
-    x = coordinate_values(da, dim)
     dtype = _float_dtype(da)
+    # Simpson's rule is linear in the data: one product with its weights
+    weights = simpson_weights(coordinate_values(da, dim)).astype(dtype)
     out = apply_blocks(
-        lambda block: simpson(block, x=x, axis=-1).astype(dtype, copy=False),
+        lambda block: np.matmul(block, weights, dtype=dtype),
         da,
         [dim],
         {},
@@ -125,6 +120,49 @@ def integrate_simpson(da: xr.DataArray, dim: Hashable | None = None) -> xr.DataA
         keep_attrs=True,
     )
     return with_marking(out, signal_dims(da))
+
+
+def simpson_weights(x: Any) -> np.ndarray:
+    """The weights ``w`` with ``y @ w`` the integral of ``y`` over ``x`` by
+    Simpson's rule, as :func:`scipy.integrate.simpson` computes it.
+
+    Pairs of intervals each take the parabola through their three points
+    (the composite rule for uneven spacing); with an odd number of
+    intervals, the last one takes the parabola through the last three
+    points (Cartwright's correction, the formulas of Wikipedia's "Simpson's
+    rule", composite rule for irregularly spaced data); two points: the
+    trapezoid.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xsignal.spectra import simpson_weights
+    >>> (simpson_weights(np.arange(5.0)) * 3).tolist()
+    [1.0, 4.0, 2.0, 4.0, 1.0]
+    >>> x = np.array([0.0, 0.5, 1.5, 2.0])        # uneven, three intervals
+    >>> round(float(x**2 @ simpson_weights(x)), 12)  # exact for a parabola
+    2.666666666667
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n = x.size
+    w = np.zeros(n)
+    if n == 2:
+        w[:] = 0.5 * (x[1] - x[0])
+    if n < 3:
+        return w
+    stop = n if n % 2 else n - 1  # the points of the pairs of intervals
+    h = np.diff(x[:stop])
+    h0, h1 = h[0::2], h[1::2]
+    pair = (h0 + h1) / 6
+    w[0 : stop - 2 : 2] += pair * (2 - h1 / h0)
+    w[1 : stop - 1 : 2] += pair * (h0 + h1) ** 2 / (h0 * h1)
+    w[2:stop:2] += pair * (2 - h0 / h1)
+    if n % 2 == 0:  # the last interval
+        a, b = x[-2] - x[-3], x[-1] - x[-2]
+        w[-1] += (2 * b * b + 3 * a * b) / (6 * (a + b))
+        w[-2] += (b * b + 3 * a * b) / (6 * a)
+        w[-3] -= b**3 / (6 * a * (a + b))
+    return w
 
 
 def integrate1D(da: xr.DataArray, dim: Hashable | None = None) -> xr.DataArray:
@@ -369,9 +407,9 @@ def remove_background(
     fit = _BACKGROUND_FITS[background_type]
 
     def background(block: np.ndarray) -> np.ndarray:
-        values = np.asarray(block, dtype=np.float64)
-        curve = fit(values, x, lo, hi, polynomial_order)
-        return curve.astype(dtype, copy=False)
+        # the fit reads only its range; the curve is made in the result's dtype
+        window = np.asarray(block[..., lo:hi], dtype=np.float64)
+        return fit(window, x[lo : hi + 1], x, polynomial_order, dtype)
 
     bg = _along(da, dim, background, dtype)
     bg.attrs = dict(da.attrs)
@@ -415,15 +453,13 @@ def _power_law_parameters(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(A, r) of ``A * x**-r`` for every spectrum, by the two-area method on
     channels ``i1..i4`` (HyperSpy's ``PowerLaw.estimate_parameters``)."""
-    from scipy.integrate import simpson
-
     if (i1 + i4) % 2:  # an even sum splits the channels at a channel
         i4 -= 1
     i2 = (i1 + i4) // 2
     x1, x2, x4 = x[i1], x[i2], x[i4]
     with np.errstate(divide="ignore", invalid="ignore"):
-        area1 = simpson(values[..., i1:i2], x=x[i1:i2], axis=-1)
-        area2 = simpson(values[..., i2:i4], x=x[i2:i4], axis=-1)
+        area1 = values[..., i1:i2] @ simpson_weights(x[i1:i2])
+        area2 = values[..., i2:i4] @ simpson_weights(x[i2:i4])
         ratio = area1 / area2 * (x4 - x2) / (x2 - x1)
         r = 2.0 * np.log(ratio) / np.log(x4 * x2 / (x2 * x1))
         k = 1.0 - r
@@ -433,41 +469,57 @@ def _power_law_parameters(
     return np.nan_to_num(amp), np.nan_to_num(r)
 
 
+# Each background fit takes the fitting range of every spectrum of a block
+# (``window``, float64), the range's coordinates and the next one (``xs``),
+# the whole coordinate ``x``, the polynomial order and the dtype of the
+# curve it returns over ``x``.
+
+
 def _power_law(
-    values: np.ndarray, x: np.ndarray, i1: int, i4: int, order: int
+    window: np.ndarray, xs: np.ndarray, x: np.ndarray, order: int, dtype: Any
 ) -> np.ndarray:
-    """Two-area power law on channels ``i1..i4`` of every spectrum."""
-    amp, r = _power_law_parameters(values, x, i1, i4)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        curve = amp[..., None] * np.where(x > 0, x, np.nan) ** -r[..., None]
-    out: np.ndarray = np.nan_to_num(curve)
-    return out
+    """Two-area power law on the range of every spectrum; 0 where x <= 0.
+
+    ``A x**-r`` is made as ``A exp(-r log x)`` in ``dtype``: numpy's power
+    of a row by a column costs several times its exp."""
+    amp, r = _power_law_parameters(window, xs, 0, xs.size - 1)
+    positive = x > 0
+    logs = np.log(np.where(positive, x, 1.0)).astype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        curve: np.ndarray = np.multiply.outer((-r).astype(dtype), logs)
+        np.exp(curve, out=curve)
+        curve *= amp.astype(dtype)[..., None]
+    curve[..., ~positive] = 0
+    if not np.isfinite(curve).all():  # an overflowing exp: the largest float
+        np.nan_to_num(curve, copy=False)
+    return curve
 
 
 def _polynomial(
-    values: np.ndarray, x: np.ndarray, lo: int, hi: int, order: int
+    window: np.ndarray, xs: np.ndarray, x: np.ndarray, order: int, dtype: Any
 ) -> np.ndarray:
-    """Least-squares polynomials on channels ``lo`` to ``hi`` (excluded, as
-    HyperSpy slices), all spectra at once."""
-    lanes = values.reshape(-1, values.shape[-1])
-    coeffs = np.polynomial.polynomial.polyfit(x[lo:hi], lanes[:, lo:hi].T, int(order))
+    """Least-squares polynomials on the range (its last channel excluded,
+    as HyperSpy slices), all spectra at once."""
+    lanes = window.reshape(-1, window.shape[-1])
+    coeffs = np.polynomial.polynomial.polyfit(xs[:-1], lanes.T, int(order))
     curve: np.ndarray = np.polynomial.polynomial.polyval(x, coeffs)
-    return curve.reshape(values.shape)
+    return curve.astype(dtype, copy=False).reshape(*window.shape[:-1], x.size)
 
 
-def _offset(values: np.ndarray, x: np.ndarray, lo: int, hi: int, order: int) -> Any:
-    mean = values[..., lo:hi].mean(axis=-1, keepdims=True)
-    return np.broadcast_to(mean, values.shape)
+def _offset(
+    window: np.ndarray, xs: np.ndarray, x: np.ndarray, order: int, dtype: Any
+) -> np.ndarray:
+    mean = window.mean(axis=-1, keepdims=True).astype(dtype)
+    return np.broadcast_to(mean, (*window.shape[:-1], x.size))
 
 
 def _exponential(
-    values: np.ndarray, x: np.ndarray, lo: int, hi: int, order: int
+    window: np.ndarray, xs: np.ndarray, x: np.ndarray, order: int, dtype: Any
 ) -> np.ndarray:
     """``A exp(-x / tau)`` by a line through the log of the positive values."""
-    window = values[..., lo:hi]
     with np.errstate(divide="ignore", invalid="ignore"):
         logs = np.log(np.where(window > 0, window, np.nan))
-    xs = x[lo:hi]
+    xs = xs[:-1]
     ok = np.isfinite(logs)
     n = ok.sum(-1)
     xm = np.where(ok, xs, 0).sum(-1) / n
@@ -477,7 +529,7 @@ def _exponential(
     intercept = ym - slope * xm
     with np.errstate(over="ignore", invalid="ignore"):
         curve = np.exp(intercept[..., None] + slope[..., None] * x)
-    out: np.ndarray = np.nan_to_num(curve)
+    out: np.ndarray = np.nan_to_num(curve).astype(dtype, copy=False)
     return out
 
 
@@ -718,18 +770,34 @@ def shift1D(
     dtype = np.result_type(_float_dtype(da), np.float32)
 
     def move(block: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        lanes = np.asarray(block, dtype=dtype)
-        by = np.broadcast_to(np.asarray(offsets, np.float64), lanes.shape[:-1])
-        position = np.arange(n) - by[..., None] / step  # where each value comes from
-        left = np.floor(position).astype(np.intp)
-        frac = (position - left).astype(dtype)
-        inside = (position >= 0) & (position <= n - 1)
-        left = np.clip(left, 0, n - 1)
-        right = np.clip(left + 1, 0, n - 1)
-        low = np.take_along_axis(lanes, left, -1)
-        high = np.take_along_axis(lanes, right, -1)
-        moved = low + (high - low) * np.where(frac > 0, frac, 0)
-        return np.where(inside, moved, fill_value).astype(dtype, copy=False)
+        lanes = block.reshape(-1, n)
+        if not lanes.size:
+            return np.empty(block.shape, dtype)
+        d = np.broadcast_to(np.asarray(offsets, np.float64), block.shape[:-1])
+        d = d.reshape(-1) / step  # value k comes from position k - d
+        # the same for every channel of a spectrum: the left neighbour
+        # k + a and the weight of the right one, frac in [0, 1)
+        a = np.floor(-d)
+        frac = (-d - a).astype(dtype)
+        a = np.clip(np.nan_to_num(a), -n - 1, n).astype(np.intp)
+        # each spectrum in a row padded on both sides, so that its two
+        # neighbour runs are plain slices of one flat buffer: gathered as
+        # whole rows (memory copies), not one index per value
+        pad = int(np.abs(a).max()) + 1
+        width = n + 2 * pad
+        padded = np.zeros((lanes.shape[0], width), dtype)
+        padded[:, pad : pad + n] = lanes
+        runs = np.lib.stride_tricks.sliding_window_view(padded.reshape(-1), n)
+        starts = np.arange(lanes.shape[0]) * width + pad + a
+        low: np.ndarray = runs[starts]
+        moved: np.ndarray = runs[starts + 1]
+        moved -= low
+        moved *= frac[:, None]
+        moved += low
+        k = np.arange(n)
+        outside = (k < d[:, None]) | (k > (n - 1) + d[:, None]) | np.isnan(d)[:, None]
+        np.copyto(moved, np.asarray(fill_value, dtype), where=outside)
+        return moved.reshape(block.shape)
 
     out = xr.apply_ufunc(
         move,

@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 from dask.utils import parse_bytes
 
+from . import engine
 from .dims import check_dims, navigation_dims, signal_dims
 from .options import OPTIONS
 
@@ -252,8 +253,12 @@ def _shared(func: Any) -> Any:
 
 
 def _call(func: Any, *blocks: Any) -> Any:
-    """A block's task: the shared function on its blocks."""
-    return func(*blocks)
+    """A block's task: the shared function on its blocks, BLAS on one
+    thread (the scheduler's threads already share the cores: a LAPACK fit
+    in every task starting threads on every core halved Savitzky-Golay's
+    rate on 2 cores)."""
+    with engine.blas_one_thread():
+        return func(*blocks)
 
 
 def _unwrapped(func: Any) -> Any:

@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from . import engine
 from .chunks import apply_blocks
 from .dims import (
     _check_dataarray,
@@ -213,28 +212,27 @@ class _FrameProduct:
         frames = block.reshape(-1, *block.shape[-2:])
         n = frames.shape[0]
         out = np.empty((self.n_out, n), self.dtype)
-        with engine.blas_one_thread():  # the scheduler's threads share the cores
-            if self.full and frames.dtype == self.dtype and self.fold == (0, 0):
-                self._multiply(frames.reshape(n, -1), out)
-                return out.T
-            window = frames[(slice(None), *self.window)]
-            rows, columns = self.shape
-            step = max(1, self.BUFFER // self.pixels)
-            buffer = getattr(self._local, "buffer", None)
-            if (
-                buffer is None
-                or buffer.dtype != self.dtype
-                or buffer.size < step * self.pixels
-            ):
-                buffer = np.empty(step * self.pixels, self.dtype)
-                self._local.buffer = buffer
-            for i in range(0, n, step):
-                m = min(step, n - i)
-                part = buffer[: m * self.pixels].reshape(m, rows, columns)
-                step_frames = window[i : i + m]
-                np.copyto(part, step_frames[:, :rows, :columns], casting="unsafe")
-                self._add_mirrors(part, step_frames)
-                self._multiply(part.reshape(m, -1), out[:, i : i + m])
+        if self.full and frames.dtype == self.dtype and self.fold == (0, 0):
+            self._multiply(frames.reshape(n, -1), out)
+            return out.T
+        window = frames[(slice(None), *self.window)]
+        rows, columns = self.shape
+        step = max(1, self.BUFFER // self.pixels)
+        buffer = getattr(self._local, "buffer", None)
+        if (
+            buffer is None
+            or buffer.dtype != self.dtype
+            or buffer.size < step * self.pixels
+        ):
+            buffer = np.empty(step * self.pixels, self.dtype)
+            self._local.buffer = buffer
+        for i in range(0, n, step):
+            m = min(step, n - i)
+            part = buffer[: m * self.pixels].reshape(m, rows, columns)
+            step_frames = window[i : i + m]
+            np.copyto(part, step_frames[:, :rows, :columns], casting="unsafe")
+            self._add_mirrors(part, step_frames)
+            self._multiply(part.reshape(m, -1), out[:, i : i + m])
         return out.T
 
 

@@ -612,7 +612,7 @@ def map(  # noqa: A001  (the public name, like xarray's Dataset.map)
     )
     _check_picklable(loop, processes)
     if not processes and not vectorized and seconds is not None:
-        _say_how_to_use_every_core(func, seconds * n_pixels)
+        _say_how_to_use_every_core(func, seconds, n_pixels)
     result = _build_graph(loop, data, its, processes)
 
     # navigation coords always; signal coords when the signal dims are kept
@@ -650,19 +650,26 @@ HINT_SECONDS = 10.0  # a per-pixel map estimated longer than this says how to
 _HINTED: set[str] = set()  # use every core, once per function
 
 
-def _say_how_to_use_every_core(func: Callable[..., Any], seconds: float) -> None:
+def _say_how_to_use_every_core(
+    func: Callable[..., Any], first: float, pixels: int
+) -> None:
     """Once per function, before a long per-pixel run on dask's threads:
     Python code holding the GIL keeps one core busy however many threads
-    run it; say in one line how to use every core."""
+    run it; say in one line how to use every core. The estimate is the
+    first pixel's time (the call that inferred the output) times the
+    pixels, and says so: a function that caches on its first call runs
+    faster after it."""
     name = _func_name(func)
     cores = engine.cores()
+    seconds = first * pixels
     if seconds < HINT_SECONDS or cores < 2 or name in _HINTED:
         return
     if engine.where() != "threads":
         return
     _HINTED.add(name)
     warnings.warn(
-        f"xsignal.map: {name} will take about {seconds:.0f} s on one core if it "
+        f"xsignal.map: {name} took {first * 1e3:.3g} ms on the first pixel, so "
+        f"{pixels} pixels would take about {seconds:.0f} s on one core if it "
         f"holds the GIL (pure Python); to use all {cores} cores, call "
         "xsignal.set_options(map_processes=True) in a script with an "
         "'if __name__ == \"__main__\":' guard, or use a dask.distributed Client",

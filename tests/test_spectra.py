@@ -350,3 +350,12 @@ def test_float32_spectra_are_integrated_and_cleaned_in_float32(kind):
     np.testing.assert_allclose(
         cleaned.values, reference, atol=1e-5 * float(np.abs(background).max())
     )
+
+
+def test_simpson_weights_take_a_repeated_coordinate_as_scipy_does():
+    x = np.array([0.0, 1.0, 1.0, 2.5, 3.0, 3.0])
+    y = np.random.default_rng(10).normal(size=(2, x.size))
+    for n in (5, 6):
+        want = scipy.integrate.simpson(y[:, :n], x=x[:n], axis=-1)
+        got = y[:, :n] @ xsignal.spectra.simpson_weights(x[:n])
+        np.testing.assert_allclose(got, want, rtol=1e-12)

@@ -154,15 +154,26 @@ def simpson_weights(x: Any) -> np.ndarray:
     h = np.diff(x[:stop])
     h0, h1 = h[0::2], h[1::2]
     pair = (h0 + h1) / 6
-    w[0 : stop - 2 : 2] += pair * (2 - h1 / h0)
-    w[1 : stop - 1 : 2] += pair * (h0 + h1) ** 2 / (h0 * h1)
-    w[2:stop:2] += pair * (2 - h0 / h1)
+    ratio = _divide(h0, h1)
+    w[0 : stop - 2 : 2] += pair * (2 - _divide(1.0, ratio))
+    w[1 : stop - 1 : 2] += pair * (h0 + h1) * _divide(h0 + h1, h0 * h1)
+    w[2:stop:2] += pair * (2 - ratio)
     if n % 2 == 0:  # the last interval
-        a, b = x[-2] - x[-3], x[-1] - x[-2]
-        w[-1] += (2 * b * b + 3 * a * b) / (6 * (a + b))
-        w[-2] += (b * b + 3 * a * b) / (6 * a)
-        w[-3] -= b**3 / (6 * a * (a + b))
+        a, b = x[-2:-1] - x[-3:-2], x[-1:] - x[-2:-1]
+        w[-1:] += _divide(2 * b * b + 3 * a * b, 6 * (a + b))
+        w[-2:-1] += _divide(b * b + 3 * a * b, 6 * a)
+        w[-3:-2] -= _divide(b**3, 6 * a * (a + b))
     return w
+
+
+def _divide(top: Any, bottom: np.ndarray) -> np.ndarray:
+    """``top / bottom``, 0 where ``bottom`` is 0 (a repeated coordinate, as
+    scipy's rule takes it)."""
+    top = np.broadcast_to(np.asarray(top, np.float64), bottom.shape)
+    out: np.ndarray = np.divide(
+        top, bottom, out=np.zeros_like(bottom), where=bottom != 0
+    )
+    return out
 
 
 def integrate1D(da: xr.DataArray, dim: Hashable | None = None) -> xr.DataArray:

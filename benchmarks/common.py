@@ -61,6 +61,39 @@ class Context:
         return path
 
 
+def write_spectra(
+    path: Path,
+    energy: Any,
+    nav: tuple[int, int],
+    rows: int,
+    slab: Callable[[slice], Any],
+) -> Path:
+    """A netCDF4/HDF5 spectrum image (y, x, energy) float32, chunks of
+    ``rows`` scan rows and whole spectra, its ``energy`` coordinate in eV
+    and the signal dim marked; ``slab(rows)`` gives the counts of those
+    scan rows. Written to a temporary name, then renamed: a file that
+    exists is whole (the workloads cache it)."""
+    import h5netcdf
+    import numpy as np
+
+    ny, nx = nav
+    tmp = path.with_suffix(".tmp")
+    with h5netcdf.File(tmp, "w") as f:
+        f.dimensions = {"y": ny, "x": nx, "energy": len(energy)}
+        v = f.create_variable("energy", ("energy",), "f8")
+        v[:] = energy
+        v.attrs["units"] = "eV"
+        var = f.create_variable(
+            "data", ("y", "x", "energy"), "f4", chunks=(rows, nx, len(energy))
+        )
+        var.attrs.update({"units": "counts", "signal_dims": json.dumps(["energy"])})
+        for start in range(0, ny, rows):
+            sl = slice(start, start + rows)
+            var[sl] = np.asarray(slab(sl), dtype="f4")
+    tmp.rename(path)
+    return path
+
+
 @dataclass
 class Row:
     """One measured line of the report.

@@ -47,7 +47,15 @@ import h5py
 import numpy as np
 
 import xsignal
-from benchmarks.common import DATA_DIR, HYPERSPY, Context, Row, compare, run_hyperspy
+from benchmarks.common import (
+    DATA_DIR,
+    HYPERSPY,
+    Context,
+    Row,
+    compare,
+    run_hyperspy,
+    write_spectra,
+)
 from benchmarks.limits import raw_pass
 from xsignal.components import Gaussian, Offset
 
@@ -100,40 +108,22 @@ def fit_file(ctx: Context) -> Path:
     path = DATA_DIR / f"fit_{ny}x{nx}x{CHANNELS}.nc"
     if path.exists():
         return path
-    import h5netcdf
-
     t = truth(ny, nx)
     energy = OFFSET + SCALE * np.arange(CHANNELS)
     rng = np.random.default_rng(13)
-    tmp = path.with_suffix(".tmp")
-    rows = 4
-    with h5netcdf.File(tmp, "w") as f:
-        f.dimensions = {"y": ny, "x": nx, "energy": CHANNELS}
-        v = f.create_variable("energy", ("energy",), "f8")
-        v[:] = energy
-        v.attrs["units"] = "eV"
-        var = f.create_variable(
-            "data", ("y", "x", "energy"), "f4", chunks=(rows, nx, CHANNELS)
-        )
-        var.attrs.update({"units": "counts", "signal_dims": json.dumps(["energy"])})
-        for start in range(0, ny, rows):
-            sl = slice(start, start + rows)
-            p = {k: a[sl] for k, a in t.items()}
-            clean = (
-                _gauss(
-                    energy, p["Gaussian.A"], p["Gaussian.centre"], p["Gaussian.sigma"]
-                )
-                + _gauss(
-                    energy,
-                    p["Gaussian_2.A"],
-                    p["Gaussian_2.centre"],
-                    p["Gaussian_2.sigma"],
-                )
-                + p["Offset.offset"][..., None]
+
+    def slab(rows: slice) -> np.ndarray:
+        p = {k: a[rows] for k, a in t.items()}
+        clean = (
+            _gauss(energy, p["Gaussian.A"], p["Gaussian.centre"], p["Gaussian.sigma"])
+            + _gauss(
+                energy, p["Gaussian_2.A"], p["Gaussian_2.centre"], p["Gaussian_2.sigma"]
             )
-            var[sl] = rng.poisson(clean).astype("f4")
-    tmp.rename(path)
-    return path
+            + p["Offset.offset"][..., None]
+        )
+        return rng.poisson(clean)
+
+    return write_spectra(path, energy, (ny, nx), 4, slab)
 
 
 # --- xsignal --------------------------------------------------------------------

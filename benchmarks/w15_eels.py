@@ -31,14 +31,21 @@ aligned spectra hold values).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
 import xsignal
-from benchmarks.common import DATA_DIR, HYPERSPY, Context, Row, compare, run_hyperspy
+from benchmarks.common import (
+    DATA_DIR,
+    HYPERSPY,
+    Context,
+    Row,
+    compare,
+    run_hyperspy,
+    write_spectra,
+)
 from benchmarks.limits import raw_pass
 
 CHANNELS = 1024
@@ -51,8 +58,6 @@ TOOLS = ("remove_background", "align1D", "savitzky_golay", "gaussian_filter", "s
 
 def eels_file(ctx: Context) -> Path:
     """The W15 file (written once, cached), chunks of 16 scan rows."""
-    import h5netcdf
-
     ny, nx = (32, 32) if ctx.quick else (128, 128)
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     path = DATA_DIR / f"eels_{ny}x{nx}x{CHANNELS}.nc"
@@ -63,26 +68,15 @@ def eels_file(ctx: Context) -> Path:
     drift = 1.5 * np.sin(2 * np.pi * x) * np.cos(np.pi * y)  # eV
     amplitude = 2.7e10 * (1 + 0.3 * np.cos(3 * x + 2 * y))  # 1000 counts at 300 eV
     rng = np.random.default_rng(15)
-    tmp = path.with_suffix(".tmp")
-    rows = 16
     safe = np.maximum(energy, 20.0)
     edge = np.where(energy >= 400, 200 * (safe / 400) ** -2, 0.0)
-    with h5netcdf.File(tmp, "w") as f:
-        f.dimensions = {"y": ny, "x": nx, "energy": CHANNELS}
-        v = f.create_variable("energy", ("energy",), "f8")
-        v[:] = energy
-        v.attrs["units"] = "eV"
-        var = f.create_variable(
-            "data", ("y", "x", "energy"), "f4", chunks=(rows, nx, CHANNELS)
-        )
-        var.attrs.update({"units": "counts", "signal_dims": json.dumps(["energy"])})
-        for start in range(0, ny, rows):
-            sl = slice(start, start + rows)
-            zlp = 1e6 * np.exp(-0.5 * ((energy - drift[sl, :, None]) / 1.0) ** 2)
-            background = np.where(energy >= 20, amplitude[sl, :, None] * safe**-3, 0)
-            var[sl] = rng.poisson(zlp + background + edge).astype("f4")
-    tmp.rename(path)
-    return path
+
+    def slab(rows: slice) -> np.ndarray:
+        zlp = 1e6 * np.exp(-0.5 * ((energy - drift[rows, :, None]) / 1.0) ** 2)
+        background = np.where(energy >= 20, amplitude[rows, :, None] * safe**-3, 0)
+        return rng.poisson(zlp + background + edge)
+
+    return write_spectra(path, energy, (ny, nx), 16, slab)
 
 
 def xsignal_tools(path: Path) -> dict:

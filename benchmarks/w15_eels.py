@@ -153,7 +153,7 @@ def agreement(name: str, ours: np.ndarray, theirs: np.ndarray) -> str:
         return f"shifts within {diff:.2g} eV of HyperSpy's"
     scale = np.abs(theirs[both]).max()
     diff = np.abs(ours - theirs)[both].max() / scale
-    return f"max |xsignal - HyperSpy| = {diff:.2g} of HyperSpy's largest value"
+    return f"largest difference from HyperSpy {diff:.2g} of its largest value"
 
 
 def run(ctx: Context) -> list[Row]:

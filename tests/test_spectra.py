@@ -359,3 +359,16 @@ def test_simpson_weights_take_a_repeated_coordinate_as_scipy_does():
         want = scipy.integrate.simpson(y[:, :n], x=x[:n], axis=-1)
         got = y[:, :n] @ xsignal.spectra.simpson_weights(x[:n])
         np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_float16_spectra_are_integrated_to_float16_rounding():
+    """float16 results of a 1024-term sum that a float16 running sum would
+    round off (numpy's float16 product accumulates in float32)."""
+    x = np.arange(1024.0)
+    da = xr.DataArray(
+        np.full((2, x.size), 0.7, "f2"), dims=("p", "e"), coords={"e": x}
+    ).signal.set_signal_dims("e")
+    out = xsignal.integrate_simpson(da.chunk({"p": 1})).values
+    assert out.dtype == np.float16
+    want = scipy.integrate.simpson(da.values.astype("f8"), x=x, axis=-1)
+    np.testing.assert_allclose(out, want, rtol=1e-3)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dask
 import pytest
+from clusters import local_client
 
 import xsignal
 from xsignal.testing import spectrum_image
@@ -52,15 +53,7 @@ def opened():
 def process_client():
     """A dask.distributed Client of two worker processes on loopback, one
     for the test module (each worker opens the files itself)."""
-    distributed = pytest.importorskip("distributed")
-    with (
-        distributed.LocalCluster(
-            processes=True,
-            n_workers=2,
-            threads_per_worker=1,
-            dashboard_address=":0",
-            host="127.0.0.1",
-        ) as cluster,
-        distributed.Client(cluster, direct_to_workers=True) as client,
-    ):
+    with local_client(
+        processes=True, dashboard_address=":0", host="127.0.0.1", direct_to_workers=True
+    ) as client:
         yield client

@@ -17,6 +17,7 @@ import dask.array as dsa
 import numpy as np
 import pytest
 import xarray as xr
+from clusters import local_client
 
 import xsignal
 from xsignal.io import h5source
@@ -266,16 +267,7 @@ def test_nothing_lazy_calls_back_once():
 
 @pytest.fixture(scope="module")
 def client():
-    distributed = pytest.importorskip("distributed")
-    with (
-        distributed.LocalCluster(
-            processes=False,
-            n_workers=2,
-            threads_per_worker=1,
-            dashboard_address=None,
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
+    with local_client(processes=False) as client:
         yield client
 
 

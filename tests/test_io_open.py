@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 import xarray as xr
+from clusters import local_client
 
 import xsignal
 from xsignal.testing import raise_if_dask_computes, write_spectrum_image
@@ -292,15 +293,9 @@ def test_cli_info_describes_hdf5_files(tmp_path, capsys):
 
 
 def test_distributed_workers_read_write_and_close(tmp_path):
-    distributed = pytest.importorskip("distributed")
     path = write_spectrum_image(tmp_path / "a.nc", (8, 6, 32), chunks=(2, 6, 32))
     expected = float(xsignal.open(path, lazy=False).sum())
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as cluster,
-        distributed.Client(cluster),
-    ):
+    with local_client(processes=True, dashboard_address=":0"):
         da = xsignal.open(path)
         assert float(da.sum()) == pytest.approx(expected)
         xsignal.save(da * 2, tmp_path / "b.nc")

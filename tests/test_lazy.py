@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
+from clusters import local_client
 
 import xsignal
 from xsignal.testing import raise_if_dask_computes, spectrum_image
@@ -227,14 +228,8 @@ def test_blocks_reject_bad_masks(si, kwargs, error, match):
 def test_blocks_and_compute_on_an_in_process_distributed_client():
     # tests/test_distributed.py runs everything on worker processes; this
     # one checks non-dask objects pass through xsignal.compute on a client
-    distributed = pytest.importorskip("distributed")
     da = spectrum_image((6, 5, 32), chunks={"y": 2}).data
-    with (
-        distributed.LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster),
-    ):
+    with local_client(processes=False, n_workers=1, threads_per_worker=2):
         items = list(da.signal.blocks())
         out = da.signal.compute(progress=True)
         total, same = xsignal.compute(da.sum(), 7, progress=True)

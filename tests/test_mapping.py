@@ -8,6 +8,7 @@ import dask
 import numpy as np
 import pytest
 import xarray as xr
+from clusters import local_client
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
@@ -399,17 +400,7 @@ def test_unpicklable_kwarg_fails_clearly_at_compute():
 def client():
     """A cluster for the one test that asks for it: module-scoped, it stayed
     the default scheduler of every later test in this module."""
-    distributed = pytest.importorskip("distributed")
-    with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-        ) as cluster,
-        distributed.Client(cluster) as c,
-    ):
+    with local_client(processes=True, host="127.0.0.1") as c:
         yield c
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from clusters import local_client
 from dask.callbacks import Callback
 
 import xsignal
@@ -325,17 +326,9 @@ NO_MEMORY_MANAGEMENT = {
 def small_cluster():
     """Two workers of one thread with 64 KiB each (a number only: memory
     management is off, nothing spills or pauses)."""
-    distributed = pytest.importorskip("distributed")
     with (
         dask.config.set(NO_MEMORY_MANAGEMENT),
-        distributed.LocalCluster(
-            processes=False,
-            n_workers=2,
-            threads_per_worker=1,
-            memory_limit=64 * 2**10,
-            dashboard_address=None,
-        ) as cluster,
-        distributed.Client(cluster) as client,
+        local_client(processes=False, memory_limit=64 * 2**10) as client,
     ):
         yield client
 

@@ -7,6 +7,7 @@ import dask
 import numpy as np
 import pytest
 import xarray as xr
+from clusters import local_client
 
 import xsignal
 from xsignal.testing import spectrum_image
@@ -245,14 +246,8 @@ def test_without_a_stored_navigator_the_picture_fills_in():
 
 
 def test_the_picture_fills_in_on_a_cluster():
-    distributed = pytest.importorskip("distributed")
     da = spectra()
     frames: list = []
-    with (
-        distributed.LocalCluster(
-            processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster),
-    ):
+    with local_client(processes=False):
         fig = da.signal.plot(figure=RecordingCanvas.figure(frames))
     check_progressive(da, frames, fig)

@@ -11,6 +11,7 @@ import dask.array
 import numpy as np
 import pytest
 import xarray as xr
+from clusters import local_client
 
 import xsignal
 from xsignal.testing import raise_if_dask_computes
@@ -250,14 +251,8 @@ def test_blocks_of_parts_of_signals_still_give_the_navigator(tmp_path, name, ope
 
 
 def test_on_a_cluster_the_workers_write_and_sum(tmp_path):
-    distributed = pytest.importorskip("distributed")
     da = frames()
-    with (
-        distributed.LocalCluster(
-            processes=True, n_workers=2, threads_per_worker=1, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster),
-    ):
+    with local_client(processes=True):
         for name in ("a.nc", "a.zspy"):
             xsignal.save(da.chunk({"y": 2}), tmp_path / name)
     for name in ("a.nc", "a.zspy"):
